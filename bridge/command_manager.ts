@@ -1,0 +1,268 @@
+/**
+ * Runs the IDE's commands: one entry per (channel, command id), output
+ * streamed as it arrives (stdout and stderr apart), stdin and signals passed
+ * through, a cap on concurrent commands, an optional timeout, and an exit
+ * report with code or signal and duration.
+ *
+ * @module
+ */
+import { type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import {
+  type CmdErrorBody,
+  type CmdExitBody,
+  type Frame,
+  FrameType,
+  OUTPUT_CHUNK_BYTES,
+  SIGNALS,
+} from "../shared/protocol.ts";
+import type { CommandRunner, RunningProcess } from "./shell_runner.ts";
+
+/** Longest command line accepted. */
+export const MAX_COMMAND_LENGTH = 64 * 1024;
+/** After the shell exits, output still in flight is read for this long. */
+const DRAIN_GRACE_MS = 250;
+/** Time between SIGTERM and SIGKILL when stopping a command. */
+export const KILL_GRACE_MS = 2_000;
+
+/** Sends one frame towards the IDE; resolves when the socket can take more. */
+export type FrameSender = (frame: FrameInit) => Promise<void>;
+
+/** Options for {@linkcode CommandManager}. */
+export interface CommandManagerOptions {
+  /** Spawns processes. */
+  runner: CommandRunner;
+  /** Absolute, resolved directory commands run in by default; `cwd` must stay inside it. */
+  root: string;
+  /** Cap on concurrent commands. */
+  maxCommands: number;
+  /** Kill commands after this long unless the IDE asks for less. */
+  defaultTimeoutMs?: number;
+  /** Where frames go. */
+  send: FrameSender;
+  /** Monotonic-ish clock for durations. */
+  now?: () => number;
+  /** Called with events for --verbose output (ids and statuses, never content). */
+  onEvent?: (message: string) => void;
+}
+
+interface Running {
+  key: string;
+  channel: number;
+  id: string;
+  proc: RunningProcess;
+  stdin: WritableStreamDefaultWriter<Uint8Array>;
+  stdinChain: Promise<void>;
+  timer?: ReturnType<typeof setTimeout>;
+  killTimer?: ReturnType<typeof setTimeout>;
+  timedOut: boolean;
+}
+
+/** Executes `cmd.*` frames. */
+export class CommandManager {
+  #opts: CommandManagerOptions;
+  #running = new Map<string, Running>();
+  #now: () => number;
+
+  /** @param options Runner, root, cap and sender. */
+  constructor(options: CommandManagerOptions) {
+    this.#opts = options;
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  /** Number of commands running. */
+  get size(): number {
+    return this.#running.size;
+  }
+
+  /** Handles one end-to-end frame from the IDE on channel `frame.c`. */
+  handle(frame: Frame): void {
+    const channel = frame.c ?? 0;
+    const id = frame.id;
+    if (id === undefined) return; // Nothing to answer to.
+    const key = `${channel}:${id}`;
+    const running = this.#running.get(key);
+    switch (frame.t) {
+      case FrameType.CmdStart:
+        this.#start(channel, id, key, frame);
+        break;
+      case FrameType.CmdStdin:
+        if (running) {
+          const data = frame.body.slice();
+          running.stdinChain = running.stdinChain.then(() => running.stdin.write(data)).catch(() => {});
+        }
+        break;
+      case FrameType.CmdEof:
+        if (running) running.stdinChain = running.stdinChain.then(() => running.stdin.close()).catch(() => {});
+        break;
+      case FrameType.CmdSignal: {
+        if (!running) break;
+        let signal: unknown;
+        try {
+          signal = jsonBody(frame).signal;
+        } catch {
+          return this.#error(channel, id, "bad-request", "signal body is not JSON");
+        }
+        if (!SIGNALS.includes(signal as typeof SIGNALS[number])) {
+          return this.#error(channel, id, "bad-request", `unsupported signal ${String(signal)}`);
+        }
+        running.proc.kill(signal as Deno.Signal);
+        break;
+      }
+    }
+  }
+
+  /** Hangs up every command of an IDE socket that left. */
+  closeChannel(channel: number): void {
+    for (const r of this.#running.values()) if (r.channel === channel) this.#terminate(r, "SIGHUP");
+  }
+
+  /**
+   * Stops every command: SIGTERM to each process group, SIGKILL after
+   * {@linkcode KILL_GRACE_MS}, and waits for all of them to exit.
+   */
+  async stopAll(): Promise<void> {
+    const all = [...this.#running.values()];
+    for (const r of all) this.#terminate(r, "SIGTERM");
+    await Promise.all(all.map((r) => r.proc.exited.catch(() => {})));
+  }
+
+  #start(channel: number, id: string, key: string, frame: Frame): void {
+    if (this.#running.has(key)) return this.#error(channel, id, "duplicate-id", `command ${id} is already running`);
+    let command: unknown, cwd: unknown, timeoutMs: unknown;
+    try {
+      ({ command, cwd, timeoutMs } = jsonBody(frame));
+    } catch {
+      return this.#error(channel, id, "bad-request", "cmd.start body is not a JSON object");
+    }
+    if (typeof command !== "string" || command.length === 0 || command.length > MAX_COMMAND_LENGTH) {
+      return this.#error(channel, id, "bad-request", "command must be a non-empty string of at most 64 KiB");
+    }
+    if (cwd !== undefined && typeof cwd !== "string") {
+      return this.#error(channel, id, "bad-request", "cwd must be a string");
+    }
+    if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && (timeoutMs as number) > 0)) {
+      return this.#error(channel, id, "bad-request", "timeoutMs must be a positive integer");
+    }
+    if (this.#running.size >= this.#opts.maxCommands) {
+      return this.#error(
+        channel,
+        id,
+        "busy",
+        `${this.#running.size} commands are running already (the cap is ${this.#opts.maxCommands})`,
+      );
+    }
+    let dir: string;
+    try {
+      dir = this.#resolveCwd(cwd as string | undefined);
+    } catch (error) {
+      return this.#error(channel, id, "bad-cwd", (error as Error).message);
+    }
+    let proc: RunningProcess;
+    const started = this.#now();
+    try {
+      proc = this.#opts.runner.spawn(command, { cwd: dir });
+    } catch (error) {
+      return this.#error(channel, id, "spawn-failed", `cannot start the shell: ${(error as Error).message}`);
+    }
+    const r: Running = {
+      key,
+      channel,
+      id,
+      proc,
+      stdin: proc.stdin.getWriter(),
+      stdinChain: Promise.resolve(),
+      timedOut: false,
+    };
+    this.#running.set(key, r);
+    this.#opts.onEvent?.(`command ${id} started (pid ${proc.pid})`);
+    const limit = [timeoutMs as number | undefined, this.#opts.defaultTimeoutMs].filter((v): v is number =>
+      v !== undefined
+    );
+    if (limit.length) {
+      r.timer = setTimeout(() => {
+        r.timedOut = true;
+        this.#terminate(r, "SIGTERM");
+      }, Math.min(...limit));
+    }
+    this.#finish(r, started).catch((error) => this.#opts.onEvent?.(`command ${id} failed: ${error}`));
+  }
+
+  async #finish(r: Running, started: number): Promise<void> {
+    const out = this.#pump(r, r.proc.stdout, FrameType.CmdStdout);
+    const err = this.#pump(r, r.proc.stderr, FrameType.CmdStderr);
+    const exit = await r.proc.exited;
+    const durationMs = Math.round(this.#now() - started);
+    clearTimeout(r.timer);
+    clearTimeout(r.killTimer);
+    // A background grandchild may hold the pipes open; read what is in flight, then stop.
+    const drained = Promise.all([out.done, err.done]);
+    const grace = new Promise<"late">((resolve) => setTimeout(() => resolve("late"), DRAIN_GRACE_MS));
+    if ((await Promise.race([drained, grace])) === "late") {
+      out.cancel();
+      err.cancel();
+      await drained;
+    }
+    r.stdin.close().catch(() => {});
+    this.#running.delete(r.key);
+    const body: CmdExitBody = {
+      code: exit.code,
+      signal: exit.signal,
+      durationMs,
+      ...(r.timedOut ? { timedOut: true } : {}),
+    };
+    this.#opts.onEvent?.(`command ${r.id} exited (${exit.signal ?? exit.code})`);
+    await this.#opts.send({ t: FrameType.CmdExit, c: r.channel, id: r.id, body: { ...body } });
+  }
+
+  #pump(r: Running, stream: ReadableStream<Uint8Array>, type: string): { done: Promise<void>; cancel(): void } {
+    const reader = stream.getReader();
+    const done = (async () => {
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          for (let at = 0; at < value.byteLength; at += OUTPUT_CHUNK_BYTES) {
+            // Waiting here pushes back on the child when the relay is slow.
+            await this.#opts.send({
+              t: type,
+              c: r.channel,
+              id: r.id,
+              body: value.subarray(at, at + OUTPUT_CHUNK_BYTES),
+            });
+          }
+        }
+      } catch {
+        // Cancelled or the pipe broke: the exit report still goes out.
+      }
+    })();
+    return { done, cancel: () => reader.cancel().catch(() => {}) };
+  }
+
+  #terminate(r: Running, signal: Deno.Signal): void {
+    r.proc.kill(signal);
+    clearTimeout(r.killTimer);
+    r.killTimer = setTimeout(() => r.proc.kill("SIGKILL"), KILL_GRACE_MS);
+  }
+
+  #resolveCwd(cwd: string | undefined): string {
+    const root = this.#opts.root;
+    if (cwd === undefined || cwd === "" || cwd === ".") return root;
+    const joined = cwd.startsWith("/") ? cwd : `${root}/${cwd}`;
+    let real: string;
+    try {
+      real = Deno.realPathSync(joined);
+    } catch {
+      throw new Error(`no such directory: ${cwd}`);
+    }
+    if (real !== root && !real.startsWith(root.endsWith("/") ? root : `${root}/`)) {
+      throw new Error(`${cwd} is outside the bridge's directory`);
+    }
+    if (!Deno.statSync(real).isDirectory) throw new Error(`not a directory: ${cwd}`);
+    return real;
+  }
+
+  #error(channel: number, id: string, reason: string, message: string): void {
+    const body: CmdErrorBody = { reason, message };
+    this.#opts.send({ t: FrameType.CmdError, c: channel, id, body: { ...body } }).catch(() => {});
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The bridge's stored credentials: one session JWT per relay URL, plus the
+ * relay it last paired with, in `<config dir>/credentials.json` (dir 0700,
+ * file 0600, replaced atomically). Tokens are never printed or logged.
+ *
+ * @module
+ */
+
+/** What the bridge keeps for one relay. */
+export interface RelayCredential {
+  /** The session JWT. */
+  token: string;
+  /** The bridge id the relay assigned. */
+  bridgeId: string;
+  /** Token expiry (ms since the epoch). */
+  expiresAt: number;
+  /** When this pairing happened (ms since the epoch). */
+  pairedAt: number;
+}
+
+interface CredentialFile {
+  version: 1;
+  lastRelay?: string;
+  relays: Record<string, RelayCredential>;
+}
+
+/**
+ * Reads and writes credentials.json.
+ *
+ * @example
+ * ```ts ignore
+ * import { CredentialStore } from "./credentials.ts";
+ * const store = new CredentialStore(`${Deno.env.get("HOME")}/.config/coder1`);
+ * console.log(await store.lastRelay());
+ * ```
+ */
+export class CredentialStore {
+  /** The config directory. */
+  readonly dir: string;
+  /** The credentials file. */
+  readonly file: string;
+
+  /** @param dir The config directory (created on first write). */
+  constructor(dir: string) {
+    this.dir = dir;
+    this.file = `${dir}/credentials.json`;
+  }
+
+  /** The credential for `relay` (its normalised http URL), if any. */
+  async get(relay: string): Promise<RelayCredential | undefined> {
+    return (await this.#read()).relays[relay];
+  }
+
+  /** The relay paired with most recently, if any. */
+  async lastRelay(): Promise<string | undefined> {
+    return (await this.#read()).lastRelay;
+  }
+
+  /** Stores the credential for `relay` and makes it the last relay. */
+  async put(relay: string, credential: RelayCredential): Promise<void> {
+    const data = await this.#read();
+    data.relays[relay] = credential;
+    data.lastRelay = relay;
+    await this.#write(data);
+  }
+
+  /** Deletes the credential for `relay`; returns whether there was one. */
+  async delete(relay: string): Promise<boolean> {
+    const data = await this.#read();
+    if (!(relay in data.relays)) return false;
+    delete data.relays[relay];
+    await this.#write(data);
+    return true;
+  }
+
+  async #read(): Promise<CredentialFile> {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(this.file);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return { version: 1, relays: {} };
+      throw error;
+    }
+    try {
+      const data = JSON.parse(text) as CredentialFile;
+      if (typeof data.relays !== "object" || data.relays === null) throw new Error("no relays");
+      return data;
+    } catch {
+      throw new Error(`Cannot read ${this.file}: not a coder1 credentials file (move it away to start over)`);
+    }
+  }
+
+  async #write(data: CredentialFile): Promise<void> {
+    await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${this.file}.${crypto.randomUUID()}.tmp`;
+    try {
+      await Deno.writeTextFile(tmp, JSON.stringify(data, null, 2) + "\n", { mode: 0o600, createNew: true });
+      await Deno.rename(tmp, this.file);
+    } catch (error) {
+      await Deno.remove(tmp).catch(() => {});
+      throw error;
+    }
+    // Tighten a file someone loosened; mode on create is subject to umask anyway.
+    if (Deno.build.os !== "windows") await Deno.chmod(this.file, 0o600);
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * The bridge's link to its relay: dial out over WebSocket (npm:ws, which sets
+ * TCP_NODELAY; Deno's own client stalls ~40 ms on every message over 1 KiB),
+ * authenticate with a pairing code or the session JWT, answer heartbeats,
+ * hand command frames to the {@linkcode CommandManager}, and reconnect with
+ * exponential backoff and jitter until told to stop.
+ *
+ * @module
+ */
+import WebSocket from "ws";
+import { decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import {
+  type AuthBody,
+  type AuthOkBody,
+  CloseCode,
+  END_TO_END,
+  type Frame,
+  FrameType,
+  HEARTBEAT_TIMEOUT_MS,
+  MAX_FRAME_BYTES,
+  RECONNECT_BASE_MS,
+  RECONNECT_MAX_MS,
+} from "../shared/protocol.ts";
+import type { RelayUrl } from "../shared/relay_url.ts";
+import type { CommandManager } from "./command_manager.ts";
+
+/** Above this many unsent bytes, senders wait for the socket to drain. */
+const SEND_HIGH_WATER = 1024 * 1024;
+/** How long the WebSocket handshake (TCP + TLS + upgrade) may take. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Who the bridge says it is. */
+export interface BridgeIdentity {
+  /** Display name. */
+  name: string;
+  /** coder1 version. */
+  version: string;
+  /** Operating system. */
+  os: string;
+}
+
+/** How {@linkcode runRelayLink} ended. */
+export interface LinkExit {
+  /** Exit code for the process. */
+  code: number;
+  /** What to tell the user (empty when stopped on request). */
+  message: string;
+  /** True when the stored token is dead and should be deleted. */
+  dropToken?: boolean;
+}
+
+/** Options for {@linkcode runRelayLink}. */
+export interface RelayLinkOptions {
+  /** The relay. */
+  relay: RelayUrl;
+  /** Extra CA certificate (PEM) to trust. */
+  ca?: string;
+  /** Name, version, OS. */
+  identity: BridgeIdentity;
+  /** First credential: a pairing code, or a stored token. */
+  auth: { code: string } | { token: string };
+  /** Runs commands; built by the caller with {@linkcode RelayLink.send} as its sender. */
+  commands: (send: (frame: FrameInit) => Promise<void>) => CommandManager;
+  /** Called after each successful auth; `token` is set when a code was redeemed. */
+  onAuthenticated: (ok: AuthOkBody, first: boolean) => Promise<void> | void;
+  /** Progress and events for the user. */
+  print: (message: string) => void;
+  /** Verbose events (connection details, IDE sockets). */
+  debug: (message: string) => void;
+  /** Stops the link (closes with 1000 and ends running commands). */
+  signal: AbortSignal;
+  /** Heartbeat silence limit (tests shrink it). */
+  heartbeatTimeoutMs?: number;
+}
+
+interface Attempt {
+  authed: boolean;
+  closeCode?: number;
+  closeReason?: string;
+  error?: string;
+}
+
+/**
+ * Keeps the bridge connected until stopped or refused for good.
+ *
+ * @param options Relay, credential, command manager factory and callbacks.
+ * @returns How and why it ended.
+ */
+export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit> {
+  let socket: WebSocket | undefined;
+  const send = async (frame: FrameInit): Promise<void> => {
+    const ws = socket;
+    // While reconnecting there is no socket; output is dropped until the
+    // lossless stream layer lands (see docs/PROTOCOL.md, "Limits").
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const bytes = encodeFrame(frame);
+    if (ws.bufferedAmount < SEND_HIGH_WATER) {
+      ws.send(bytes);
+      return;
+    }
+    await new Promise<void>((resolve) => ws.send(bytes, () => resolve()));
+  };
+  const manager = options.commands(send);
+  let auth: AuthBody = { ...options.auth, ...options.identity };
+  let failures = 0;
+  let connectedOnce = false;
+  const stopped = new Promise<void>((resolve) =>
+    options.signal.addEventListener("abort", () => resolve(), { once: true })
+  );
+
+  try {
+    while (!options.signal.aborted) {
+      options.print(
+        connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
+      );
+      const attempt = await _connect(options, auth, manager, (ws) => (socket = ws), async (ok) => {
+        if (ok.token) auth = { token: ok.token, ...options.identity };
+        await options.onAuthenticated(ok, !connectedOnce);
+        connectedOnce = true;
+        failures = 0;
+      });
+      socket = undefined;
+      if (options.signal.aborted) break;
+      const pairing = "code" in options.auth && !connectedOnce;
+      const why = attempt.closeReason || attempt.error || `closed with code ${attempt.closeCode}`;
+      if (pairing && !attempt.authed) {
+        if (attempt.closeCode === CloseCode.AuthFailed) {
+          return {
+            code: 1,
+            message:
+              "Pairing failed: the code is wrong, expired or already used. Get a new code in the IDE and run `coder1 bridge start` again.",
+          };
+        }
+        if (attempt.closeCode === CloseCode.RateLimited) return { code: 1, message: `Pairing refused: ${why}` };
+        if (attempt.closeCode === undefined || attempt.error) {
+          return { code: 1, message: `Cannot reach the relay at ${options.relay.http}: ${why}` };
+        }
+        return { code: 1, message: `Pairing failed: ${why}` };
+      }
+      if (attempt.closeCode === CloseCode.AuthFailed || attempt.closeCode === CloseCode.Revoked) {
+        return {
+          code: 1,
+          dropToken: true,
+          message:
+            "The relay no longer accepts this machine's token (revoked or expired). Pair again: coder1 bridge start --pair",
+        };
+      }
+      if (attempt.closeCode === CloseCode.Replaced) {
+        return { code: 1, message: "Another bridge connected with this machine's token, so this one stopped." };
+      }
+      const delay = _backoff(failures++);
+      options.print(`Connection to the relay lost (${why}); retrying in ${(delay / 1000).toFixed(1)}s`);
+      await Promise.race([stopped, new Promise((r) => setTimeout(r, delay))]);
+    }
+    return { code: 0, message: "" };
+  } finally {
+    await manager.stopAll();
+  }
+}
+
+/** Exponential backoff with "equal jitter": half fixed, half random. */
+function _backoff(failures: number): number {
+  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** Math.min(failures, 16));
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+function _connect(
+  options: RelayLinkOptions,
+  auth: AuthBody,
+  manager: CommandManager,
+  setSocket: (ws: WebSocket) => void,
+  onAuthed: (ok: AuthOkBody) => Promise<void>,
+): Promise<Attempt> {
+  const result: Attempt = { authed: false };
+  const done = Promise.withResolvers<Attempt>();
+  const ws = new WebSocket(`${options.relay.ws}/ws/bridge`, {
+    perMessageDeflate: false,
+    maxPayload: MAX_FRAME_BYTES,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    ...(options.ca ? { ca: options.ca } : {}),
+  });
+  ws.binaryType = "arraybuffer";
+  setSocket(ws);
+  let lastSeen = Date.now();
+  const limit = options.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_MS;
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastSeen > limit) {
+      result.error = "no heartbeat from the relay";
+      ws.terminate();
+    }
+  }, Math.min(1000, limit / 4));
+  const onAbort = () => ws.close(CloseCode.Normal, "bridge stopping");
+  options.signal.addEventListener("abort", onAbort, { once: true });
+
+  ws.on("open", () => {
+    options.debug("WebSocket open; authenticating");
+    ws.send(encodeFrame({ t: FrameType.Auth, body: { ...auth } }));
+  });
+  let queue = Promise.resolve();
+  ws.on("message", (data: ArrayBuffer) => {
+    lastSeen = Date.now();
+    queue = queue.then(async () => {
+      let frame: Frame;
+      try {
+        frame = decodeFrame(data);
+      } catch (error) {
+        options.debug(`bad frame from relay: ${(error as Error).message}`);
+        return;
+      }
+      if (!result.authed) {
+        if (frame.t !== FrameType.AuthOk) return;
+        const body = jsonBody(frame) as unknown as AuthOkBody;
+        result.authed = true;
+        await onAuthed(body);
+        return;
+      }
+      if (frame.t === FrameType.Ping) ws.send(encodeFrame({ t: FrameType.Pong }));
+      else if (frame.t === FrameType.IdeOpen) options.debug(`IDE socket ${frame.c} joined`);
+      else if (frame.t === FrameType.IdeClose) {
+        options.debug(`IDE socket ${frame.c} left`);
+        if (frame.c !== undefined) manager.closeChannel(frame.c);
+      } else if (END_TO_END.has(frame.t)) manager.handle(frame);
+      // Unknown types from a newer relay are skipped.
+    }).catch((error) => options.debug(`frame handling failed: ${error}`));
+  });
+  ws.on("error", (error: Error) => {
+    result.error = _describe(error);
+  });
+  ws.on("close", (code: number, reason: Uint8Array) => {
+    clearInterval(watchdog);
+    options.signal.removeEventListener("abort", onAbort);
+    if (code !== 1006 && code !== 1005) result.closeCode = code;
+    result.closeReason = new TextDecoder().decode(reason);
+    done.resolve(result);
+  });
+  return done.promise;
+}
+
+function _describe(error: Error & { code?: string }): string {
+  if (error.code === "ECONNREFUSED") return "connection refused (is the relay running?)";
+  if (error.code === "ENOTFOUND") return "host not found";
+  if (/certificate|self.signed|unable to verify/i.test(error.message)) {
+    return `TLS certificate not trusted (${error.message}); for a private CA pass --ca-file`;
+  }
+  return error.message;
+}

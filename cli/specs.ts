@@ -1,0 +1,176 @@
+/**
+ * Every command's flags and help, in one light module: main.ts parses with
+ * them, and the launcher (tools/launch.ts) reads the same flags to scope Deno
+ * permissions to the paths a command will touch.
+ *
+ * @module
+ */
+import { checkHttpUrl, checkPort, checkPositiveInt, type CommandSpec } from "./args.ts";
+import { DEFAULT_MAX_COMMANDS, DEFAULT_PORT, DEFAULT_RELAY_URL } from "../shared/protocol.ts";
+
+const checkRelayUrl = (value: string) => {
+  try {
+    const url = new URL(value);
+    return ["http:", "https:", "ws:", "wss:"].includes(url.protocol)
+      ? undefined
+      : `must be an http(s):// or ws(s):// URL, got "${value}"`;
+  } catch {
+    return `must be a URL, got "${value}"`;
+  }
+};
+
+const relayFlag = {
+  name: "relay",
+  kind: "string",
+  value: "URL",
+  help:
+    `Relay URL, http(s):// or ws(s):// (default: $CODER1_RELAY_URL, else the last relay paired with, else ${DEFAULT_RELAY_URL})`,
+  check: checkRelayUrl,
+} as const;
+
+/** `coder1 relay serve`. */
+export const RELAY_SERVE: CommandSpec = {
+  name: "relay serve",
+  summary: "Run the relay that pairs browser IDEs with bridges and forwards their frames.",
+  flags: [
+    { name: "host", kind: "string", value: "ADDR", help: "Address to listen on (default 127.0.0.1)" },
+    {
+      name: "port",
+      kind: "string",
+      value: "PORT",
+      help: `Port to listen on; 0 picks a free one (default ${DEFAULT_PORT})`,
+      check: checkPort,
+    },
+    {
+      name: "tls-cert",
+      kind: "string",
+      value: "FILE",
+      help: "PEM certificate chain: serve HTTPS and WSS (needs --tls-key)",
+    },
+    { name: "tls-key", kind: "string", value: "FILE", help: "PEM private key for --tls-cert" },
+    {
+      name: "public-url",
+      kind: "string",
+      value: "URL",
+      help: "URL browsers use to reach this relay (its origin is allowed)",
+      check: checkHttpUrl,
+    },
+    {
+      name: "data-dir",
+      kind: "string",
+      value: "DIR",
+      help: "Where the signing key and revocations live (default $XDG_DATA_HOME/coder1)",
+    },
+    {
+      name: "jwt-key-file",
+      kind: "string",
+      value: "FILE",
+      help: "Ed25519 signing key (JWK or PKCS#8 PEM) instead of the data dir's",
+    },
+    {
+      name: "allowed-origin",
+      kind: "multi",
+      value: "URL",
+      help: "Another origin allowed to use the IDE API and socket (repeatable)",
+      check: checkHttpUrl,
+    },
+    {
+      name: "log-level",
+      kind: "string",
+      value: "LEVEL",
+      help: "debug, info, warn, error or silent (default info)",
+      check: (v) =>
+        ["debug", "info", "warn", "error", "silent"].includes(v)
+          ? undefined
+          : `must be debug, info, warn, error or silent, got "${v}"`,
+    },
+  ],
+  notes: "State (sessions, codes, rate windows) is kept in memory; the data dir holds only the\n" +
+    "token signing key and the revocation list. Env: CODER1_TELEMETRY=false turns telemetry off.",
+};
+
+/** `coder1 bridge start`. */
+export const BRIDGE_START: CommandSpec = {
+  name: "bridge start",
+  summary: "Connect this machine to a relay and run the paired IDE's commands here.",
+  flags: [
+    relayFlag,
+    {
+      name: "code",
+      kind: "string",
+      value: "CODE",
+      help: "The 6-digit pairing code from the IDE (else prompted, or read from stdin)",
+      check: (v) => /^\d{6}$/.test(v.replace(/\s/g, "")) ? undefined : `must be 6 digits, got "${v}"`,
+    },
+    {
+      name: "name",
+      kind: "string",
+      value: "NAME",
+      help: "Name the IDE shows for this bridge (default: host name)",
+      check: (v) => v.length > 0 && v.length <= 64 ? undefined : "must be 1-64 characters",
+    },
+    {
+      name: "cwd",
+      kind: "string",
+      value: "DIR",
+      help: "Directory commands run in; the IDE may name subdirectories (default: current)",
+    },
+    { name: "ca-file", kind: "string", value: "FILE", help: "PEM CA certificate to trust for a self-hosted relay" },
+    {
+      name: "max-commands",
+      kind: "string",
+      value: "N",
+      help: `Most commands running at once (default ${DEFAULT_MAX_COMMANDS})`,
+      check: checkPositiveInt,
+    },
+    {
+      name: "command-timeout",
+      kind: "string",
+      value: "SECONDS",
+      help: "Kill commands that run longer (default: no limit)",
+      check: checkPositiveInt,
+    },
+    { name: "allow-root", kind: "boolean", help: "Run even as root (commands then run as root)" },
+    { name: "pair", kind: "boolean", help: "Ignore the stored token and pair again with a new code" },
+    { name: "verbose", kind: "boolean", help: "Print connection events" },
+    { name: "no-banner", kind: "boolean", help: "Do not print the start-up banner" },
+  ],
+  notes: "Env: CODER1_RELAY_URL (default relay), CODER1_TELEMETRY=false (no crash reports).",
+};
+
+/** `coder1 bridge status`. */
+export const BRIDGE_STATUS: CommandSpec = {
+  name: "bridge status",
+  summary: "Show whether the relay is reachable, whether this machine is paired, and when its token expires.",
+  flags: [relayFlag, { name: "ca-file", kind: "string", value: "FILE", help: "PEM CA certificate to trust" }],
+};
+
+/** `coder1 bridge logout`. */
+export const BRIDGE_LOGOUT: CommandSpec = {
+  name: "bridge logout",
+  summary: "Revoke this machine's token at the relay and delete it locally.",
+  flags: [relayFlag, { name: "ca-file", kind: "string", value: "FILE", help: "PEM CA certificate to trust" }],
+};
+
+/** All subcommands by their two-word name. */
+export const COMMANDS: Record<string, CommandSpec> = {
+  "relay serve": RELAY_SERVE,
+  "bridge start": BRIDGE_START,
+  "bridge status": BRIDGE_STATUS,
+  "bridge logout": BRIDGE_LOGOUT,
+};
+
+/** `coder1 help`. */
+export const TOP_USAGE = `coder1: run commands on your machine from a browser IDE, through a relay.
+
+Usage:
+  coder1 relay serve [options]     Run the relay (self-hostable)
+  coder1 bridge start [options]    Pair this machine and run the IDE's commands
+  coder1 bridge status [options]   Show relay reachability, pairing and token expiry
+  coder1 bridge logout [options]   Revoke and delete this machine's token
+  coder1 help [COMMAND]            Show help (also: coder1 COMMAND --help)
+  coder1 --version                 Show the version
+
+Quick start:
+  coder1 relay serve                       # relay on http://127.0.0.1:${DEFAULT_PORT}
+  coder1 bridge start --relay URL          # then type the 6-digit code from the IDE`;

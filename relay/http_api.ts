@@ -1,0 +1,215 @@
+/**
+ * The relay's HTTP surface: the IDE-facing API (`/api/...`), the two WebSocket
+ * endpoints and `/healthz`. docs/PROTOCOL.md documents every route; web IDEs
+ * integrate against these names.
+ *
+ * @module
+ */
+import type { Clock } from "../shared/clock.ts";
+import { Coder1Error, errorResponse } from "../shared/errors.ts";
+import { SESSION_COOKIE, SESSIONS_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
+import { VERSION } from "../shared/version.ts";
+import type { Hub } from "./hub.ts";
+import type { Logger } from "./logger.ts";
+import type { Pairing } from "./pairing.ts";
+import type { RelayStore } from "./store.ts";
+import type { TokenService } from "./token_service.ts";
+
+/** What the handler needs. */
+export interface HttpApiDeps {
+  hub: Hub;
+  pairing: Pairing;
+  tokens: TokenService;
+  store: RelayStore;
+  clock: Clock;
+  log: Logger;
+  /** Origins allowed to open `/ws/ide` and call the API from a browser. */
+  allowedOrigins: ReadonlySet<string>;
+  /** Whether cookies get the Secure attribute. */
+  secureCookies: boolean;
+  /** The client address to rate-limit by. */
+  addressOf(request: Request, info: Deno.ServeHandlerInfo): string;
+}
+
+const SESSION_WINDOW_MS = 60_000;
+
+/**
+ * Builds the request handler.
+ *
+ * @param deps Services the routes use.
+ * @returns A `Deno.serve` handler.
+ */
+export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
+  const json = (body: unknown, status = 200, headers: HeadersInit = {}) =>
+    Response.json(body, { status, headers: { "cache-control": "no-store", ...headers } });
+
+  const requireSession = async (request: Request): Promise<string> => {
+    const value = _cookie(request, SESSION_COOKIE);
+    if (!value) throw new Coder1Error("Cannot continue: no browser session", { status: 401, reason: "no-session" });
+    try {
+      return await deps.tokens.verifySession(value);
+    } catch {
+      throw new Coder1Error("Cannot continue: browser session invalid or expired", {
+        status: 401,
+        reason: "no-session",
+      });
+    }
+  };
+
+  const requireBridge = async (request: Request) => {
+    const auth = request.headers.get("authorization") ?? "";
+    const m = /^Bearer (\S+)$/.exec(auth);
+    if (!m) throw new Coder1Error("Cannot continue: bearer token missing", { status: 401, reason: "unauthorized" });
+    return await deps.tokens.verifyBridgeToken(m[1]);
+  };
+
+  // A browser request from a foreign origin must not act on a session.
+  const checkOrigin = (request: Request, required: boolean) => {
+    const origin = request.headers.get("origin");
+    if (origin === null ? required : !deps.allowedOrigins.has(origin)) {
+      throw new Coder1Error("Cannot continue: origin not allowed", { status: 403, reason: "bad-origin" });
+    }
+  };
+
+  const cors = (request: Request): Record<string, string> => {
+    const origin = request.headers.get("origin");
+    return origin && deps.allowedOrigins.has(origin)
+      ? { "access-control-allow-origin": origin, "access-control-allow-credentials": "true", vary: "Origin" }
+      : {};
+  };
+
+  const routes: Record<string, (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response> = {
+    "GET /healthz": () => json({ status: "ok", version: VERSION }),
+
+    "GET /": () =>
+      new Response(
+        "coder1 relay " + VERSION + "\n\nThis relay pairs browser IDEs with coder1 bridges.\n" +
+          "API: POST /api/sessions, POST /api/pairing-codes, GET /ws/ide, GET /ws/bridge (see docs/PROTOCOL.md).\n",
+        { headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" } },
+      ),
+
+    "POST /api/sessions": async (request, info) => {
+      checkOrigin(request, false);
+      const address = deps.addressOf(request, info);
+      const rate = await deps.store.hit(
+        `session:a:${address}`,
+        SESSIONS_PER_ADDRESS_PER_WINDOW,
+        SESSION_WINDOW_MS,
+        deps.clock.now(),
+      );
+      if (!rate.allowed) {
+        const retryAfterSeconds = Math.ceil(rate.retryAfterMs / 1000);
+        throw new Coder1Error(`Cannot create session: too many from this address; retry in ${retryAfterSeconds}s`, {
+          status: 429,
+          retryAfterSeconds,
+          reason: "rate-limited",
+        });
+      }
+      const sid = _randomId();
+      const { value, expiresAt } = await deps.tokens.issueSession(sid);
+      const maxAge = Math.floor((expiresAt - deps.clock.now()) / 1000);
+      const cookie = `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}` +
+        (deps.secureCookies ? "; Secure" : "");
+      deps.log.info("session.create", {});
+      return json({ expiresAt }, 201, { "set-cookie": cookie, ...cors(request) });
+    },
+
+    "POST /api/pairing-codes": async (request, info) => {
+      checkOrigin(request, false);
+      const sid = await requireSession(request);
+      const issued = await deps.pairing.issue(sid, deps.addressOf(request, info));
+      deps.log.info("code.issue", {});
+      return json(issued, 201, cors(request));
+    },
+
+    "GET /api/bridge": async (request) => {
+      const claims = await requireBridge(request);
+      return json({
+        bridgeId: claims.sub,
+        expiresAt: claims.expiresAt,
+        connected: deps.hub.bridgeConnected(claims.sid),
+      });
+    },
+
+    "POST /api/bridge/logout": async (request) => {
+      const claims = await requireBridge(request);
+      await deps.store.revoke(claims.jti, claims.expiresAt);
+      deps.hub.kickToken(claims.jti);
+      deps.log.info("bridge.revoke", { bridgeId: claims.sub });
+      return json({ revoked: true });
+    },
+
+    "GET /ws/ide": async (request) => {
+      checkOrigin(request, true);
+      const sid = await requireSession(request);
+      _requireUpgrade(request);
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      deps.hub.acceptIde(socket, sid);
+      return response;
+    },
+
+    "GET /ws/bridge": (request, info) => {
+      _requireUpgrade(request);
+      // The peer address is unreadable once the request is upgraded.
+      const address = deps.addressOf(request, info);
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      deps.hub.acceptBridge(socket, address);
+      return response;
+    },
+  };
+  const paths = new Set(Object.keys(routes).map((k) => k.split(" ")[1]));
+
+  return async (request, info) => {
+    const url = new URL(request.url);
+    try {
+      if (request.method === "OPTIONS" && url.pathname.startsWith("/api/")) {
+        const headers = cors(request);
+        if (!headers["access-control-allow-origin"]) {
+          throw new Coder1Error("Cannot continue: origin not allowed", { status: 403, reason: "bad-origin" });
+        }
+        return new Response(null, {
+          status: 204,
+          headers: {
+            ...headers,
+            "access-control-allow-methods": "GET, POST",
+            "access-control-allow-headers": "content-type, authorization",
+            "access-control-max-age": "600",
+          },
+        });
+      }
+      const route = routes[`${request.method} ${url.pathname}`];
+      if (route) return await route(request, info);
+      if (paths.has(url.pathname)) {
+        throw new Coder1Error(`Cannot ${request.method} ${url.pathname}`, {
+          status: 405,
+          reason: "method-not-allowed",
+        });
+      }
+      throw new Coder1Error(`Cannot find ${url.pathname}`, { status: 404, reason: "not-found" });
+    } catch (error) {
+      if (!(error instanceof Coder1Error)) deps.log.error("http.error", { path: url.pathname, error: String(error) });
+      return errorResponse(error);
+    }
+  };
+}
+
+function _requireUpgrade(request: Request): void {
+  if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    throw new Coder1Error("Cannot continue: WebSocket upgrade expected", { status: 426, reason: "upgrade-required" });
+  }
+}
+
+function _cookie(request: Request, name: string): string | undefined {
+  const header = request.headers.get("cookie");
+  if (!header) return undefined;
+  for (const part of header.split(";")) {
+    const [k, ...v] = part.trim().split("=");
+    if (k === name) return v.join("=");
+  }
+  return undefined;
+}
+
+function _randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}

@@ -1,0 +1,346 @@
+/**
+ * The relay's switchboard: which IDE sockets and which bridge belong to each
+ * browser session, and the forwarding between them. Every frame from a socket
+ * goes through one dispatch per role; the relay reads headers and its own
+ * control bodies, never end-to-end bodies.
+ *
+ * @module
+ */
+import { closeWithError, Coder1Error } from "../shared/errors.ts";
+import { decodeFrame, encodeFrame, jsonBody, withChannel } from "../shared/frame_codec.ts";
+import {
+  AUTH_DEADLINE_MS,
+  type AuthBody,
+  type AuthOkBody,
+  BRIDGE_TO_RELAY,
+  type BridgeStatusBody,
+  CloseCode,
+  type Frame,
+  FrameType,
+  HEARTBEAT_INTERVAL_MS,
+  HEARTBEAT_TIMEOUT_MS,
+  IDE_TO_RELAY,
+  MAX_BUFFERED_BYTES,
+} from "../shared/protocol.ts";
+import type { Logger } from "./logger.ts";
+import type { Pairing } from "./pairing.ts";
+import type { TokenService } from "./token_service.ts";
+
+/** Timing knobs; tests shrink them. */
+export interface HubTimings {
+  /** Ping interval. */
+  heartbeatIntervalMs: number;
+  /** Silence after which a socket is dropped. */
+  heartbeatTimeoutMs: number;
+  /** Time a bridge socket has to send `auth`. */
+  authDeadlineMs: number;
+}
+
+/** Default timings from protocol.ts. */
+export const DEFAULT_TIMINGS: HubTimings = {
+  heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+  heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
+  authDeadlineMs: AUTH_DEADLINE_MS,
+};
+
+interface Peer {
+  socket: WebSocket;
+  lastSeen: number;
+}
+
+interface IdePeer extends Peer {
+  channel: number;
+  sid: string;
+}
+
+interface BridgePeer extends Peer {
+  address: string;
+  authed: boolean;
+  bridgeId?: string;
+  sid?: string;
+  jti?: string;
+  name?: string;
+  version?: string;
+  os?: string;
+}
+
+interface SessionRoom {
+  ides: Map<number, IdePeer>;
+  bridge?: BridgePeer;
+}
+
+/** Counters of what the hub did, for tests and (later) metrics. */
+export interface HubCounters {
+  framesToBridge: number;
+  framesToIde: number;
+  closes: Record<string, number>;
+}
+
+/** Routes frames between IDE sockets and bridges. */
+export class Hub {
+  #rooms = new Map<string, SessionRoom>();
+  #bridges = new Set<BridgePeer>();
+  #nextChannel = 1;
+  #pairing: Pairing;
+  #tokens: TokenService;
+  #log: Logger;
+  #timings: HubTimings;
+  #heartbeat?: ReturnType<typeof setInterval>;
+  /** What the hub has done so far. */
+  readonly counters: HubCounters = { framesToBridge: 0, framesToIde: 0, closes: {} };
+
+  /** @param deps Pairing, tokens, logger and timings. */
+  constructor(deps: { pairing: Pairing; tokens: TokenService; log: Logger; timings?: Partial<HubTimings> }) {
+    this.#pairing = deps.pairing;
+    this.#tokens = deps.tokens;
+    this.#log = deps.log;
+    this.#timings = { ...DEFAULT_TIMINGS, ...deps.timings };
+  }
+
+  /** Starts the heartbeat timer. */
+  start(): void {
+    this.#heartbeat = setInterval(() => this.#beat(), this.#timings.heartbeatIntervalMs);
+  }
+
+  /** Stops the heartbeat and closes every socket with `code`. */
+  stop(code: number = CloseCode.GoingAway, reason = "relay shutting down"): void {
+    clearInterval(this.#heartbeat);
+    for (const peer of this.#allPeers()) _close(peer.socket, code, reason);
+  }
+
+  /** Number of connected (authenticated) bridges and IDE sockets. */
+  get stats(): { bridges: number; ides: number } {
+    let bridges = 0, ides = 0;
+    for (const room of this.#rooms.values()) {
+      if (room.bridge) bridges++;
+      ides += room.ides.size;
+    }
+    return { bridges, ides };
+  }
+
+  /** Whether a bridge is connected for session `sid`. */
+  bridgeConnected(sid: string): boolean {
+    return this.#rooms.get(sid)?.bridge !== undefined;
+  }
+
+  /** Closes the live connection that authenticated with token `jti`, if any. */
+  kickToken(jti: string): void {
+    for (const peer of this.#bridges) {
+      if (peer.jti === jti) this.#closePeer(peer, CloseCode.Revoked, "token revoked");
+    }
+  }
+
+  /** Adopts a freshly upgraded IDE socket of session `sid`. */
+  acceptIde(socket: WebSocket, sid: string): void {
+    socket.binaryType = "arraybuffer";
+    const peer: IdePeer = { socket, sid, channel: this.#nextChannel++, lastSeen: Date.now() };
+    socket.onopen = () => {
+      const room = this.#room(sid);
+      room.ides.set(peer.channel, peer);
+      this.#log.info("ide.open", { channel: peer.channel });
+      this.#sendStatus(room, peer);
+      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeOpen, c: peer.channel }));
+    };
+    socket.onmessage = (event) => {
+      peer.lastSeen = Date.now();
+      try {
+        this.#onIdeFrame(peer, decodeFrame(event.data));
+      } catch (error) {
+        this.#fail(peer, error);
+      }
+    };
+    socket.onclose = () => {
+      const room = this.#rooms.get(sid);
+      if (!room || room.ides.get(peer.channel) !== peer) return;
+      room.ides.delete(peer.channel);
+      this.#log.info("ide.close", { channel: peer.channel });
+      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeClose, c: peer.channel }));
+      this.#dropRoomIfEmpty(sid, room);
+    };
+    socket.onerror = () => {};
+  }
+
+  /** Adopts a freshly upgraded bridge socket from `address`. */
+  acceptBridge(socket: WebSocket, address: string): void {
+    socket.binaryType = "arraybuffer";
+    const peer: BridgePeer = { socket, address, authed: false, lastSeen: Date.now() };
+    this.#bridges.add(peer);
+    const deadline = setTimeout(() => {
+      if (!peer.authed) this.#closePeer(peer, CloseCode.AuthTimeout, "no auth frame in time");
+    }, this.#timings.authDeadlineMs);
+    // Frames are handled strictly in order: auth is asynchronous (signature
+    // checks), and nothing may overtake it.
+    let queue: Promise<void> = Promise.resolve();
+    socket.onmessage = (event) => {
+      peer.lastSeen = Date.now();
+      queue = queue.then(async () => {
+        if (socket.readyState !== WebSocket.OPEN) return;
+        try {
+          const frame = decodeFrame(event.data);
+          if (!peer.authed) await this.#authenticate(peer, frame);
+          else this.#onBridgeFrame(peer, frame);
+        } catch (error) {
+          this.#fail(peer, error);
+        }
+      });
+    };
+    socket.onclose = () => {
+      clearTimeout(deadline);
+      this.#bridges.delete(peer);
+      if (!peer.sid) return;
+      const room = this.#rooms.get(peer.sid);
+      if (!room || room.bridge !== peer) return;
+      room.bridge = undefined;
+      this.#log.info("bridge.disconnect", { bridgeId: peer.bridgeId });
+      for (const ide of room.ides.values()) this.#sendStatus(room, ide, peer);
+      this.#dropRoomIfEmpty(peer.sid, room);
+    };
+    socket.onerror = () => {};
+  }
+
+  async #authenticate(peer: BridgePeer, frame: Frame): Promise<void> {
+    if (frame.t !== FrameType.Auth) throw _badFrame(`expected auth, got ${frame.t}`);
+    const body = _parseAuth(jsonBody(frame));
+    let sid: string, bridgeId: string, jti: string, expiresAt: number, token: string | undefined;
+    if (body.code !== undefined) {
+      sid = await this.#pairing.redeem(body.code, peer.address);
+      bridgeId = crypto.randomUUID();
+      const issued = await this.#tokens.issueBridgeToken(bridgeId, sid);
+      ({ token, jti, expiresAt } = issued);
+      this.#log.info("bridge.paired", { bridgeId });
+    } else {
+      const claims = await this.#tokens.verifyBridgeToken(body.token!);
+      ({ sid, jti, expiresAt } = claims);
+      bridgeId = claims.sub;
+    }
+    if (peer.socket.readyState !== WebSocket.OPEN) return;
+    Object.assign(peer, { authed: true, sid, bridgeId, jti, name: body.name, version: body.version, os: body.os });
+    const room = this.#room(sid);
+    const previous = room.bridge;
+    room.bridge = peer;
+    if (previous) {
+      this.#closePeer(previous, CloseCode.Replaced, "another connection of this session's bridge took over");
+    }
+    const ok: AuthOkBody = { bridgeId, expiresAt, channels: [...room.ides.keys()] };
+    if (token) ok.token = token;
+    this.#send(peer, encodeFrame({ t: FrameType.AuthOk, body: { ...ok } }));
+    this.#log.info("bridge.connect", { bridgeId, version: body.version });
+    for (const ide of room.ides.values()) this.#sendStatus(room, ide);
+  }
+
+  #onBridgeFrame(peer: BridgePeer, frame: Frame): void {
+    if (!BRIDGE_TO_RELAY.has(frame.t)) throw _badFrame(`bridges may not send ${frame.t}`);
+    if (frame.t === FrameType.Pong) return;
+    if (frame.c === undefined) throw _badFrame(`${frame.t} needs a channel`);
+    const ide = this.#rooms.get(peer.sid!)?.ides.get(frame.c);
+    // The IDE socket may have left; its frames have nowhere to go.
+    if (!ide) return;
+    this.counters.framesToIde++;
+    this.#send(ide, withChannel(frame, undefined));
+  }
+
+  #onIdeFrame(peer: IdePeer, frame: Frame): void {
+    if (!IDE_TO_RELAY.has(frame.t)) throw _badFrame(`IDE sockets may not send ${frame.t}`);
+    if (frame.t === FrameType.Pong) return;
+    const bridge = this.#rooms.get(peer.sid)?.bridge;
+    // No bridge: the IDE knows from bridge.status and tells its user.
+    if (!bridge) return;
+    this.counters.framesToBridge++;
+    this.#send(bridge, withChannel(frame, peer.channel));
+  }
+
+  #sendStatus(room: SessionRoom, ide: IdePeer, last?: BridgePeer): void {
+    const b = room.bridge ?? last;
+    const body: BridgeStatusBody = {
+      state: room.bridge ? "connected" : "disconnected",
+      channel: ide.channel,
+      ...(b ? { bridgeId: b.bridgeId, name: b.name, version: b.version, os: b.os } : {}),
+    };
+    this.#send(ide, encodeFrame({ t: FrameType.BridgeStatus, body: { ...body } }));
+  }
+
+  #send(peer: Peer, bytes: Uint8Array): void {
+    if (peer.socket.readyState !== WebSocket.OPEN) return;
+    if (peer.socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.#closePeer(peer, CloseCode.SlowConsumer, "receiver too slow");
+      return;
+    }
+    peer.socket.send(bytes);
+  }
+
+  #beat(): void {
+    const now = Date.now();
+    const ping = encodeFrame({ t: FrameType.Ping });
+    for (const peer of this.#allPeers()) {
+      if (now - peer.lastSeen > this.#timings.heartbeatTimeoutMs) {
+        this.#closePeer(peer, CloseCode.HeartbeatTimeout, "heartbeat timeout");
+      } else if (!("authed" in peer) || peer.authed) {
+        this.#send(peer, ping);
+      }
+    }
+  }
+
+  *#allPeers(): Iterable<Peer> {
+    yield* this.#bridges;
+    for (const room of this.#rooms.values()) yield* room.ides.values();
+  }
+
+  #fail(peer: Peer, error: unknown): void {
+    if (!(error instanceof Coder1Error)) this.#log.error("socket.error", { error: String(error) });
+    const code = error instanceof Coder1Error ? error.closeCode : 1011;
+    this.#count(code);
+    closeWithError(peer.socket, error);
+  }
+
+  #closePeer(peer: Peer, code: number, reason: string): void {
+    this.#count(code);
+    _close(peer.socket, code, reason);
+  }
+
+  #count(code: number): void {
+    this.counters.closes[code] = (this.counters.closes[code] ?? 0) + 1;
+  }
+
+  #room(sid: string): SessionRoom {
+    let room = this.#rooms.get(sid);
+    if (!room) {
+      room = { ides: new Map() };
+      this.#rooms.set(sid, room);
+    }
+    return room;
+  }
+
+  #dropRoomIfEmpty(sid: string, room: SessionRoom): void {
+    if (!room.bridge && room.ides.size === 0) this.#rooms.delete(sid);
+  }
+}
+
+function _parseAuth(body: Record<string, unknown>): AuthBody {
+  const { code, token, name, version, os } = body;
+  if ((code === undefined) === (token === undefined)) throw _badFrame("auth needs exactly one of code and token");
+  if (code !== undefined && typeof code !== "string") throw _badFrame("auth code must be a string");
+  if (token !== undefined && typeof token !== "string") throw _badFrame("auth token must be a string");
+  const text = (v: unknown, max: number, field: string) => {
+    if (typeof v !== "string" || v.length === 0 || v.length > max) throw _badFrame(`auth ${field} missing or too long`);
+    return v;
+  };
+  return {
+    code: code as string | undefined,
+    token: token as string | undefined,
+    name: text(name, 64, "name"),
+    version: text(version, 32, "version"),
+    os: text(os, 16, "os"),
+  };
+}
+
+function _badFrame(what: string): Coder1Error {
+  return new Coder1Error(`Cannot accept frame: ${what}`, { closeCode: CloseCode.BadFrame, reason: "bad-frame" });
+}
+
+function _close(socket: WebSocket, code: number, reason: string): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    // Already closing.
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Pairing codes: 6 digits from a CSPRNG without modulo bias, unique among live
+ * codes, single-use, expiring after {@linkcode CODE_TTL_MS}, bound to the
+ * browser session that asked, rate-limited per session and per address. A new
+ * code retires the session's previous one. Redemption is rate-limited per
+ * address and across the relay (budgets in protocol.ts, reasoning in
+ * docs/PROTOCOL.md).
+ *
+ * @module
+ */
+import type { Clock } from "../shared/clock.ts";
+import { Coder1Error } from "../shared/errors.ts";
+import {
+  CloseCode,
+  CODE_DIGITS,
+  CODE_RATE_WINDOW_MS,
+  CODE_TTL_MS,
+  CODES_PER_ADDRESS_PER_WINDOW,
+  CODES_PER_SESSION_PER_WINDOW,
+  REDEEM_GLOBAL_PER_WINDOW,
+  REDEEM_PER_ADDRESS_PER_WINDOW,
+  REDEEM_RATE_WINDOW_MS,
+} from "../shared/protocol.ts";
+import type { RelayStore } from "./store.ts";
+
+/** Fills a byte array with random bytes (crypto.getRandomValues by default). */
+export type RandomSource = (bytes: Uint8Array) => void;
+
+const CODE_SPACE = 10 ** CODE_DIGITS;
+// Largest multiple of CODE_SPACE that fits in 32 bits: values at or above it
+// are redrawn, so every code is exactly equally likely.
+const UNBIASED_LIMIT = Math.floor(2 ** 32 / CODE_SPACE) * CODE_SPACE;
+
+/**
+ * Draws one uniformly distributed code with rejection sampling.
+ *
+ * @param random The random source.
+ * @returns A string of {@linkcode CODE_DIGITS} digits.
+ *
+ * @example
+ * ```ts
+ * import { drawCode } from "./pairing.ts";
+ * console.log(/^\d{6}$/.test(drawCode((b) => crypto.getRandomValues(b)))); // true
+ * ```
+ */
+export function drawCode(random: RandomSource): string {
+  const buf = new Uint8Array(4);
+  for (;;) {
+    random(buf);
+    const n = new DataView(buf.buffer).getUint32(0);
+    if (n < UNBIASED_LIMIT) return String(n % CODE_SPACE).padStart(CODE_DIGITS, "0");
+  }
+}
+
+/** Issues and redeems pairing codes. */
+export class Pairing {
+  #store: RelayStore;
+  #clock: Clock;
+  #random: RandomSource;
+
+  /** @param deps Store, clock and random source. */
+  constructor(deps: { store: RelayStore; clock: Clock; random: RandomSource }) {
+    this.#store = deps.store;
+    this.#clock = deps.clock;
+    this.#random = deps.random;
+  }
+
+  /**
+   * Issues a code for `sessionId`, retiring its previous one.
+   *
+   * @throws {Coder1Error} 429 with a Retry-After hint past a limit.
+   */
+  async issue(sessionId: string, address: string): Promise<{ code: string; expiresAt: number }> {
+    const now = this.#clock.now();
+    const bySession = await this.#store.hit(
+      `code:s:${sessionId}`,
+      CODES_PER_SESSION_PER_WINDOW,
+      CODE_RATE_WINDOW_MS,
+      now,
+    );
+    if (!bySession.allowed) {
+      throw _rateLimited("Cannot issue pairing code: 5 codes a minute per session", bySession.retryAfterMs);
+    }
+    const byAddress = await this.#store.hit(
+      `code:a:${address}`,
+      CODES_PER_ADDRESS_PER_WINDOW,
+      CODE_RATE_WINDOW_MS,
+      now,
+    );
+    if (!byAddress.allowed) {
+      throw _rateLimited("Cannot issue pairing code: too many codes from this address", byAddress.retryAfterMs);
+    }
+
+    const previous = await this.#store.sessionCode(sessionId);
+    if (previous !== undefined) await this.#store.deleteCode(previous);
+    const expiresAt = now + CODE_TTL_MS;
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const code = drawCode(this.#random);
+      if (await this.#store.putCode(code, { sessionId, expiresAt }, now)) {
+        await this.#store.setSessionCode(sessionId, code, expiresAt);
+        return { code, expiresAt };
+      }
+    }
+    // Only reachable with a broken random source or a code space nearly full.
+    throw new Coder1Error("Cannot issue pairing code: no free code", { status: 503, reason: "no-free-code" });
+  }
+
+  /**
+   * Redeems a code once. Counts the attempt against the per-address and global
+   * budgets first, so a flood of guesses is refused before any lookup.
+   *
+   * @returns The browser session the code was bound to.
+   * @throws {Coder1Error} close 4429 past a budget, 4401 for a wrong, used or expired code.
+   */
+  async redeem(code: string, address: string): Promise<string> {
+    const now = this.#clock.now();
+    const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);
+    if (!global.allowed) {
+      throw _rateLimited("Cannot redeem pairing code: relay-wide attempt budget spent", global.retryAfterMs);
+    }
+    const byAddress = await this.#store.hit(
+      `redeem:a:${address}`,
+      REDEEM_PER_ADDRESS_PER_WINDOW,
+      REDEEM_RATE_WINDOW_MS,
+      now,
+    );
+    if (!byAddress.allowed) {
+      throw _rateLimited("Cannot redeem pairing code: too many attempts from this address", byAddress.retryAfterMs);
+    }
+
+    if (!/^\d{6}$/.test(code)) throw _badCode();
+    const entry = await this.#store.takeCode(code);
+    if (!entry || entry.expiresAt <= now) throw _badCode();
+    return entry.sessionId;
+  }
+}
+
+function _badCode(): Coder1Error {
+  return new Coder1Error("Cannot pair: the code is wrong, expired or already used", {
+    status: 401,
+    closeCode: CloseCode.AuthFailed,
+    reason: "bad-code",
+  });
+}
+
+function _rateLimited(message: string, retryAfterMs: number): Coder1Error {
+  const retryAfterSeconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return new Coder1Error(`${message}; retry in ${retryAfterSeconds}s`, {
+    status: 429,
+    closeCode: CloseCode.RateLimited,
+    retryAfterSeconds,
+    reason: "rate-limited",
+  });
+}

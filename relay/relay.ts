@@ -1,0 +1,149 @@
+/**
+ * Starts a relay: loads (or creates) the signing key, wires store, pairing,
+ * tokens and hub, and serves HTTP(S) on one port.
+ *
+ * @module
+ */
+import { type Clock, systemClock } from "../shared/clock.ts";
+import { createHttpHandler } from "./http_api.ts";
+import { Hub, type HubTimings } from "./hub.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { Pairing, type RandomSource } from "./pairing.ts";
+import { MemoryStore, type RelayStore } from "./store.ts";
+import { loadSigningKey, TokenService } from "./token_service.ts";
+
+/** Options for {@linkcode startRelay}. */
+export interface RelayOptions {
+  /** Address to bind (default 127.0.0.1). */
+  hostname?: string;
+  /** Port to bind; 0 picks a free one (default 8787). */
+  port?: number;
+  /** PEM certificate chain and key: serve HTTPS/WSS. */
+  tls?: { cert: string; key: string };
+  /** The URL browsers use to reach the relay (behind a proxy, say). */
+  publicUrl?: string;
+  /** Directory for the signing key and revocations (created mode 0700). */
+  dataDir: string;
+  /** Use this signing key file instead of the data dir's. */
+  jwtKeyFile?: string;
+  /** Extra origins allowed to use the IDE API and socket. */
+  allowedOrigins?: string[];
+  /** Clock (tests inject a manual one). */
+  clock?: Clock;
+  /** Random source for pairing codes. */
+  random?: RandomSource;
+  /** State store (default: in memory, revocations persisted in the data dir). */
+  store?: RelayStore;
+  /** Logger (default: info to stderr). */
+  log?: Logger;
+  /** Heartbeat and auth timings (tests shrink them). */
+  timings?: Partial<HubTimings>;
+}
+
+/** A running relay. */
+export interface RelayHandle {
+  /** Base URL the relay listens on, e.g. `http://127.0.0.1:8787`. */
+  url: string;
+  /** The port actually bound. */
+  port: number;
+  /** Origins allowed for browser requests. */
+  allowedOrigins: string[];
+  /** The switchboard (tests read its counters). */
+  hub: Hub;
+  /** The store. */
+  store: RelayStore;
+  /** Stops accepting, closes every socket with 1001 and waits for the server to end. */
+  shutdown(): Promise<void>;
+  /** Resolves when the server has stopped. */
+  finished: Promise<void>;
+}
+
+/**
+ * Starts a relay and resolves once it listens.
+ *
+ * @param options Where to listen and what to keep where.
+ * @returns The running relay.
+ *
+ * @example
+ * ```ts ignore
+ * import { startRelay } from "./relay.ts";
+ * const relay = await startRelay({ port: 0, dataDir: await Deno.makeTempDir() });
+ * console.log(relay.url);
+ * await relay.shutdown();
+ * ```
+ */
+export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
+  const clock = options.clock ?? systemClock;
+  const log = options.log ?? createLogger();
+  await Deno.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  let store = options.store;
+  if (!store) {
+    const memory = new MemoryStore({ revocationFile: `${options.dataDir}/revoked.json` });
+    await memory.load();
+    store = memory;
+  }
+  const key = await loadSigningKey(options.jwtKeyFile ?? `${options.dataDir}/jwt-ed25519.jwk`, {
+    create: options.jwtKeyFile === undefined,
+  });
+  const tokens = new TokenService(key, { clock, store });
+  const pairing = new Pairing({ store, clock, random: options.random ?? ((b) => crypto.getRandomValues(b)) });
+  const hub = new Hub({ pairing, tokens, log, timings: options.timings });
+
+  const hostname = options.hostname ?? "127.0.0.1";
+  const scheme = options.tls ? "https" : "http";
+  const abort = new AbortController();
+  const allowed = new Set<string>(options.allowedOrigins ?? []);
+  let handler: Deno.ServeHandler = () => new Response("starting", { status: 503 });
+
+  const listening = Promise.withResolvers<Deno.NetAddr>();
+  const server = Deno.serve({
+    hostname,
+    port: options.port ?? 8787,
+    signal: abort.signal,
+    ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
+    onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
+    onError: (error) => {
+      log.error("http.error", { error: String(error) });
+      return Response.json({ error: "internal", message: "Internal error" }, { status: 500 });
+    },
+  }, (request, info) => handler(request, info));
+  const addr = await listening.promise;
+
+  const hostForUrl = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const url = `${scheme}://${hostForUrl}:${addr.port}`;
+  const publicOrigin = options.publicUrl ? new URL(options.publicUrl).origin : undefined;
+  if (publicOrigin) allowed.add(publicOrigin);
+  else {
+    allowed.add(url);
+    if (addr.hostname === "127.0.0.1" || addr.hostname === "::1") allowed.add(`${scheme}://localhost:${addr.port}`);
+  }
+
+  handler = createHttpHandler({
+    hub,
+    pairing,
+    tokens,
+    store,
+    clock,
+    log,
+    allowedOrigins: allowed,
+    secureCookies: Boolean(options.tls) || publicOrigin?.startsWith("https:") === true,
+    addressOf: (_request, info) => (info.remoteAddr as Deno.NetAddr).hostname,
+  });
+  hub.start();
+  const sweeper = setInterval(() => store.sweep(clock.now()).catch(() => {}), 60_000);
+
+  const finished = server.finished.then(() => clearInterval(sweeper));
+  return {
+    url,
+    port: addr.port,
+    allowedOrigins: [...allowed],
+    hub,
+    store,
+    finished,
+    async shutdown() {
+      hub.stop();
+      abort.abort();
+      await finished;
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * `coder1 relay serve`: parse flags, start the relay, print where to point a
+ * browser and a bridge, and shut down cleanly on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { type FlagValues, UsageError } from "../cli/args.ts";
+import { defaultDataDir } from "../cli/paths.ts";
+import { dropUnusedPermissions } from "../cli/permissions.ts";
+import { RELAY_SERVE } from "../cli/specs.ts";
+import { isLoopbackHost } from "../shared/relay_url.ts";
+import { VERSION } from "../shared/version.ts";
+import { createLogger, type LogLevel } from "./logger.ts";
+import { startRelay } from "./relay.ts";
+
+/**
+ * Runs the relay until a signal arrives.
+ *
+ * @param flags Parsed {@linkcode RELAY_SERVE} flags.
+ * @returns The exit code.
+ */
+export async function relayServe(flags: FlagValues): Promise<number> {
+  await dropUnusedPermissions("relay");
+  const certFile = flags["tls-cert"] as string | undefined;
+  const keyFile = flags["tls-key"] as string | undefined;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new UsageError("--tls-cert and --tls-key go together", RELAY_SERVE);
+  }
+  const tls = certFile && keyFile
+    ? { cert: await _readFile(certFile, "TLS certificate"), key: await _readFile(keyFile, "TLS key") }
+    : undefined;
+  const hostname = (flags.host as string | undefined) ?? "127.0.0.1";
+  const dataDir = (flags["data-dir"] as string | undefined) ?? defaultDataDir();
+  const log = createLogger({ level: (flags["log-level"] as LogLevel | undefined) ?? "info" });
+
+  let relay;
+  try {
+    relay = await startRelay({
+      hostname,
+      port: Number((flags.port as string | undefined) ?? 8787),
+      tls,
+      publicUrl: flags["public-url"] as string | undefined,
+      dataDir,
+      jwtKeyFile: flags["jwt-key-file"] as string | undefined,
+      allowedOrigins: flags["allowed-origin"] as string[],
+      log,
+    });
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      console.error(
+        `coder1: cannot listen on ${hostname}:${flags.port ?? 8787}: address in use (pick another with --port)`,
+      );
+      return 1;
+    }
+    throw error;
+  }
+  const publicUrl = (flags["public-url"] as string | undefined)?.replace(/\/$/, "") ?? relay.url;
+  console.log(`coder1 relay ${VERSION} listening on ${relay.url}`);
+  console.log(`  Open ${publicUrl} in a web IDE that speaks the coder1 protocol (docs/PROTOCOL.md).`);
+  console.log(`  To pair a bridge: get a 6-digit code in the IDE, then on the machine to control run`);
+  console.log(`    coder1 bridge start --relay ${publicUrl}`);
+  console.log(`  Data dir: ${dataDir} (signing key, revocations). Allowed origins: ${relay.allowedOrigins.join(", ")}`);
+  if (!tls && !isLoopbackHost(hostname) && !flags["public-url"]) {
+    console.log("  Warning: plain HTTP on a non-loopback address. Bridges refuse ws:// to other hosts;");
+    console.log("  serve TLS with --tls-cert/--tls-key, or put a TLS proxy in front and set --public-url.");
+  }
+
+  const stop = Promise.withResolvers<string>();
+  const onSignal = (name: string) => () => stop.resolve(name);
+  const signals: [Deno.Signal, () => void][] = [["SIGINT", onSignal("SIGINT")], ["SIGTERM", onSignal("SIGTERM")]];
+  for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
+  const why = await Promise.race([stop.promise, relay.finished.then(() => "server ended")]);
+  for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
+  log.info("relay.stop", { reason: why });
+  await relay.shutdown();
+  return 0;
+}
+
+async function _readFile(path: string, what: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    throw new UsageError(`cannot read ${what} ${path}: ${(error as Error).message}`, RELAY_SERVE);
+  }
+}

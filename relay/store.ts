@@ -1,0 +1,168 @@
+/**
+ * The relay's state behind one interface: live pairing codes, rate windows
+ * and token revocations. {@linkcode MemoryStore} is the embedded default; a
+ * Redis implementation for several relays can follow the same contract
+ * (codes taken with an atomic get-and-delete, rate windows as expiring sets).
+ *
+ * @module
+ */
+
+/** A live pairing code. */
+export interface CodeEntry {
+  /** The browser session the code is bound to. */
+  sessionId: string;
+  /** When the code stops working (ms since the epoch). */
+  expiresAt: number;
+}
+
+/** Result of counting one event against a rate window. */
+export interface RateResult {
+  /** Whether the event is within the limit (and was counted). */
+  allowed: boolean;
+  /** When refused: milliseconds until the oldest counted event leaves the window. */
+  retryAfterMs: number;
+}
+
+/** Everything the relay keeps between requests. All methods are atomic. */
+export interface RelayStore {
+  /** Stores a code unless it is live already; returns false on a collision. */
+  putCode(code: string, entry: CodeEntry, now: number): Promise<boolean>;
+  /** Takes a code out (get-and-delete): a code can be taken once, ever. */
+  takeCode(code: string): Promise<CodeEntry | undefined>;
+  /** Removes a code without using it (a session's new code retires the old). */
+  deleteCode(code: string): Promise<void>;
+  /** The session's current code, if it asked for one. */
+  sessionCode(sessionId: string): Promise<string | undefined>;
+  /** Records the session's current code. */
+  setSessionCode(sessionId: string, code: string, expiresAt: number): Promise<void>;
+  /** Counts an event under `key` if fewer than `limit` happened in the last `windowMs`. */
+  hit(key: string, limit: number, windowMs: number, now: number): Promise<RateResult>;
+  /** Revokes a token id until it would have expired anyway. */
+  revoke(jti: string, expiresAt: number): Promise<void>;
+  /** Whether a token id is revoked. */
+  isRevoked(jti: string): Promise<boolean>;
+  /** Drops expired codes, empty rate windows and revocations past their expiry. */
+  sweep(now: number): Promise<void>;
+}
+
+/** Options for {@linkcode MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** A JSON file that keeps revocations across restarts (written atomically). */
+  revocationFile?: string;
+}
+
+/**
+ * The embedded store: everything in memory except revocations, which are
+ * also written to a file so that a logged-out token stays dead after a
+ * restart.
+ */
+export class MemoryStore implements RelayStore {
+  #codes = new Map<string, CodeEntry>();
+  #sessionCodes = new Map<string, { code: string; expiresAt: number }>();
+  #windows = new Map<string, number[]>();
+  #revoked = new Map<string, number>();
+  #revocationFile?: string;
+  #writing: Promise<void> = Promise.resolve();
+
+  /** @param options Where revocations persist. */
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#revocationFile = options.revocationFile;
+  }
+
+  /** Loads persisted revocations; call once before use. */
+  async load(): Promise<void> {
+    if (!this.#revocationFile) return;
+    let text: string;
+    try {
+      text = await Deno.readTextFile(this.#revocationFile);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return;
+      throw error;
+    }
+    const data = JSON.parse(text) as Record<string, number>;
+    for (const [jti, exp] of Object.entries(data)) {
+      if (typeof exp === "number") this.#revoked.set(jti, exp);
+    }
+  }
+
+  putCode(code: string, entry: CodeEntry, now: number): Promise<boolean> {
+    const existing = this.#codes.get(code);
+    if (existing && existing.expiresAt > now) return Promise.resolve(false);
+    this.#codes.set(code, entry);
+    return Promise.resolve(true);
+  }
+
+  takeCode(code: string): Promise<CodeEntry | undefined> {
+    const entry = this.#codes.get(code);
+    this.#codes.delete(code);
+    return Promise.resolve(entry);
+  }
+
+  deleteCode(code: string): Promise<void> {
+    this.#codes.delete(code);
+    return Promise.resolve();
+  }
+
+  sessionCode(sessionId: string): Promise<string | undefined> {
+    return Promise.resolve(this.#sessionCodes.get(sessionId)?.code);
+  }
+
+  setSessionCode(sessionId: string, code: string, expiresAt: number): Promise<void> {
+    this.#sessionCodes.set(sessionId, { code, expiresAt });
+    return Promise.resolve();
+  }
+
+  hit(key: string, limit: number, windowMs: number, now: number): Promise<RateResult> {
+    const events = (this.#windows.get(key) ?? []).filter((t) => t > now - windowMs);
+    if (events.length >= limit) {
+      this.#windows.set(key, events);
+      return Promise.resolve({ allowed: false, retryAfterMs: Math.max(1, events[0] + windowMs - now) });
+    }
+    events.push(now);
+    this.#windows.set(key, events);
+    return Promise.resolve({ allowed: true, retryAfterMs: 0 });
+  }
+
+  async revoke(jti: string, expiresAt: number): Promise<void> {
+    this.#revoked.set(jti, expiresAt);
+    await this.#persist();
+  }
+
+  isRevoked(jti: string): Promise<boolean> {
+    return Promise.resolve(this.#revoked.has(jti));
+  }
+
+  async sweep(now: number): Promise<void> {
+    for (const [code, entry] of this.#codes) if (entry.expiresAt <= now) this.#codes.delete(code);
+    for (const [sid, entry] of this.#sessionCodes) if (entry.expiresAt <= now) this.#sessionCodes.delete(sid);
+    for (const [key, events] of this.#windows) {
+      // Windows here are at most a few minutes; an hour-old event is stale for all of them.
+      if (events.length === 0 || events[events.length - 1] < now - 60 * 60_000) this.#windows.delete(key);
+    }
+    let changed = false;
+    for (const [jti, exp] of this.#revoked) {
+      if (exp <= now) {
+        this.#revoked.delete(jti);
+        changed = true;
+      }
+    }
+    if (changed) await this.#persist();
+  }
+
+  /** Number of live codes (for tests and metrics). */
+  get codeCount(): number {
+    return this.#codes.size;
+  }
+
+  #persist(): Promise<void> {
+    const file = this.#revocationFile;
+    if (!file) return Promise.resolve();
+    // Serialise writes so an older snapshot never lands after a newer one.
+    this.#writing = this.#writing.then(async () => {
+      const tmp = `${file}.tmp`;
+      await Deno.writeTextFile(tmp, JSON.stringify(Object.fromEntries(this.#revoked)), { mode: 0o600 });
+      await Deno.rename(tmp, file);
+    });
+    return this.#writing;
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * The coder1 wire protocol: the one place where the relay, the bridge and the
+ * browser agree on frame types, limits, intervals and close codes. Nothing here
+ * touches Deno APIs, so the browser bundle imports it unchanged.
+ *
+ * Protocol flow (the full story, with field tables, is docs/PROTOCOL.md):
+ *
+ * 1. Session. The IDE calls `POST /api/sessions` and receives an HttpOnly
+ *    session cookie. `POST /api/pairing-codes` returns a 6-digit code bound to
+ *    that session.
+ * 2. IDE socket. The IDE opens `GET /ws/ide` with the cookie and an allowed
+ *    Origin. The relay sends `bridge.status` at once and on every change.
+ * 3. Bridge login. The bridge opens `GET /ws/bridge`; its first frame is `auth`
+ *    carrying either a pairing code or its session JWT, within
+ *    {@linkcode AUTH_DEADLINE_MS}. The relay answers `auth.ok` (with a fresh
+ *    token when a code was redeemed) or closes with {@linkcode CloseCode}.
+ * 4. Steady state. End-to-end frames (`cmd.*`) flow between the IDE sockets of
+ *    a session and its bridge. The relay reads only their header; it stamps
+ *    IDE-to-bridge frames with the channel `c` of the IDE socket they came from
+ *    and routes bridge-to-IDE frames by `c`. Every
+ *    {@linkcode HEARTBEAT_INTERVAL_MS} the relay sends `ping` and the peer
+ *    answers `pong`; a peer silent for {@linkcode HEARTBEAT_TIMEOUT_MS} is
+ *    dropped.
+ * 5. Close. Every close the relay initiates carries a {@linkcode CloseCode}.
+ *
+ * Frame layout (binary WebSocket message):
+ *
+ *     +----------------+----------------------+----------------------+
+ *     | u16 BE: H      | H bytes: header JSON | rest: body (opaque)  |
+ *     +----------------+----------------------+----------------------+
+ *
+ * The header is small cleartext the relay may read: {@linkcode FrameHeader}.
+ * For frames addressed to or sent by the relay itself the body is JSON the relay
+ * reads; for end-to-end frames the body is opaque to the relay (plaintext JSON
+ * or raw bytes in version 1; sealed with AES-GCM once end-to-end encryption
+ * lands, without changing this layout).
+ *
+ * @module
+ */
+
+/**
+ * Protocol version, carried in every header as `v`.
+ *
+ * Changelog:
+ * - 1: envelopes (header + opaque body), pairing by code, session JWT,
+ *   heartbeats, commands with stdin, signals and exit status.
+ */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest WebSocket message either side accepts, header included. */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+/** Largest header JSON. Tokens travel in `auth` bodies, not in headers. */
+export const MAX_HEADER_BYTES = 1024;
+/** Largest body of a relay-read JSON frame (`auth`, `auth.ok`, ...). */
+export const MAX_CONTROL_BODY_BYTES = 8 * 1024;
+/** Bridges send command output in chunks of at most this many bytes. */
+export const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/** Longest command id (`id` header field). */
+export const MAX_ID_LENGTH = 64;
+
+/** How often the relay pings each socket. */
+export const HEARTBEAT_INTERVAL_MS = 15_000;
+/** A socket that sent nothing for this long is dropped (three missed pings). */
+export const HEARTBEAT_TIMEOUT_MS = 45_000;
+/** A bridge socket must authenticate within this time of opening. */
+export const AUTH_DEADLINE_MS = 5_000;
+
+/** A pairing code lives this long. */
+export const CODE_TTL_MS = 5 * 60_000;
+/** Number of digits in a pairing code. */
+export const CODE_DIGITS = 6;
+/** At most this many codes per session per {@linkcode CODE_RATE_WINDOW_MS}. */
+export const CODES_PER_SESSION_PER_WINDOW = 5;
+/** At most this many codes per client address per window. */
+export const CODES_PER_ADDRESS_PER_WINDOW = 20;
+/** The sliding window for code issuance limits. */
+export const CODE_RATE_WINDOW_MS = 60_000;
+/** At most this many redemption attempts (code logins) per address per window. */
+export const REDEEM_PER_ADDRESS_PER_WINDOW = 10;
+/** At most this many redemption attempts on the whole relay per window. */
+export const REDEEM_GLOBAL_PER_WINDOW = 120;
+/** The sliding window for redemption limits. */
+export const REDEEM_RATE_WINDOW_MS = 60_000;
+/** At most this many new browser sessions per address per window. */
+export const SESSIONS_PER_ADDRESS_PER_WINDOW = 30;
+
+/** Lifetime of a bridge session JWT. */
+export const BRIDGE_TOKEN_TTL_MS = 30 * 24 * 60 * 60_000;
+/** Lifetime of a browser session (cookie and its signed value). */
+export const BROWSER_SESSION_TTL_MS = 7 * 24 * 60 * 60_000;
+/** Name of the browser session cookie. */
+export const SESSION_COOKIE = "coder1_session";
+
+/** A relay stops forwarding to a socket whose send buffer exceeds this. */
+export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
+
+/** Default cap on concurrent commands per bridge. */
+export const DEFAULT_MAX_COMMANDS = 8;
+
+/** Bridge reconnect backoff: first delay. */
+export const RECONNECT_BASE_MS = 500;
+/** Bridge reconnect backoff: largest delay (before jitter). */
+export const RECONNECT_MAX_MS = 30_000;
+
+/** Default relay port. */
+export const DEFAULT_PORT = 8787;
+/** Default relay URL for bridges that know no other. */
+export const DEFAULT_RELAY_URL = `http://127.0.0.1:${DEFAULT_PORT}`;
+
+/**
+ * WebSocket close codes the relay (and the bridge) use. Each name says why;
+ * docs/PROTOCOL.md has the table with what the peer should do.
+ */
+export const CloseCode = {
+  /** Normal close. */
+  Normal: 1000,
+  /** The relay is shutting down; reconnect later. */
+  GoingAway: 1001,
+  /** No frame (not even `pong`) for {@linkcode HEARTBEAT_TIMEOUT_MS}. */
+  HeartbeatTimeout: 4000,
+  /** Malformed frame: not binary, bad header, bad JSON, unknown or misdirected type, frame before auth. */
+  BadFrame: 4400,
+  /** Pairing code wrong, expired or used; token invalid, expired or revoked. */
+  AuthFailed: 4401,
+  /** Not allowed: no or bad browser session. */
+  Forbidden: 4403,
+  /** No `auth` frame within {@linkcode AUTH_DEADLINE_MS}. */
+  AuthTimeout: 4408,
+  /** Another connection of the same bridge took over. */
+  Replaced: 4409,
+  /** The bridge's token was revoked while it was connected. */
+  Revoked: 4410,
+  /** Frame larger than {@linkcode MAX_FRAME_BYTES}. */
+  TooBig: 4413,
+  /** Too many redemption attempts; the reason says when to retry. */
+  RateLimited: 4429,
+  /** The receiver did not read fast enough ({@linkcode MAX_BUFFERED_BYTES}). */
+  SlowConsumer: 4508,
+} as const;
+/** One of the {@linkcode CloseCode} values. */
+export type CloseCodeValue = typeof CloseCode[keyof typeof CloseCode];
+
+/** Frame types, grouped by who sends them. */
+export const FrameType = {
+  // Peer <-> relay (the relay reads the JSON body).
+  /** Bridge -> relay, first frame: {@linkcode AuthBody}. */
+  Auth: "auth",
+  /** Relay -> bridge: {@linkcode AuthOkBody}. */
+  AuthOk: "auth.ok",
+  /** Relay -> peer: empty body; answer with `pong`. */
+  Ping: "ping",
+  /** Peer -> relay: empty body. */
+  Pong: "pong",
+  /** Relay -> IDE: {@linkcode BridgeStatusBody}. */
+  BridgeStatus: "bridge.status",
+  /** Relay -> bridge: an IDE socket with channel `c` joined; empty body. */
+  IdeOpen: "ide.open",
+  /** Relay -> bridge: the IDE socket with channel `c` left; empty body. */
+  IdeClose: "ide.close",
+
+  // End to end (the relay forwards; the body is opaque to it).
+  /** IDE -> bridge: start command `id`; body {@linkcode CmdStartBody}. */
+  CmdStart: "cmd.start",
+  /** IDE -> bridge: raw bytes for command `id`'s stdin. */
+  CmdStdin: "cmd.stdin",
+  /** IDE -> bridge: close command `id`'s stdin; empty body. */
+  CmdEof: "cmd.eof",
+  /** IDE -> bridge: send a signal to command `id`; body {@linkcode CmdSignalBody}. */
+  CmdSignal: "cmd.signal",
+  /** Bridge -> IDE: raw stdout bytes of command `id`. */
+  CmdStdout: "cmd.stdout",
+  /** Bridge -> IDE: raw stderr bytes of command `id`. */
+  CmdStderr: "cmd.stderr",
+  /** Bridge -> IDE: command `id` ended; body {@linkcode CmdExitBody}. */
+  CmdExit: "cmd.exit",
+  /** Bridge -> IDE: command `id` could not run; body {@linkcode CmdErrorBody}. */
+  CmdError: "cmd.error",
+} as const;
+/** One of the {@linkcode FrameType} values. */
+export type FrameTypeValue = typeof FrameType[keyof typeof FrameType];
+
+/** Types an IDE socket may send to the relay. */
+export const IDE_TO_RELAY: ReadonlySet<string> = new Set([
+  FrameType.Pong,
+  FrameType.CmdStart,
+  FrameType.CmdStdin,
+  FrameType.CmdEof,
+  FrameType.CmdSignal,
+]);
+/** Types a bridge socket may send once authenticated. */
+export const BRIDGE_TO_RELAY: ReadonlySet<string> = new Set([
+  FrameType.Pong,
+  FrameType.CmdStdout,
+  FrameType.CmdStderr,
+  FrameType.CmdExit,
+  FrameType.CmdError,
+]);
+/** End-to-end types: the relay forwards them without reading the body. */
+export const END_TO_END: ReadonlySet<string> = new Set([
+  FrameType.CmdStart,
+  FrameType.CmdStdin,
+  FrameType.CmdEof,
+  FrameType.CmdSignal,
+  FrameType.CmdStdout,
+  FrameType.CmdStderr,
+  FrameType.CmdExit,
+  FrameType.CmdError,
+]);
+
+/** The cleartext header of every frame. */
+export interface FrameHeader {
+  /** Protocol version ({@linkcode PROTOCOL_VERSION}). */
+  v: number;
+  /** Frame type ({@linkcode FrameType}). */
+  t: string;
+  /** Channel: the relay-assigned number of an IDE socket. */
+  c?: number;
+  /** Command id, chosen by the IDE (letters, digits, `-`, `_`). */
+  id?: string;
+  /** Sequence number (reserved for lossless streams). */
+  s?: number;
+}
+
+/** A decoded frame: its header fields and its body bytes. */
+export interface Frame extends FrameHeader {
+  /** The body: JSON for control frames, opaque bytes for end-to-end frames. */
+  body: Uint8Array;
+}
+
+/** Body of `auth`: exactly one of `code` and `token`. */
+export interface AuthBody {
+  /** A 6-digit pairing code (first pairing). */
+  code?: string;
+  /** A session JWT from an earlier `auth.ok` (every later connection). */
+  token?: string;
+  /** The bridge's display name. */
+  name: string;
+  /** The bridge's version. */
+  version: string;
+  /** The bridge's operating system (`linux`, `darwin`, `windows`). */
+  os: string;
+}
+
+/** Body of `auth.ok`. */
+export interface AuthOkBody {
+  /** The bridge id (the token's `sub`). */
+  bridgeId: string;
+  /** A new session JWT; only present when a pairing code was redeemed. */
+  token?: string;
+  /** When the token expires (ms since the epoch). */
+  expiresAt: number;
+  /** Channels of the IDE sockets already open for the session. */
+  channels: number[];
+}
+
+/** Body of `bridge.status`. */
+export interface BridgeStatusBody {
+  /** Whether a bridge is connected to this session now. */
+  state: "connected" | "disconnected";
+  /** The connected (or last) bridge's id, name, version and OS. */
+  bridgeId?: string;
+  name?: string;
+  version?: string;
+  os?: string;
+  /** This IDE socket's channel number. */
+  channel: number;
+}
+
+/** Body of `cmd.start`. */
+export interface CmdStartBody {
+  /** The command line, run with the user's shell (`$SHELL -c`). */
+  command: string;
+  /** Working directory, relative to (and inside) the bridge's root. */
+  cwd?: string;
+  /** Kill the command (SIGTERM, then SIGKILL) after this many milliseconds. */
+  timeoutMs?: number;
+}
+
+/** Signals the IDE may send to a command. */
+export const SIGNALS = ["SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT"] as const;
+/** One of {@linkcode SIGNALS}. */
+export type CommandSignal = typeof SIGNALS[number];
+
+/** Body of `cmd.signal`. */
+export interface CmdSignalBody {
+  /** The signal to deliver to the command's process group. */
+  signal: CommandSignal;
+}
+
+/** Body of `cmd.exit`. */
+export interface CmdExitBody {
+  /** Exit code, or null when a signal ended the command. */
+  code: number | null;
+  /** The signal that ended the command, if any. */
+  signal: string | null;
+  /** Wall time from spawn to exit. */
+  durationMs: number;
+  /** True when the bridge killed it for exceeding its timeout. */
+  timedOut?: boolean;
+}
+
+/** Body of `cmd.error`: why a command did not run (or was cut short). */
+export interface CmdErrorBody {
+  /** A stable reason: `busy`, `bad-cwd`, `spawn-failed`, `duplicate-id`, `bad-request`, `unknown-command`. */
+  reason: string;
+  /** A human-readable message. */
+  message: string;
+}
