@@ -1,0 +1,230 @@
+/**
+ * Hostile and broken peers: each gets a documented close code (or HTTP
+ * status), and the relay keeps serving everyone else. Also the Origin
+ * allowlist on the IDE socket and the heartbeats on both legs.
+ */
+import assert from "node:assert/strict";
+import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
+import { CloseCode, FrameType, MAX_FRAME_BYTES } from "../shared/protocol.ts";
+import { createLogger } from "../relay/logger.ts";
+import { type RelayOptions, type RelayHandle, startRelay } from "../relay/relay.ts";
+import { ideClient, RawSocket } from "./helpers.ts";
+
+async function withRelay(fn: (relay: RelayHandle) => Promise<void>, options: Partial<RelayOptions> = {}): Promise<void> {
+  const dataDir = await Deno.makeTempDir({ prefix: "coder1-bad-" });
+  const relay = await startRelay({ port: 0, dataDir, log: createLogger({ level: "silent" }), ...options });
+  try {
+    await fn(relay);
+  } finally {
+    await relay.shutdown();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+/** A frame with an arbitrary (possibly invalid) header, bypassing encodeFrame's checks. */
+function rawFrame(header: unknown, body = new Uint8Array(0)): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(header));
+  return new Uint8Array([h.byteLength >> 8, h.byteLength & 0xff, ...h, ...body]);
+}
+
+async function newSession(relay: RelayHandle): Promise<string> {
+  const res = await fetch(`${relay.url}/api/sessions`, { method: "POST" });
+  await res.body?.cancel();
+  return res.headers.getSetCookie()[0].split(";")[0];
+}
+
+/** A healthy session: an IDE socket and a protocol-level bridge, paired. */
+async function healthyPair(relay: RelayHandle) {
+  const cookie = await newSession(relay);
+  const codeRes = await fetch(`${relay.url}/api/pairing-codes`, { method: "POST", headers: { cookie } });
+  const { code } = await codeRes.json();
+  const ws = relay.url.replace("http", "ws");
+  const bridge = new RawSocket(`${ws}/ws/bridge`);
+  await bridge.opened;
+  bridge.send(encodeFrame({ t: FrameType.Auth, body: { code, name: "b", version: "0", os: "linux" } }));
+  assert.equal(decodeFrame(await bridge.next()).t, FrameType.AuthOk);
+  const ide = new RawSocket(`${ws}/ws/ide`, { cookie, origin: relay.url });
+  await ide.opened;
+  assert.equal(decodeFrame(await ide.next()).t, FrameType.BridgeStatus);
+  assert.equal(decodeFrame(await bridge.next()).t, FrameType.IdeOpen);
+  return {
+    bridge,
+    ide,
+    /** One frame each way through the relay. */
+    async roundTrip(): Promise<void> {
+      ide.send(encodeFrame({ t: FrameType.CmdStdin, id: "x", body: "ping" }));
+      const got = decodeFrame(await bridge.next());
+      assert.equal(got.t, FrameType.CmdStdin);
+      bridge.send(encodeFrame({ t: FrameType.CmdStdout, c: got.c, id: "x", body: "pong" }));
+      const back = decodeFrame(await ide.next());
+      assert.equal(new TextDecoder().decode(back.body), "pong");
+    },
+    close() {
+      bridge.close();
+      ide.close();
+    },
+  };
+}
+
+Deno.test("bad frames on the bridge socket get documented close codes; others keep working", async (t) => {
+  await withRelay(async (relay) => {
+    const good = await healthyPair(relay);
+    const ws = relay.url.replace("http", "ws");
+    const cases: [string, (s: RawSocket) => void, number][] = [
+      ["text (non-JSON) frame", (s) => s.send("hello"), CloseCode.BadFrame],
+      ["JSON as text", (s) => s.send(JSON.stringify({ t: "auth" })), CloseCode.BadFrame],
+      ["garbage bytes", (s) => s.send(new Uint8Array([0, 5, 1, 2, 3, 4, 5, 6])), CloseCode.BadFrame],
+      ["header longer than the frame", (s) => s.send(new Uint8Array([0xff, 0xff, 1])), CloseCode.BadFrame],
+      ["wrong protocol version", (s) => s.send(rawFrame({ v: 9, t: "auth" })), CloseCode.BadFrame],
+      ["header is an array", (s) => s.send(rawFrame([1, 2])), CloseCode.BadFrame],
+      ["frame before auth", (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, c: 1, id: "a", body: "x" })), CloseCode.BadFrame],
+      ["auth body not JSON", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: "{nope" })), CloseCode.BadFrame],
+      ["auth with both code and token", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: { code: "123456", token: "x", name: "n", version: "1", os: "l" } })), CloseCode.BadFrame],
+      ["oversized frame", (s) => s.send(new Uint8Array(MAX_FRAME_BYTES + 1)), CloseCode.TooBig],
+    ];
+    for (const [name, act, expected] of cases) {
+      await t.step(name, async () => {
+        const s = new RawSocket(`${ws}/ws/bridge`);
+        await s.opened;
+        act(s);
+        assert.equal((await s.closed).code, expected);
+        await good.roundTrip();
+      });
+    }
+    await t.step("unknown type and IDE-only type after auth", async () => {
+      for (const type of ["bogus.type", FrameType.CmdStart, FrameType.Auth]) {
+        const pair = await healthyPair(relay);
+        pair.bridge.send(encodeFrame({ t: type, c: 1, id: "a" }));
+        assert.equal((await pair.bridge.closed).code, CloseCode.BadFrame);
+        pair.close();
+        await good.roundTrip();
+      }
+    });
+    good.close();
+    const health = await fetch(`${relay.url}/healthz`);
+    assert.deepEqual((await health.json()).status, "ok");
+  });
+});
+
+Deno.test("bad frames on the IDE socket get documented close codes; others keep working", async (t) => {
+  await withRelay(async (relay) => {
+    const good = await healthyPair(relay);
+    const ws = relay.url.replace("http", "ws");
+    const cases: [string, (s: RawSocket) => void, number][] = [
+      ["text frame", (s) => s.send("{}"), CloseCode.BadFrame],
+      ["garbage bytes", (s) => s.send(new Uint8Array([0, 1, 0x7b])), CloseCode.BadFrame],
+      ["unknown type", (s) => s.send(encodeFrame({ t: "bogus" })), CloseCode.BadFrame],
+      ["bridge-only type", (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, id: "a" })), CloseCode.BadFrame],
+      ["auth on the IDE socket", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: {} })), CloseCode.BadFrame],
+      ["bad command id", (s) => s.send(rawFrame({ v: 1, t: "cmd.start", id: "../x" })), CloseCode.BadFrame],
+      ["negative channel", (s) => s.send(rawFrame({ v: 1, t: "cmd.start", id: "a", c: -1 })), CloseCode.BadFrame],
+      ["oversized frame", (s) => s.send(new Uint8Array(MAX_FRAME_BYTES + 10)), CloseCode.TooBig],
+    ];
+    for (const [name, act, expected] of cases) {
+      await t.step(name, async () => {
+        const cookie = await newSession(relay);
+        const s = new RawSocket(`${ws}/ws/ide`, { cookie, origin: relay.url });
+        await s.opened;
+        await s.next(); // bridge.status
+        act(s);
+        assert.equal((await s.closed).code, expected);
+        await good.roundTrip();
+      });
+    }
+    good.close();
+  });
+});
+
+Deno.test("a bridge socket that never authenticates is closed with 4408", async () => {
+  await withRelay(async (relay) => {
+    const s = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
+    await s.opened;
+    const t0 = performance.now();
+    assert.equal((await s.closed).code, CloseCode.AuthTimeout);
+    assert.ok(performance.now() - t0 >= 150);
+  }, { timings: { authDeadlineMs: 200 } });
+});
+
+Deno.test("heartbeats: silent peers are dropped with 4000 on both legs; live ones stay", async () => {
+  await withRelay(async (relay) => {
+    const pair = await healthyPair(relay); // raw sockets: they never answer pings
+    const live = ideClient(relay.url);
+    await live.createSession();
+    await live.connect();
+    const [b, i] = await Promise.all([pair.bridge.closed, pair.ide.closed]);
+    assert.equal(b.code, CloseCode.HeartbeatTimeout);
+    assert.equal(i.code, CloseCode.HeartbeatTimeout);
+    // The IdeClient answers pings: it is still connected after several intervals.
+    await new Promise((r) => setTimeout(r, 600));
+    const res = await fetch(`${relay.url}/healthz`);
+    await res.body?.cancel();
+    assert.equal(relay.hub.stats.ides, 1);
+    live.close();
+  }, { timings: { heartbeatIntervalMs: 50, heartbeatTimeoutMs: 250 } });
+});
+
+Deno.test("the IDE socket checks Origin and session; the API refuses foreign origins", async (t) => {
+  await withRelay(async (relay) => {
+    const ws = relay.url.replace("http", "ws");
+    const cookie = await newSession(relay);
+    await t.step("foreign Origin is refused with 403", async () => {
+      const s = new RawSocket(`${ws}/ws/ide`, { cookie, origin: "https://evil.example" });
+      await assert.rejects(s.opened, /HTTP 403/);
+    });
+    await t.step("missing Origin is refused", async () => {
+      const s = new RawSocket(`${ws}/ws/ide`, { cookie });
+      await assert.rejects(s.opened, /HTTP 403/);
+    });
+    await t.step("allowed Origin without a session is refused with 401", async () => {
+      const s = new RawSocket(`${ws}/ws/ide`, { origin: relay.url });
+      await assert.rejects(s.opened, /HTTP 401/);
+    });
+    await t.step("an --allowed-origin is accepted", async () => {
+      const s = new RawSocket(`${ws}/ws/ide`, { cookie, origin: "https://ide.example" });
+      await s.opened;
+      s.close();
+    });
+    await t.step("pairing codes cannot be requested from a foreign origin", async () => {
+      const res = await fetch(`${relay.url}/api/pairing-codes`, {
+        method: "POST",
+        headers: { cookie, origin: "https://evil.example" },
+      });
+      assert.equal(res.status, 403);
+      assert.equal((await res.json()).error, "bad-origin");
+    });
+    await t.step("CORS preflight only for allowed origins", async () => {
+      const ok = await fetch(`${relay.url}/api/pairing-codes`, { method: "OPTIONS", headers: { origin: "https://ide.example" } });
+      await ok.body?.cancel();
+      assert.equal(ok.status, 204);
+      assert.equal(ok.headers.get("access-control-allow-origin"), "https://ide.example");
+      const bad = await fetch(`${relay.url}/api/pairing-codes`, { method: "OPTIONS", headers: { origin: "https://evil.example" } });
+      await bad.body?.cancel();
+      assert.equal(bad.status, 403);
+    });
+    await t.step("unknown routes and methods get JSON errors", async () => {
+      const nf = await fetch(`${relay.url}/nope`);
+      assert.equal(nf.status, 404);
+      assert.equal((await nf.json()).error, "not-found");
+      const m = await fetch(`${relay.url}/api/sessions`);
+      assert.equal(m.status, 405);
+      await m.body?.cancel();
+      const up = await fetch(`${relay.url}/ws/bridge`);
+      assert.equal(up.status, 426);
+      await up.body?.cancel();
+    });
+  }, { allowedOrigins: ["https://ide.example"] });
+});
+
+Deno.test("relay forwards IDE frames stamped with the sender's channel; bridge replies route back by channel", async () => {
+  await withRelay(async (relay) => {
+    const pair = await healthyPair(relay);
+    pair.ide.send(encodeFrame({ t: FrameType.CmdStart, c: 999, id: "k", body: { command: "x" } }));
+    const f = decodeFrame(await pair.bridge.next());
+    assert.notEqual(f.c, 999, "an IDE cannot choose its channel");
+    assert.equal(JSON.parse(new TextDecoder().decode(f.body)).command, "x");
+    // A reply to a channel that does not exist goes nowhere and does not kill the bridge.
+    pair.bridge.send(encodeFrame({ t: FrameType.CmdStdout, c: 424242, id: "k", body: "lost" }));
+    await pair.roundTrip();
+    pair.close();
+  });
+});
