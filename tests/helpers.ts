@@ -158,6 +158,11 @@ export interface TestDirs {
   cleanup(): Promise<void>;
 }
 
+/** Deno's cache directory, so processes with a temp HOME still find cached npm packages. */
+const DENO_DIR = Deno.env.get("DENO_DIR") ??
+  JSON.parse(new TextDecoder().decode(new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).outputSync().stdout))
+    .denoDir as string;
+
 /** Makes a temp HOME with XDG data and config homes inside. */
 export async function makeTestDirs(): Promise<TestDirs> {
   const root = await Deno.makeTempDir({ prefix: "coder1-test-" });
@@ -166,6 +171,8 @@ export async function makeTestDirs(): Promise<TestDirs> {
     XDG_DATA_HOME: `${root}/data`,
     XDG_CONFIG_HOME: `${root}/config`,
     SHELL: "/bin/sh",
+    DENO_DIR,
+    NO_COLOR: "1",
   };
   for (const d of Object.values(env)) if (d.startsWith(root)) await Deno.mkdir(d, { recursive: true });
   return { root, env, cleanup: () => Deno.remove(root, { recursive: true }).catch(() => {}) };

@@ -1,0 +1,176 @@
+/**
+ * The command line as users meet it: help, version, usage errors (exit 2),
+ * clear failures (exit 1, never a hang), the root refusal, and the launcher
+ * behind `deno task relay` / `deno task coder1`.
+ */
+import assert from "node:assert/strict";
+import { VERSION } from "../shared/version.ts";
+import { freePort, makeTestDirs, ROOT, spawnCoder1, startBridgeProcess, startRelayProcess, type TestDirs } from "./helpers.ts";
+
+async function run(args: string[], dirs: TestDirs, stdin?: string) {
+  const p = spawnCoder1(args, { env: dirs.env, stdin });
+  const s = await p.status;
+  return { code: s.code, stdout: p.stdout.text, stderr: p.stderr.text };
+}
+
+Deno.test("help, version and --help on every command", async () => {
+  const dirs = await makeTestDirs();
+  try {
+    const v = await run(["--version"], dirs);
+    assert.equal(v.code, 0);
+    assert.equal(v.stdout.trim(), `coder1 ${VERSION}`);
+    const h = await run(["help"], dirs);
+    assert.equal(h.code, 0);
+    for (const c of ["relay serve", "bridge start", "bridge status", "bridge logout"]) {
+      assert.ok(h.stdout.includes(`coder1 ${c}`), `top help lists ${c}`);
+      const help = await run([...c.split(" "), "--help"], dirs);
+      assert.equal(help.code, 0, help.stderr);
+      assert.match(help.stdout, new RegExp(`^Usage: coder1 ${c}`));
+      assert.match(help.stdout, /--help/);
+      const viaHelp = await run(["help", ...c.split(" ")], dirs);
+      assert.equal(viaHelp.stdout, help.stdout);
+    }
+    const none = await run([], dirs);
+    assert.equal(none.code, 2);
+  } finally {
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("usage errors exit 2 with a one-line reason and the usage", async () => {
+  const dirs = await makeTestDirs();
+  try {
+    const cases: [string[], RegExp][] = [
+      [["frobnicate"], /unknown command "frobnicate"/],
+      [["relay", "start"], /unknown command "relay start"; try: coder1 relay serve/],
+      [["relay", "serve", "--bogus"], /unknown flag --bogus/],
+      [["relay", "serve", "--port", "abc"], /--port must be a port number/],
+      [["relay", "serve", "--port"], /--port needs a value/],
+      [["relay", "serve", "--tls-cert", "/nonexistent"], /--tls-cert and --tls-key go together/],
+      [["relay", "serve", "--public-url", "ftp://x"], /--public-url must be an http\(s\) URL/],
+      [["bridge", "start", "--code", "12ab56"], /--code must be 6 digits/],
+      [["bridge", "start", "--relay", "ftp://relay"], /--relay must be an http\(s\):\/\/ or ws\(s\):\/\/ URL/],
+      [["bridge", "start", "--relay", "http://relay.example", "--allow-root", "--code", "123456"], /refusing unencrypted http:\/\/relay.example/],
+      [["bridge", "start", "--relay", "ws://10.1.2.3:8787", "--allow-root", "--code", "123456"], /refusing unencrypted/],
+      [["bridge", "start", "--max-commands", "0"], /--max-commands must be a positive whole number/],
+      [["bridge", "start", "--allow-root", "--code", "123456", "--cwd", "/nonexistent-dir"], /--cwd \/nonexistent-dir is not a directory/],
+      [["bridge", "status", "extra"], /unexpected argument "extra"/],
+      [["bridge", "start", "--allow-root", "--ca-file", "/nonexistent.pem", "--code", "123456"], /cannot read --ca-file/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await run(args, dirs);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      const [first, , ...rest] = r.stderr.split("\n");
+      assert.match(first, pattern);
+      assert.match(rest.join("\n"), /Usage:/, "usage follows the reason");
+    }
+  } finally {
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("pairing failures exit 1 with a clear message, never a hang", async () => {
+  const dirs = await makeTestDirs();
+  const relay = await startRelayProcess(dirs);
+  try {
+    const wrong = startBridgeProcess(dirs, relay.url, { code: "000000" });
+    const s = await wrong.status;
+    assert.equal(s.code, 1);
+    assert.match(wrong.stderr.text, /code is wrong, expired or already used/);
+
+    const typo = startBridgeProcess(dirs, relay.url, { code: "12345" });
+    assert.equal((await typo.status).code, 1);
+    assert.match(typo.stderr.text, /"12345" is not a pairing code/);
+
+    const empty = startBridgeProcess(dirs, relay.url, { code: "" });
+    assert.equal((await empty.status).code, 1);
+    assert.match(empty.stderr.text, /no pairing code/);
+
+    const unreachable = startBridgeProcess(dirs, `http://127.0.0.1:${freePort()}`, { code: "123456" });
+    assert.equal((await unreachable.status).code, 1);
+    assert.match(unreachable.stderr.text, /Cannot reach the relay at .*connection refused/);
+
+    const status = await run(["bridge", "status", "--relay", relay.url], dirs);
+    assert.equal(status.code, 1);
+    assert.match(status.stdout, /reachable \(coder1 relay/);
+    assert.match(status.stdout, /Paired:\s+no/);
+
+    const logout = await run(["bridge", "logout", "--relay", relay.url], dirs);
+    assert.equal(logout.code, 0);
+    assert.match(logout.stdout, /Not paired/);
+  } finally {
+    await relay.stop();
+    await dirs.cleanup();
+  }
+});
+
+Deno.test({
+  name: "the bridge refuses to run as root without --allow-root",
+  ignore: Deno.uid() !== 0 && (console.log("SKIP root refusal: tests are not running as root"), true),
+  fn: async () => {
+    const dirs = await makeTestDirs();
+    try {
+      const p = spawnCoder1(["bridge", "start", "--code", "123456"], { env: dirs.env });
+      assert.equal((await p.status).code, 1);
+      assert.match(p.stderr.text, /refusing to run the bridge as root/);
+      assert.doesNotMatch(p.stdout.text, /Connecting/);
+    } finally {
+      await dirs.cleanup();
+    }
+  },
+});
+
+Deno.test("a relay whose port is taken exits 1 with the reason", async () => {
+  const dirs = await makeTestDirs();
+  const relay = await startRelayProcess(dirs);
+  try {
+    const r = await run(["relay", "serve", "--port", String(relay.port)], dirs);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /address in use/);
+  } finally {
+    await relay.stop();
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("the launcher behind `deno task relay` runs the relay with its role's flags and passes SIGTERM on", async () => {
+  const dirs = await makeTestDirs();
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
+  const task: string = config.tasks.relay;
+  const [, , ...launcherArgs] = task.split(" "); // drop "deno run"
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...launcherArgs, "--port", "0", "--log-level", "warn"],
+    cwd: ROOT,
+    env: dirs.env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    while (!/listening on (\S+)/.test(out)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("launcher ended early");
+      out += value;
+    }
+    const url = out.match(/listening on (\S+)/)![1];
+    const health = await fetch(`${url}/healthz`);
+    assert.equal((await health.json()).version, VERSION);
+    const ps = new Deno.Command("ps", { args: ["-o", "args=", "--ppid", String(child.pid)] }).outputSync();
+    const childArgs = new TextDecoder().decode(ps.stdout);
+    assert.match(childArgs, /--allow-net/);
+    assert.match(childArgs, new RegExp(`--allow-write=${dirs.env.XDG_DATA_HOME}/coder1( |$)`));
+    assert.doesNotMatch(childArgs, /--allow-run|--allow-all|-A /);
+    child.kill("SIGTERM");
+    reader.releaseLock();
+    await child.stdout.cancel().catch(() => {});
+    const status = await child.status;
+    assert.equal(status.code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.stderr.cancel().catch(() => {});
+    await dirs.cleanup();
+  }
+});
