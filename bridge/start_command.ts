@@ -25,19 +25,19 @@ import { ShellRunner } from "./shell_runner.ts";
  */
 export async function bridgeStart(flags: FlagValues): Promise<number> {
   await dropUnusedPermissions("bridge");
-  if (Deno.build.os !== "windows" && Deno.uid() === 0) {
-    if (!flags["allow-root"]) {
-      console.error("coder1: refusing to run the bridge as root: the IDE's commands would run as root.");
-      console.error("Run it as your own user, or pass --allow-root if you really mean it.");
-      return 1;
-    }
-    console.error("Warning: running as root (--allow-root): commands from the IDE run as root.");
+  const asRoot = Deno.build.os !== "windows" && Deno.uid() === 0;
+  if (asRoot && !flags["allow-root"]) {
+    console.error("coder1: refusing to run the bridge as root: the IDE's commands would run as root.");
+    console.error("Run it as your own user, or pass --allow-root if you really mean it.");
+    return 1;
   }
   const store = new CredentialStore(defaultConfigDir());
   const { relay, ca } = await resolveRelay(flags, store, BRIDGE_START);
   const root = _resolveRoot((flags.cwd as string | undefined) ?? Deno.cwd());
   const verbose = Boolean(flags.verbose);
   const say = (m: string) => console.log(m);
+
+  if (asRoot) console.error("Warning: running as root (--allow-root): commands from the IDE run as root.");
 
   const stored = flags.pair ? undefined : await store.get(relay.http);
   let auth: { code: string } | { token: string };
