@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { ManualClock } from "../shared/clock.ts";
+import { Coder1Error } from "../shared/errors.ts";
+import { CloseCode, REDEEM_GLOBAL_PER_WINDOW, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
+import { drawCode, Pairing, type RandomSource } from "./pairing.ts";
+import { MemoryStore } from "./store.ts";
+
+/** A random source that returns the given 32-bit values in turn. */
+function fixed(values: number[]): RandomSource {
+  let i = 0;
+  return (bytes) => new DataView(bytes.buffer).setUint32(0, values[i++ % values.length]);
+}
+
+Deno.test("drawCode rejects the biased top of the 32-bit range", () => {
+  // 2^32 - 1 lies above the largest multiple of 10^6 and must be redrawn.
+  assert.equal(drawCode(fixed([2 ** 32 - 1, 42])), "000042");
+  assert.equal(drawCode(fixed([4_294_000_000 - 1])), "999999");
+  assert.equal(drawCode(fixed([4_294_000_000, 7])), "000007");
+});
+
+Deno.test("drawCode from the CSPRNG: 6 digits, roughly uniform first digit", () => {
+  const counts = new Array(10).fill(0);
+  const random: RandomSource = (b) => crypto.getRandomValues(b);
+  for (let i = 0; i < 20_000; i++) {
+    const code = drawCode(random);
+    assert.match(code, /^\d{6}$/);
+    counts[Number(code[0])]++;
+  }
+  for (const c of counts) assert.ok(c > 1700 && c < 2300, `first-digit counts ${counts}`);
+});
+
+Deno.test("codes are unique among live codes (a colliding draw is redrawn)", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(0);
+  const pairing = new Pairing({ store, clock, random: fixed([5, 5, 6]) });
+  const a = await pairing.issue("s1", "a1");
+  const b = await pairing.issue("s2", "a2");
+  assert.equal(a.code, "000005");
+  assert.equal(b.code, "000006");
+});
+
+Deno.test("the global redemption budget holds across many addresses", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(0);
+  const pairing = new Pairing({ store, clock, random: (b) => crypto.getRandomValues(b) });
+  let refusedGlobally = 0;
+  for (let i = 0; i < REDEEM_GLOBAL_PER_WINDOW + 50; i++) {
+    const address = `127.0.${i >> 8}.${i & 255}`;
+    try {
+      await pairing.redeem("999999", address);
+    } catch (e) {
+      assert.ok(e instanceof Coder1Error);
+      if (e.closeCode === CloseCode.RateLimited) refusedGlobally++;
+    }
+  }
+  assert.equal(refusedGlobally, 50);
+  clock.advance(60_001);
+  await assert.rejects(pairing.redeem("999999", "10.0.0.1"), (e: Coder1Error) => e.closeCode === CloseCode.AuthFailed);
+});
+
+Deno.test("per-address redemption budget", async () => {
+  const store = new MemoryStore();
+  const pairing = new Pairing({ store, clock: new ManualClock(0), random: (b) => crypto.getRandomValues(b) });
+  const codes: number[] = [];
+  for (let i = 0; i <= REDEEM_PER_ADDRESS_PER_WINDOW; i++) {
+    await pairing.redeem("123456", "198.51.100.7").catch((e: Coder1Error) => codes.push(e.closeCode));
+  }
+  assert.equal(codes.filter((c) => c === CloseCode.RateLimited).length, 1);
+  // Another address is unaffected.
+  await assert.rejects(pairing.redeem("123456", "198.51.100.8"), (e: Coder1Error) => e.closeCode === CloseCode.AuthFailed);
+});
+
+Deno.test("revocations persist across store instances", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const a = new MemoryStore({ revocationFile: `${dir}/revoked.json` });
+    await a.revoke("jti-1", Date.now() + 60_000);
+    const b = new MemoryStore({ revocationFile: `${dir}/revoked.json` });
+    await b.load();
+    assert.equal(await b.isRevoked("jti-1"), true);
+    assert.equal(await b.isRevoked("jti-2"), false);
+    await b.sweep(Date.now() + 120_000);
+    const c = new MemoryStore({ revocationFile: `${dir}/revoked.json` });
+    await c.load();
+    assert.equal(await c.isRevoked("jti-1"), false, "expired revocations are pruned");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
