@@ -55,6 +55,8 @@ interface Running {
   timer?: ReturnType<typeof setTimeout>;
   killTimer?: ReturnType<typeof setTimeout>;
   timedOut: boolean;
+  /** Resolves once the exit report went out and the entry is gone. */
+  done?: Promise<void>;
 }
 
 /** Executes `cmd.*` frames. */
@@ -123,7 +125,7 @@ export class CommandManager {
   async stopAll(): Promise<void> {
     const all = [...this.#running.values()];
     for (const r of all) this.#terminate(r, "SIGTERM");
-    await Promise.all(all.map((r) => r.proc.exited.catch(() => {})));
+    await Promise.all(all.map((r) => r.done));
   }
 
   #start(channel: number, id: string, key: string, frame: Frame): void {
@@ -184,7 +186,10 @@ export class CommandManager {
         this.#terminate(r, "SIGTERM");
       }, Math.min(...limit));
     }
-    this.#finish(r, started).catch((error) => this.#opts.onEvent?.(`command ${id} failed: ${error}`));
+    r.done = this.#finish(r, started).catch((error) => {
+      this.#running.delete(key);
+      this.#opts.onEvent?.(`command ${id} failed: ${error}`);
+    });
   }
 
   async #finish(r: Running, started: number): Promise<void> {

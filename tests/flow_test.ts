@@ -139,3 +139,28 @@ Deno.test("no 40 ms stall: frames over 1 KiB cross relay and bridge quickly", as
     assert.ok(median < 20, `median round trip ${median.toFixed(1)} ms (a stall shows as ~40 ms)`);
   });
 });
+
+Deno.test("stopping the bridge ends its commands' whole process groups (no orphans)", async () => {
+  const dirs = await makeTestDirs();
+  const relay = await startRelayProcess(dirs);
+  const { ide, bridge } = await pairedSetup(dirs, relay.url);
+  try {
+    const out: string[] = [];
+    const cmd = ide.run("sleep 3017 & sleep 3018 & echo ready; wait", { onStdout: (b) => out.push(new TextDecoder().decode(b)) });
+    cmd.exited.catch(() => {});
+    while (!out.join("").includes("ready")) await new Promise((r) => setTimeout(r, 10));
+    const alive = () => {
+      const ps = new TextDecoder().decode(new Deno.Command("ps", { args: ["-eo", "stat=,args="] }).outputSync().stdout);
+      return ps.split("\n").filter((l) => /sleep 301[78]/.test(l) && !l.trim().startsWith("Z"));
+    };
+    assert.equal(alive().length, 2);
+    const status = await bridge.stop("SIGTERM");
+    assert.equal(status.code, 0);
+    assert.deepEqual(alive(), []);
+  } finally {
+    ide.close();
+    await bridge.stop();
+    await relay.stop();
+    await dirs.cleanup();
+  }
+});

@@ -1,0 +1,36 @@
+import assert from "node:assert/strict";
+import { CredentialStore } from "./credentials.ts";
+
+Deno.test("credentials are stored per relay, mode 0600 in a 0700 dir, and deleted cleanly", async () => {
+  const home = await Deno.makeTempDir();
+  try {
+    const store = new CredentialStore(`${home}/coder1`);
+    assert.equal(await store.get("https://a.example"), undefined);
+    const cred = { token: "t1", bridgeId: "b1", expiresAt: 1, pairedAt: 0 };
+    await store.put("https://a.example", cred);
+    await store.put("https://b.example", { ...cred, token: "t2" });
+    assert.equal((await store.get("https://a.example"))?.token, "t1");
+    assert.equal(await store.lastRelay(), "https://b.example");
+    assert.equal((await Deno.stat(store.file)).mode! & 0o777, 0o600);
+    assert.equal((await Deno.stat(store.dir)).mode! & 0o777, 0o700);
+    await Deno.chmod(store.file, 0o644);
+    assert.equal(await store.delete("https://a.example"), true);
+    assert.equal((await Deno.stat(store.file)).mode! & 0o777, 0o600, "a loosened file is tightened on write");
+    assert.equal(await store.delete("https://a.example"), false);
+    assert.equal((await store.get("https://b.example"))?.token, "t2");
+    assert.deepEqual([...Deno.readDirSync(store.dir)].map((e) => e.name), ["credentials.json"], "no temp files left");
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("a corrupt credentials file gives a clear error, not a silent reset", async () => {
+  const home = await Deno.makeTempDir();
+  try {
+    const store = new CredentialStore(home);
+    await Deno.writeTextFile(store.file, "{not json");
+    await assert.rejects(store.get("x"), /not a coder1 credentials file/);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
