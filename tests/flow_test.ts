@@ -151,7 +151,7 @@ Deno.test("stopping the bridge ends its commands' whole process groups (no orpha
     while (!out.join("").includes("ready")) await new Promise((r) => setTimeout(r, 10));
     const alive = () => {
       const ps = new TextDecoder().decode(new Deno.Command("ps", { args: ["-eo", "stat=,args="] }).outputSync().stdout);
-      return ps.split("\n").filter((l) => /sleep 301[78]/.test(l) && !l.trim().startsWith("Z"));
+      return ps.split("\n").filter((l) => /^\s*[^Z\s]\S*\s+sleep 301[78]\s*$/.test(l));
     };
     assert.equal(alive().length, 2);
     const status = await bridge.stop("SIGTERM");
