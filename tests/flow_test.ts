@@ -5,7 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { IdeClientError } from "../shared/ide_client.ts";
-import { makeTestDirs, pairedSetup, runCollect, startRelayProcess, type TestDirs } from "./helpers.ts";
+import {
+  makeTestDirs,
+  OutputWatcher,
+  pairedSetup,
+  ROOT,
+  runCollect,
+  startBridgeProcess,
+  startRelayProcess,
+  type TestDirs,
+} from "./helpers.ts";
 import type { IdeClient } from "../shared/ide_client.ts";
 
 async function withPair(
@@ -160,6 +169,34 @@ Deno.test("stopping the bridge ends its commands' whole process groups (no orpha
   } finally {
     ide.close();
     await bridge.stop();
+    await relay.stop();
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("the IDE client example runs as documented", async () => {
+  const dirs = await makeTestDirs();
+  const relay = await startRelayProcess(dirs);
+  const example = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/examples/ide_client_example.ts`, relay.url, "echo example-ok"],
+    env: { DENO_DIR: dirs.env.DENO_DIR, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = new OutputWatcher(example.stdout);
+  const err = new OutputWatcher(example.stderr);
+  try {
+    const code = (await out.waitFor(/Pairing code: (\d{6})/))[1];
+    const bridge = startBridgeProcess(dirs, relay.url, { code });
+    await out.waitFor(/Exit: code 0/);
+    assert.match(out.text, /Bridge ".*" \(linux, coder1 .*\) connected/);
+    assert.match(out.text, /^example-ok$/m);
+    assert.equal((await example.status).code, 0, err.text);
+    await bridge.stop();
+  } finally {
+    try {
+      example.kill();
+    } catch { /* exited */ }
     await relay.stop();
     await dirs.cleanup();
   }

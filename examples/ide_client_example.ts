@@ -1,0 +1,43 @@
+/**
+ * A runnable example of the IDE client (shared/ide_client.ts) from Deno:
+ * create a browser session, request a pairing code, wait for a bridge, run a
+ * command and print its output and exit status.
+ *
+ *     deno task relay                                  # terminal 1
+ *     deno run -A examples/ide_client_example.ts       # terminal 2: prints a code
+ *     deno task coder1 bridge start                    # terminal 3: type the code
+ *
+ * Arguments: [RELAY_URL] [COMMAND] (defaults: http://127.0.0.1:8787, "echo hello from coder1").
+ *
+ * @module
+ */
+import WebSocket from "ws";
+import { IdeClient, type WebSocketLike } from "../shared/ide_client.ts";
+
+const relayUrl = Deno.args[0] ?? "http://127.0.0.1:8787";
+const command = Deno.args[1] ?? "echo hello from coder1";
+
+// Outside a browser the client needs a WebSocket that can send Cookie and
+// Origin headers; npm:ws can (and has no Nagle stall).
+const ide = new IdeClient({
+  relayUrl,
+  webSocket: (url, headers) => new WebSocket(url, { headers }) as unknown as WebSocketLike,
+});
+
+await ide.createSession();
+const { code, expiresAt } = await ide.requestPairingCode();
+console.log(`Pairing code: ${code} (valid until ${new Date(expiresAt).toLocaleTimeString()})`);
+console.log(`On the machine to control, run: coder1 bridge start --relay ${relayUrl} --code ${code}`);
+
+await ide.connect();
+const bridge = await ide.waitForBridge(5 * 60_000);
+console.log(`Bridge "${bridge.name}" (${bridge.os}, coder1 ${bridge.version}) connected.`);
+
+const decoder = new TextDecoder();
+const cmd = ide.run(command, {
+  onStdout: (bytes) => Deno.stdout.writeSync(bytes),
+  onStderr: (bytes) => console.error(`[stderr] ${decoder.decode(bytes).trimEnd()}`),
+});
+const result = await cmd.exited;
+console.log(`Exit: ${result.signal ? `signal ${result.signal}` : `code ${result.code}`} after ${result.durationMs} ms`);
+ide.close();
