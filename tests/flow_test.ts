@@ -4,7 +4,6 @@
  * IDE client. Commands run in the user's shell.
  */
 import assert from "node:assert/strict";
-import { IdeClientError } from "../shared/ide_client.ts";
 import {
   makeTestDirs,
   OutputWatcher,
@@ -15,7 +14,7 @@ import {
   startRelayProcess,
   type TestDirs,
 } from "./helpers.ts";
-import type { IdeClient } from "../shared/ide_client.ts";
+import type { IdeClient, IdeClientError } from "../shared/ide_client.ts";
 
 async function withPair(
   bridgeArgs: string[],
@@ -66,7 +65,10 @@ Deno.test("commands end to end: output, stderr apart, exit codes, signals, stdin
       cmd.closeStdin();
       const r = await cmd.exited;
       assert.equal(r.code, 0);
-      assert.equal(new TextDecoder().decode(out[0]) + out.slice(1).map((b) => new TextDecoder().decode(b)).join(""), "HELLO STDIN\n");
+      assert.equal(
+        new TextDecoder().decode(out[0]) + out.slice(1).map((b) => new TextDecoder().decode(b)).join(""),
+        "HELLO STDIN\n",
+      );
     });
     await t.step("Ctrl-C (SIGINT) stops a running command", async () => {
       const out: string[] = [];
@@ -90,7 +92,10 @@ Deno.test("commands end to end: output, stderr apart, exit codes, signals, stdin
     await t.step("cwd: a subdirectory works, escaping the bridge's directory does not", async () => {
       assert.equal((await runCollect(ide, "pwd", { cwd: "shared" })).stdout.trim().endsWith("/shared"), true);
       await assert.rejects(runCollect(ide, "pwd", { cwd: "../.." }), (e: IdeClientError) => e.reason === "bad-cwd");
-      await assert.rejects(runCollect(ide, "pwd", { cwd: "no-such-dir" }), (e: IdeClientError) => e.reason === "bad-cwd");
+      await assert.rejects(
+        runCollect(ide, "pwd", { cwd: "no-such-dir" }),
+        (e: IdeClientError) => e.reason === "bad-cwd",
+      );
     });
     await t.step("per-command timeout", async () => {
       const r = await runCollect(ide, "sleep 30", { timeoutMs: 200 });
@@ -155,7 +160,9 @@ Deno.test("stopping the bridge ends its commands' whole process groups (no orpha
   const { ide, bridge } = await pairedSetup(dirs, relay.url);
   try {
     const out: string[] = [];
-    const cmd = ide.run("sleep 3017 & sleep 3018 & echo ready; wait", { onStdout: (b) => out.push(new TextDecoder().decode(b)) });
+    const cmd = ide.run("sleep 3017 & sleep 3018 & echo ready; wait", {
+      onStdout: (b) => out.push(new TextDecoder().decode(b)),
+    });
     cmd.exited.catch(() => {});
     while (!out.join("").includes("ready")) await new Promise((r) => setTimeout(r, 10));
     const alive = () => {
