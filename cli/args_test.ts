@@ -5,7 +5,13 @@ const spec: CommandSpec = {
   name: "demo run",
   summary: "Demo.",
   flags: [
-    { name: "port", kind: "string", value: "PORT", help: "Port", check: (v) => (/^\d+$/.test(v) ? undefined : "must be a number") },
+    {
+      name: "port",
+      kind: "string",
+      value: "PORT",
+      help: "Port",
+      check: (v) => (/^\d+$/.test(v) ? undefined : "must be a number"),
+    },
     { name: "verbose", kind: "boolean", help: "Talk" },
     { name: "origin", kind: "multi", value: "URL", help: "Origins" },
   ],

@@ -67,7 +67,10 @@ Deno.test("per-address redemption budget", async () => {
   }
   assert.equal(codes.filter((c) => c === CloseCode.RateLimited).length, 1);
   // Another address is unaffected.
-  await assert.rejects(pairing.redeem("123456", "198.51.100.8"), (e: Coder1Error) => e.closeCode === CloseCode.AuthFailed);
+  await assert.rejects(
+    pairing.redeem("123456", "198.51.100.8"),
+    (e: Coder1Error) => e.closeCode === CloseCode.AuthFailed,
+  );
 });
 
 Deno.test("revocations persist across store instances", async () => {

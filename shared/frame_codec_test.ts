@@ -60,7 +60,10 @@ Deno.test("decodeFrame rejects malformed input with 4400 and oversize with 4413"
     42,
   ];
   for (const input of bad) {
-    assert.throws(() => decodeFrame(input), (e: unknown) => e instanceof Coder1Error && e.closeCode === CloseCode.BadFrame);
+    assert.throws(
+      () => decodeFrame(input),
+      (e: unknown) => e instanceof Coder1Error && e.closeCode === CloseCode.BadFrame,
+    );
   }
   assert.throws(
     () => decodeFrame(new Uint8Array(MAX_FRAME_BYTES + 1)),

@@ -7,10 +7,13 @@ import assert from "node:assert/strict";
 import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import { CloseCode, FrameType, MAX_FRAME_BYTES } from "../shared/protocol.ts";
 import { createLogger } from "../relay/logger.ts";
-import { type RelayOptions, type RelayHandle, startRelay } from "../relay/relay.ts";
+import { type RelayHandle, type RelayOptions, startRelay } from "../relay/relay.ts";
 import { ideClient, RawSocket } from "./helpers.ts";
 
-async function withRelay(fn: (relay: RelayHandle) => Promise<void>, options: Partial<RelayOptions> = {}): Promise<void> {
+async function withRelay(
+  fn: (relay: RelayHandle) => Promise<void>,
+  options: Partial<RelayOptions> = {},
+): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "coder1-bad-" });
   const relay = await startRelay({ port: 0, dataDir, log: createLogger({ level: "silent" }), ...options });
   try {
@@ -77,9 +80,20 @@ Deno.test("bad frames on the bridge socket get documented close codes; others ke
       ["header longer than the frame", (s) => s.send(new Uint8Array([0xff, 0xff, 1])), CloseCode.BadFrame],
       ["wrong protocol version", (s) => s.send(rawFrame({ v: 9, t: "auth" })), CloseCode.BadFrame],
       ["header is an array", (s) => s.send(rawFrame([1, 2])), CloseCode.BadFrame],
-      ["frame before auth", (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, c: 1, id: "a", body: "x" })), CloseCode.BadFrame],
+      [
+        "frame before auth",
+        (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, c: 1, id: "a", body: "x" })),
+        CloseCode.BadFrame,
+      ],
       ["auth body not JSON", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: "{nope" })), CloseCode.BadFrame],
-      ["auth with both code and token", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: { code: "123456", token: "x", name: "n", version: "1", os: "l" } })), CloseCode.BadFrame],
+      [
+        "auth with both code and token",
+        (s) =>
+          s.send(
+            encodeFrame({ t: FrameType.Auth, body: { code: "123456", token: "x", name: "n", version: "1", os: "l" } }),
+          ),
+        CloseCode.BadFrame,
+      ],
       ["oversized frame", (s) => s.send(new Uint8Array(MAX_FRAME_BYTES + 1)), CloseCode.TooBig],
     ];
     for (const [name, act, expected] of cases) {
@@ -193,11 +207,17 @@ Deno.test("the IDE socket checks Origin and session; the API refuses foreign ori
       assert.equal((await res.json()).error, "bad-origin");
     });
     await t.step("CORS preflight only for allowed origins", async () => {
-      const ok = await fetch(`${relay.url}/api/pairing-codes`, { method: "OPTIONS", headers: { origin: "https://ide.example" } });
+      const ok = await fetch(`${relay.url}/api/pairing-codes`, {
+        method: "OPTIONS",
+        headers: { origin: "https://ide.example" },
+      });
       await ok.body?.cancel();
       assert.equal(ok.status, 204);
       assert.equal(ok.headers.get("access-control-allow-origin"), "https://ide.example");
-      const bad = await fetch(`${relay.url}/api/pairing-codes`, { method: "OPTIONS", headers: { origin: "https://evil.example" } });
+      const bad = await fetch(`${relay.url}/api/pairing-codes`, {
+        method: "OPTIONS",
+        headers: { origin: "https://evil.example" },
+      });
       await bad.body?.cancel();
       assert.equal(bad.status, 403);
     });

@@ -5,7 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { VERSION } from "../shared/version.ts";
-import { freePort, makeTestDirs, ROOT, spawnCoder1, startBridgeProcess, startRelayProcess, type TestDirs } from "./helpers.ts";
+import {
+  freePort,
+  makeTestDirs,
+  ROOT,
+  spawnCoder1,
+  startBridgeProcess,
+  startRelayProcess,
+  type TestDirs,
+} from "./helpers.ts";
 
 async function run(args: string[], dirs: TestDirs, stdin?: string) {
   const p = spawnCoder1(args, { env: dirs.env, stdin });
@@ -50,12 +58,24 @@ Deno.test("usage errors exit 2 with a one-line reason and the usage", async () =
       [["relay", "serve", "--public-url", "ftp://x"], /--public-url must be an http\(s\) URL/],
       [["bridge", "start", "--code", "12ab56"], /--code must be 6 digits/],
       [["bridge", "start", "--relay", "ftp://relay"], /--relay must be an http\(s\):\/\/ or ws\(s\):\/\/ URL/],
-      [["bridge", "start", "--relay", "http://relay.example", "--allow-root", "--code", "123456"], /refusing unencrypted http:\/\/relay.example/],
-      [["bridge", "start", "--relay", "ws://10.1.2.3:8787", "--allow-root", "--code", "123456"], /refusing unencrypted/],
+      [
+        ["bridge", "start", "--relay", "http://relay.example", "--allow-root", "--code", "123456"],
+        /refusing unencrypted http:\/\/relay.example/,
+      ],
+      [
+        ["bridge", "start", "--relay", "ws://10.1.2.3:8787", "--allow-root", "--code", "123456"],
+        /refusing unencrypted/,
+      ],
       [["bridge", "start", "--max-commands", "0"], /--max-commands must be a positive whole number/],
-      [["bridge", "start", "--allow-root", "--code", "123456", "--cwd", "/nonexistent-dir"], /--cwd \/nonexistent-dir is not a directory/],
+      [
+        ["bridge", "start", "--allow-root", "--code", "123456", "--cwd", "/nonexistent-dir"],
+        /--cwd \/nonexistent-dir is not a directory/,
+      ],
       [["bridge", "status", "extra"], /unexpected argument "extra"/],
-      [["bridge", "start", "--allow-root", "--ca-file", "/nonexistent.pem", "--code", "123456"], /cannot read --ca-file/],
+      [
+        ["bridge", "start", "--allow-root", "--ca-file", "/nonexistent.pem", "--code", "123456"],
+        /cannot read --ca-file/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const r = await run(args, dirs);

@@ -31,7 +31,9 @@ export function haveProgram(program: string, why: string): boolean {
     }
   }) ?? false;
   if (!found) {
-    console.log(`SKIP ${why}: ${program} is not installed${REQUIRE_ALL ? " (CODER1_REQUIRE_ALL=1: failing instead)" : ""}`);
+    console.log(
+      `SKIP ${why}: ${program} is not installed${REQUIRE_ALL ? " (CODER1_REQUIRE_ALL=1: failing instead)" : ""}`,
+    );
   }
   return found || REQUIRE_ALL;
 }
@@ -160,7 +162,9 @@ export interface TestDirs {
 
 /** Deno's cache directory, so processes with a temp HOME still find cached npm packages. */
 const DENO_DIR = Deno.env.get("DENO_DIR") ??
-  JSON.parse(new TextDecoder().decode(new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).outputSync().stdout))
+  JSON.parse(
+    new TextDecoder().decode(new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).outputSync().stdout),
+  )
     .denoDir as string;
 
 /** Makes a temp HOME with XDG data and config homes inside. */
@@ -200,7 +204,9 @@ export async function startRelayProcess(
   extraArgs: string[] = [],
   port = 0,
 ): Promise<RelayProcess> {
-  const proc = spawnCoder1(["relay", "serve", "--port", String(port), "--log-level", "warn", ...extraArgs], { env: dirs.env });
+  const proc = spawnCoder1(["relay", "serve", "--port", String(port), "--log-level", "warn", ...extraArgs], {
+    env: dirs.env,
+  });
   const m = await Promise.race([
     proc.stdout.waitFor(/listening on (\S+)/),
     proc.status.then((s) => {
@@ -224,7 +230,8 @@ export function startBridgeProcess(
 
 /** A WebSocket factory for Deno tests: npm:ws, which can send Cookie and Origin. */
 export function wsFactory(extra: WebSocket.ClientOptions = {}): IdeClientOptions["webSocket"] {
-  return (url, headers) => new WebSocket(url, { headers, perMessageDeflate: false, ...extra }) as unknown as WebSocketLike;
+  return (url, headers) =>
+    new WebSocket(url, { headers, perMessageDeflate: false, ...extra }) as unknown as WebSocketLike;
 }
 
 /** An IDE client for `relayUrl` using npm:ws. */

@@ -70,7 +70,10 @@ Deno.test("forged, misused and expired tokens are refused with 4401", async (t) 
     });
     await t.step("tampered signature", async () => {
       const flipped = s.slice(0, -2) + (s.at(-2) === "A" ? "B" : "A") + s.at(-1);
-      assert.equal(((await authWith(relay, `${h}.${p}.${flipped}`)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+      assert.equal(
+        ((await authWith(relay, `${h}.${p}.${flipped}`)) as { close: { code: number } }).close.code,
+        CloseCode.AuthFailed,
+      );
     });
     await t.step("alg=none", async () => {
       const none = `${enc({ alg: "none", typ: "JWT" })}.${p}.`;
@@ -84,12 +87,17 @@ Deno.test("forged, misused and expired tokens are refused with 4401", async (t) 
     });
     await t.step("wrong audience: the browser session cookie used as a bridge token", async () => {
       const sessionValue = cookie.split("=")[1];
-      assert.equal(((await authWith(relay, sessionValue)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+      assert.equal(
+        ((await authWith(relay, sessionValue)) as { close: { code: number } }).close.code,
+        CloseCode.AuthFailed,
+      );
     });
     await t.step("wrong audience and issuer, correctly signed", async () => {
       const key = await jose.importJWK(jwk, "EdDSA");
       for (const [iss, aud] of [[TOKEN_ISSUER, "other"], ["other", BRIDGE_AUDIENCE]]) {
-        const other = await new jose.SignJWT(payload).setProtectedHeader({ alg: "EdDSA" }).setIssuer(iss).setAudience(aud).sign(key);
+        const other = await new jose.SignJWT(payload).setProtectedHeader({ alg: "EdDSA" }).setIssuer(iss).setAudience(
+          aud,
+        ).sign(key);
         assert.equal(((await authWith(relay, other)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
       }
     });
