@@ -169,18 +169,25 @@ function _asBytes(data: unknown): Uint8Array {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (Array.isArray(data) && data.every((d) => d instanceof Uint8Array)) {
-    // npm:ws may deliver fragmented messages as a list of buffers.
-    const total = data.reduce((n, d) => n + d.byteLength, 0);
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const d of data) {
-      out.set(d, at);
-      at += d.byteLength;
-    }
-    return out;
-  }
+  // npm:ws may deliver fragmented messages as a list of buffers.
+  if (Array.isArray(data) && data.every((d) => d instanceof Uint8Array)) return concatBytes(data);
   throw _bad("text frames are not accepted");
+}
+
+/**
+ * Joins byte chunks into one array.
+ *
+ * @param chunks The chunks, in order.
+ * @returns A new array holding all of them.
+ */
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
 }
 
 function _bad(what: string): Coder1Error {

@@ -8,6 +8,7 @@
  */
 import WebSocket from "ws";
 import { permissionFlags, roleFor } from "../cli/permissions.ts";
+import { concatBytes } from "../shared/frame_codec.ts";
 import { IdeClient, type IdeClientOptions, type WebSocketLike } from "../shared/ide_client.ts";
 
 /** The repository root. */
@@ -241,14 +242,7 @@ export function ideClient(relayUrl: string, options: Partial<IdeClientOptions> =
 
 /** Decodes collected byte chunks. */
 export function text(chunks: Uint8Array[]): string {
-  const total = chunks.reduce((n, c) => n + c.byteLength, 0);
-  const all = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  return new TextDecoder().decode(concatBytes(chunks));
 }
 
 /** Runs a command through an IDE client and collects stdout and stderr. */
