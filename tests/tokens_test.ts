@@ -195,3 +195,54 @@ Deno.test("bridge and relay restarts: stored token reconnects without a code; lo
     await dirs.cleanup();
   }
 });
+
+Deno.test("--jwt-key-file: a PKCS#8 PEM or JWK key is used; a missing or wrong key is a clear error", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { privateKey } = await jose.generateKeyPair("EdDSA", { extractable: true });
+    await Deno.writeTextFile(`${dir}/key.pem`, await jose.exportPKCS8(privateKey));
+    const relay = await startRelay({
+      port: 0,
+      dataDir: `${dir}/data`,
+      jwtKeyFile: `${dir}/key.pem`,
+      log: createLogger({ level: "silent" }),
+    });
+    try {
+      const { token } = await pairRaw(relay);
+      const publicKey = await jose.importJWK(
+        { ...(await jose.exportJWK(privateKey)), d: undefined },
+        "EdDSA",
+      );
+      await jose.jwtVerify(token, publicKey); // signed with the given key
+      assert.ok("ok" in await authWith(relay, token));
+    } finally {
+      await relay.shutdown();
+    }
+    await assert.rejects(
+      startRelay({
+        port: 0,
+        dataDir: `${dir}/data`,
+        jwtKeyFile: `${dir}/missing.pem`,
+        log: createLogger({ level: "silent" }),
+      }),
+      /Cannot read JWT signing key .*missing\.pem/,
+    );
+    const rsa = await crypto.subtle.generateKey(
+      { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+      true,
+      ["sign"],
+    );
+    await Deno.writeTextFile(`${dir}/rsa.jwk`, JSON.stringify(await crypto.subtle.exportKey("jwk", rsa.privateKey)));
+    await assert.rejects(
+      startRelay({
+        port: 0,
+        dataDir: `${dir}/data`,
+        jwtKeyFile: `${dir}/rsa.jwk`,
+        log: createLogger({ level: "silent" }),
+      }),
+      /not an Ed25519 private key/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
