@@ -6,9 +6,14 @@
 import assert from "node:assert/strict";
 import { VERSION } from "../shared/version.ts";
 import {
+  coder1Argv,
   freePort,
+  haveProgram,
+  ideClient,
   makeTestDirs,
+  OutputWatcher,
   ROOT,
+  runCollect,
   spawnCoder1,
   startBridgeProcess,
   startRelayProcess,
@@ -193,4 +198,53 @@ Deno.test("the launcher behind `deno task relay` runs the relay with its role's 
     await child.stderr.cancel().catch(() => {});
     await dirs.cleanup();
   }
+});
+
+Deno.test({
+  name: "on a terminal the bridge prompts for the code",
+  ignore: !haveProgram("script", "TTY prompt test (util-linux script)"),
+  fn: async () => {
+    const dirs = await makeTestDirs();
+    const relay = await startRelayProcess(dirs);
+    const ide = ideClient(relay.url);
+    try {
+      await ide.createSession();
+      const { code } = await ide.requestPairingCode();
+      await ide.connect();
+      const argv = coder1Argv(["bridge", "start", "--relay", relay.url, "--allow-root", "--no-banner"], {
+        env: dirs.env,
+      });
+      const quoted = argv.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+      // `script` gives the bridge a pseudo-terminal, so Deno.stdin.isTerminal() is true.
+      const child = new Deno.Command("script", {
+        args: ["-qfec", quoted, "/dev/null"],
+        cwd: ROOT,
+        env: dirs.env,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const out = new OutputWatcher(child.stdout);
+      const err = new OutputWatcher(child.stderr);
+      try {
+        await out.waitFor(/Enter the 6-digit pairing code from the IDE: /);
+        const writer = child.stdin.getWriter();
+        await writer.write(new TextEncoder().encode(`${code}\r`));
+        await out.waitFor(/Bridge connected/);
+        await ide.waitForBridge(10_000);
+        assert.equal((await runCollect(ide, "echo via-tty")).stdout, "via-tty\n");
+        await writer.close().catch(() => {});
+      } finally {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* exited */ }
+        await child.status;
+        await Promise.all([out.done, err.done]);
+      }
+    } finally {
+      ide.close();
+      await relay.stop();
+      await dirs.cleanup();
+    }
+  },
 });

@@ -114,10 +114,8 @@ export interface SpawnOptions {
  */
 export function spawnCoder1(args: string[], options: SpawnOptions): Coder1Process {
   const cwd = options.cwd ?? ROOT;
-  const env = { ...Deno.env.toObject(), ...options.env };
-  const { role, scope } = roleFor(args, { env: (n) => env[n], cwd });
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissionFlags(role, scope), ...(options.flags ?? []), MAIN, ...args],
+    args: coder1Argv(args, options).slice(1),
     cwd,
     env: options.env,
     stdin: "piped",
@@ -149,6 +147,14 @@ export function spawnCoder1(args: string[], options: SpawnOptions): Coder1Proces
       return await status;
     },
   };
+}
+
+/** The full argv (deno first) that runs `coder1 <args>` with its role's scoped flags. */
+export function coder1Argv(args: string[], options: Pick<SpawnOptions, "env" | "cwd" | "flags">): string[] {
+  const cwd = options.cwd ?? ROOT;
+  const env = { ...Deno.env.toObject(), ...options.env };
+  const { role, scope } = roleFor(args, { env: (n) => env[n], cwd });
+  return [Deno.execPath(), "run", ...permissionFlags(role, scope), ...(options.flags ?? []), MAIN, ...args];
 }
 
 /** A temp directory tree for one test: HOME, data and config homes. */
