@@ -12,6 +12,7 @@ import {
   type CmdExitBody,
   type Frame,
   FrameType,
+  MAX_COMMAND_TIMEOUT_MS,
   OUTPUT_CHUNK_BYTES,
   SIGNALS,
 } from "../shared/protocol.ts";
@@ -102,10 +103,14 @@ export class CommandManager {
         try {
           signal = jsonBody(frame).signal;
         } catch {
-          return this.#error(channel, id, "bad-request", "signal body is not JSON");
+          this.#opts.onEvent?.(`command ${id}: ignored a signal frame that is not JSON`);
+          break;
         }
+        // cmd.error means "this id is not running"; a bad signal must not say that
+        // about a command that is, so it is ignored.
         if (!SIGNALS.includes(signal as typeof SIGNALS[number])) {
-          return this.#error(channel, id, "bad-request", `unsupported signal ${String(signal)}`);
+          this.#opts.onEvent?.(`command ${id}: ignored unsupported signal`);
+          break;
         }
         running.proc.kill(signal as Deno.Signal);
         break;
@@ -116,6 +121,15 @@ export class CommandManager {
   /** Hangs up every command of an IDE socket that left. */
   closeChannel(channel: number): void {
     for (const r of this.#running.values()) if (r.channel === channel) this.#terminate(r, "SIGHUP");
+  }
+
+  /**
+   * Hangs up every command whose IDE socket is not among `live` (after a
+   * reconnect, the relay lists the IDE sockets open now; the others left while
+   * the bridge was away).
+   */
+  retainChannels(live: ReadonlySet<number>): void {
+    for (const r of this.#running.values()) if (!live.has(r.channel)) this.#terminate(r, "SIGHUP");
   }
 
   /**
@@ -142,8 +156,16 @@ export class CommandManager {
     if (cwd !== undefined && typeof cwd !== "string") {
       return this.#error(channel, id, "bad-request", "cwd must be a string");
     }
-    if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && (timeoutMs as number) > 0)) {
-      return this.#error(channel, id, "bad-request", "timeoutMs must be a positive integer");
+    if (
+      timeoutMs !== undefined &&
+      !(Number.isSafeInteger(timeoutMs) && (timeoutMs as number) > 0 && (timeoutMs as number) <= MAX_COMMAND_TIMEOUT_MS)
+    ) {
+      return this.#error(
+        channel,
+        id,
+        "bad-request",
+        `timeoutMs must be a whole number from 1 to ${MAX_COMMAND_TIMEOUT_MS}`,
+      );
     }
     if (this.#running.size >= this.#opts.maxCommands) {
       return this.#error(

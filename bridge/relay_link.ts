@@ -146,7 +146,11 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
         };
       }
       if (attempt.closeCode === CloseCode.Replaced) {
-        return { code: 1, message: "Another bridge connected with this machine's token, so this one stopped." };
+        return {
+          code: 1,
+          message:
+            "Another bridge connection took over this IDE session (the same token, or a new pairing), so this one stopped.",
+        };
       }
       const delay = _backoff(failures++);
       options.print(`Connection to the relay lost (${why}); retrying in ${(delay / 1000).toFixed(1)}s`);
@@ -211,6 +215,7 @@ function _connect(
         if (frame.t !== FrameType.AuthOk) return;
         const body = jsonBody(frame) as unknown as AuthOkBody;
         result.authed = true;
+        manager.retainChannels(new Set(Array.isArray(body.channels) ? body.channels : []));
         await onAuthed(body);
         return;
       }

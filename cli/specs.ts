@@ -6,7 +6,7 @@
  * @module
  */
 import { checkHttpUrl, checkPort, checkPositiveInt, type CommandSpec } from "./args.ts";
-import { DEFAULT_MAX_COMMANDS, DEFAULT_PORT, DEFAULT_RELAY_URL } from "../shared/protocol.ts";
+import { DEFAULT_MAX_COMMANDS, DEFAULT_PORT, DEFAULT_RELAY_URL, MAX_COMMAND_TIMEOUT_MS } from "../shared/protocol.ts";
 
 const checkRelayUrl = (value: string) => {
   try {
@@ -127,8 +127,10 @@ export const BRIDGE_START: CommandSpec = {
       name: "command-timeout",
       kind: "string",
       value: "SECONDS",
-      help: "Kill commands that run longer (default: no limit)",
-      check: checkPositiveInt,
+      help: "Kill commands that run longer (default: no limit; at most 2147483)",
+      check: (v) =>
+        checkPositiveInt(v) ??
+          (Number(v) * 1000 > MAX_COMMAND_TIMEOUT_MS ? "must be at most 2147483 seconds" : undefined),
     },
     { name: "allow-root", kind: "boolean", help: "Run even as root (commands then run as root)" },
     { name: "pair", kind: "boolean", help: "Ignore the stored token and pair again with a new code" },

@@ -74,7 +74,12 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
   const cors = (request: Request): Record<string, string> => {
     const origin = request.headers.get("origin");
     return origin && deps.allowedOrigins.has(origin)
-      ? { "access-control-allow-origin": origin, "access-control-allow-credentials": "true", vary: "Origin" }
+      ? {
+        "access-control-allow-origin": origin,
+        "access-control-allow-credentials": "true",
+        "access-control-expose-headers": "Retry-After",
+        vary: "Origin",
+      }
       : {};
   };
 
@@ -188,7 +193,10 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       throw new Coder1Error(`Cannot find ${url.pathname}`, { status: 404, reason: "not-found" });
     } catch (error) {
       if (!(error instanceof Coder1Error)) deps.log.error("http.error", { path: url.pathname, error: String(error) });
-      return errorResponse(error);
+      const response = errorResponse(error);
+      // A cross-origin IDE must be able to read why (a 429 and its Retry-After, say).
+      for (const [k, v] of Object.entries(cors(request))) response.headers.set(k, v);
+      return response;
     }
   };
 }

@@ -80,7 +80,9 @@ export interface HubCounters {
 export class Hub {
   #rooms = new Map<string, SessionRoom>();
   #bridges = new Set<BridgePeer>();
-  #nextChannel = 1;
+  // Channel numbers start at a random point so that numbers from before a relay
+  // restart are not handed out again to different IDE sockets.
+  #nextChannel = 1 + (crypto.getRandomValues(new Uint32Array(1))[0] >>> 1);
   #pairing: Pairing;
   #tokens: TokenService;
   #log: Logger;

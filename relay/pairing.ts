@@ -92,7 +92,7 @@ export class Pairing {
     }
 
     const previous = await this.#store.sessionCode(sessionId);
-    if (previous !== undefined) await this.#store.deleteCode(previous);
+    if (previous !== undefined) await this.#store.deleteCode(previous, sessionId);
     const expiresAt = now + CODE_TTL_MS;
     for (let attempt = 0; attempt < 100; attempt++) {
       const code = drawCode(this.#random);
@@ -106,18 +106,17 @@ export class Pairing {
   }
 
   /**
-   * Redeems a code once. Counts the attempt against the per-address and global
-   * budgets first, so a flood of guesses is refused before any lookup.
+   * Redeems a code once. Counts the attempt against the per-address budget,
+   * then the global one, before any lookup, so a flood of guesses is refused
+   * without touching the codes.
    *
    * @returns The browser session the code was bound to.
    * @throws {Coder1Error} close 4429 past a budget, 4401 for a wrong, used or expired code.
    */
   async redeem(code: string, address: string): Promise<string> {
     const now = this.#clock.now();
-    const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);
-    if (!global.allowed) {
-      throw _rateLimited("Cannot redeem pairing code: relay-wide attempt budget spent", global.retryAfterMs);
-    }
+    // Per address first: an address past its own budget spends none of the
+    // relay-wide one, so a single client cannot block pairing for everyone.
     const byAddress = await this.#store.hit(
       `redeem:a:${address}`,
       REDEEM_PER_ADDRESS_PER_WINDOW,
@@ -126,6 +125,10 @@ export class Pairing {
     );
     if (!byAddress.allowed) {
       throw _rateLimited("Cannot redeem pairing code: too many attempts from this address", byAddress.retryAfterMs);
+    }
+    const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);
+    if (!global.allowed) {
+      throw _rateLimited("Cannot redeem pairing code: relay-wide attempt budget spent", global.retryAfterMs);
     }
 
     if (!/^\d{6}$/.test(code)) throw _badCode();

@@ -90,3 +90,29 @@ Deno.test("revocations persist across store instances", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("retiring a session's old code never deletes another session's code with the same digits", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(0);
+  const pairing = new Pairing({ store, clock, random: fixed([5, 5, 6]) });
+  const a = await pairing.issue("A", "a");
+  assert.equal(await pairing.redeem(a.code, "x"), "A"); // A's code 000005 is used up
+  const b = await pairing.issue("B", "b"); // draws 000005 again, now B's
+  assert.equal(b.code, a.code);
+  await pairing.issue("A", "a"); // A asks again: must not retire B's live code
+  assert.equal(await pairing.redeem(b.code, "y"), "B");
+});
+
+Deno.test("an address past its own budget spends none of the global one", async () => {
+  const store = new MemoryStore();
+  const pairing = new Pairing({ store, clock: new ManualClock(0), random: (b) => crypto.getRandomValues(b) });
+  for (let i = 0; i < REDEEM_GLOBAL_PER_WINDOW * 2; i++) await pairing.redeem("111111", "203.0.113.9").catch(() => {});
+  // The flooder used only its own 10; everyone else still has the rest.
+  let allowed = 0;
+  for (let i = 0; i < REDEEM_GLOBAL_PER_WINDOW; i++) {
+    await pairing.redeem("111111", `203.0.114.${i}`).catch((e: Coder1Error) => {
+      if (e.closeCode === CloseCode.AuthFailed) allowed++;
+    });
+  }
+  assert.equal(allowed, REDEEM_GLOBAL_PER_WINDOW - REDEEM_PER_ADDRESS_PER_WINDOW);
+});

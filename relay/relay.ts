@@ -92,7 +92,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const hostname = options.hostname ?? "127.0.0.1";
   const scheme = options.tls ? "https" : "http";
   const abort = new AbortController();
-  const allowed = new Set<string>(options.allowedOrigins ?? []);
+  // Compare origins as browsers send them: no trailing slash, no default port.
+  const allowed = new Set<string>((options.allowedOrigins ?? []).map((o) => new URL(o).origin));
   let handler: Deno.ServeHandler = () => new Response("starting", { status: 503 });
 
   const listening = Promise.withResolvers<Deno.NetAddr>();
@@ -114,8 +115,10 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const publicOrigin = options.publicUrl ? new URL(options.publicUrl).origin : undefined;
   if (publicOrigin) allowed.add(publicOrigin);
   else {
-    allowed.add(url);
-    if (addr.hostname === "127.0.0.1" || addr.hostname === "::1") allowed.add(`${scheme}://localhost:${addr.port}`);
+    allowed.add(new URL(url).origin);
+    if (addr.hostname === "127.0.0.1" || addr.hostname === "::1") {
+      allowed.add(new URL(`${scheme}://localhost:${addr.port}`).origin);
+    }
   }
 
   handler = createHttpHandler({

@@ -64,6 +64,16 @@ export async function relayServe(flags: FlagValues): Promise<number> {
     console.log("  Warning: plain HTTP on a non-loopback address. Bridges refuse ws:// to other hosts;");
     console.log("  serve TLS with --tls-cert/--tls-key, or put a TLS proxy in front and set --public-url.");
   }
+  if ((hostname === "0.0.0.0" || hostname === "::") && !flags["public-url"]) {
+    console.log("  Note: browsers reach a wildcard address by a name; set --public-url (or --allowed-origin)");
+    console.log("  to that URL, or the IDE socket will refuse their Origin.");
+  }
+  const jwtKeyFile = flags["jwt-key-file"] as string | undefined;
+  if (jwtKeyFile && Deno.build.os !== "windows" && ((await Deno.stat(jwtKeyFile)).mode ?? 0) & 0o077) {
+    console.log(
+      `  Warning: ${jwtKeyFile} is readable by other users; anyone who reads it can mint bridge tokens (chmod 600).`,
+    );
+  }
 
   const stop = Promise.withResolvers<string>();
   const onSignal = (name: string) => () => stop.resolve(name);

@@ -29,8 +29,8 @@ export interface RelayStore {
   putCode(code: string, entry: CodeEntry, now: number): Promise<boolean>;
   /** Takes a code out (get-and-delete): a code can be taken once, ever. */
   takeCode(code: string): Promise<CodeEntry | undefined>;
-  /** Removes a code without using it (a session's new code retires the old). */
-  deleteCode(code: string): Promise<void>;
+  /** Removes a live code if it still belongs to `sessionId` (a session's new code retires its old one). */
+  deleteCode(code: string, sessionId: string): Promise<void>;
   /** The session's current code, if it asked for one. */
   sessionCode(sessionId: string): Promise<string | undefined>;
   /** Records the session's current code. */
@@ -98,8 +98,9 @@ export class MemoryStore implements RelayStore {
     return Promise.resolve(entry);
   }
 
-  deleteCode(code: string): Promise<void> {
-    this.#codes.delete(code);
+  deleteCode(code: string, sessionId: string): Promise<void> {
+    // The digits may have been redeemed or expired and drawn again for another session.
+    if (this.#codes.get(code)?.sessionId === sessionId) this.#codes.delete(code);
     return Promise.resolve();
   }
 

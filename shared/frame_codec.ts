@@ -77,7 +77,21 @@ export function encodeFrame(init: FrameInit): Uint8Array {
  * @returns The new message bytes.
  */
 export function withChannel(frame: Frame, channel: number | undefined): Uint8Array {
-  return encodeFrame({ t: frame.t, c: channel, id: frame.id, s: frame.s, body: frame.body });
+  let bytes: Uint8Array;
+  try {
+    bytes = encodeFrame({ t: frame.t, c: channel, id: frame.id, s: frame.s, body: frame.body });
+  } catch {
+    throw _bad("header too long once stamped with its channel");
+  }
+  // The stamp adds a few header bytes: a frame at the limit must not grow past
+  // what the receiver accepts.
+  if (bytes.byteLength > MAX_FRAME_BYTES) {
+    throw new Coder1Error(`Cannot forward frame: ${bytes.byteLength} bytes once stamped is over ${MAX_FRAME_BYTES}`, {
+      closeCode: CloseCode.TooBig,
+      reason: "too-big",
+    });
+  }
+  return bytes;
 }
 
 /**

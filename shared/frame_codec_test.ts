@@ -90,3 +90,15 @@ Deno.test("seeded random garbage never escapes as anything but a Coder1Error", (
     }
   }
 });
+
+Deno.test("withChannel refuses to grow a frame past the limit", () => {
+  const header = new TextEncoder().encode(JSON.stringify({ v: 1, t: "cmd.stdin", id: "a" }));
+  const body = new Uint8Array(MAX_FRAME_BYTES - 2 - header.byteLength);
+  const atLimit = decodeFrame(encodeFrame({ t: "cmd.stdin", id: "a", body }));
+  assert.throws(
+    () => withChannel(atLimit, 123456),
+    (e: unknown) => e instanceof Coder1Error && e.closeCode === CloseCode.TooBig,
+  );
+  const longId = decodeFrame(encodeFrame({ t: "cmd.stdin", id: "a".repeat(64), s: 1 }));
+  assert.ok(withChannel(longId, Number.MAX_SAFE_INTEGER).byteLength < 200);
+});

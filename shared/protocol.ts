@@ -94,6 +94,9 @@ export const SESSION_COOKIE = "coder1_session";
 /** A relay stops forwarding to a socket whose send buffer exceeds this. */
 export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
+/** Longest command timeout (the largest delay timers take: about 24.8 days). */
+export const MAX_COMMAND_TIMEOUT_MS = 2 ** 31 - 1;
+
 /** Default cap on concurrent commands per bridge. */
 export const DEFAULT_MAX_COMMANDS = 8;
 
@@ -122,8 +125,6 @@ export const CloseCode = {
   BadFrame: 4400,
   /** Pairing code wrong, expired or used; token invalid, expired or revoked. */
   AuthFailed: 4401,
-  /** Not allowed: no or bad browser session. */
-  Forbidden: 4403,
   /** No `auth` frame within {@linkcode AUTH_DEADLINE_MS}. */
   AuthTimeout: 4408,
   /** Another connection of the same bridge took over. */
@@ -301,7 +302,7 @@ export interface CmdExitBody {
 
 /** Body of `cmd.error`: why a command did not run (or was cut short). */
 export interface CmdErrorBody {
-  /** A stable reason: `busy`, `bad-cwd`, `spawn-failed`, `duplicate-id`, `bad-request`, `unknown-command`. */
+  /** A stable reason: `busy`, `bad-cwd`, `spawn-failed`, `duplicate-id`, `bad-request`. */
   reason: string;
   /** A human-readable message. */
   message: string;

@@ -69,7 +69,8 @@ export function parseRelayUrl(input: string): RelayUrl {
  */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase();
-  if (h === "localhost" || h.endsWith(".localhost")) return true;
+  // Only the exact name: what `*.localhost` resolves to is up to the resolver.
+  if (h === "localhost") return true;
   if (h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
   const m = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h);
   return m !== null && m.slice(1).every((p) => Number(p) <= 255);

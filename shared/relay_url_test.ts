@@ -22,8 +22,8 @@ Deno.test("parseRelayUrl refuses other schemes, paths, queries and credentials",
 });
 
 Deno.test("isLoopbackHost", () => {
-  for (const h of ["localhost", "127.0.0.1", "127.1.2.3", "::1", "app.localhost"]) assert.ok(isLoopbackHost(h), h);
-  for (const h of ["10.0.0.1", "127.0.0.256", "example.com", "127.0.0.1.evil.com", "0.0.0.0", "::"]) {
+  for (const h of ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1"]) assert.ok(isLoopbackHost(h), h);
+  for (const h of ["10.0.0.1", "127.0.0.256", "example.com", "127.0.0.1.evil.com", "0.0.0.0", "::", "app.localhost"]) {
     assert.ok(!isLoopbackHost(h), h);
   }
 });

@@ -248,3 +248,14 @@ Deno.test("relay forwards IDE frames stamped with the sender's channel; bridge r
     pair.close();
   });
 });
+
+Deno.test("allowed origins are compared as browsers send them (no trailing slash, no default port)", async () => {
+  await withRelay(async (relay) => {
+    assert.ok(relay.allowedOrigins.includes("https://ide.example"));
+    assert.ok(relay.allowedOrigins.includes("https://relay.example"));
+    const cookie = await newSession(relay);
+    const s = new RawSocket(`${relay.url.replace("http", "ws")}/ws/ide`, { cookie, origin: "https://relay.example" });
+    await s.opened;
+    s.close();
+  }, { allowedOrigins: ["https://ide.example/"], publicUrl: "https://relay.example:443/" });
+});
