@@ -43,7 +43,7 @@ export const ENV_NAMES: Record<Role, string[]> = {
 /** System-information APIs each role may call. */
 export const SYS_APIS: Record<Role, string[]> = {
   relay: [],
-  bridge: ["hostname", "uid", "osRelease"],
+  bridge: ["hostname", "uid"],
   cli: [],
 };
 
