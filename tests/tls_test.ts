@@ -1,0 +1,203 @@
+/**
+ * TLS end to end with real certificates: openssl makes a throwaway CA and a
+ * server certificate for 127.0.0.1; the relay serves https/wss with it; an
+ * IDE client and a bridge process that trust the CA pair and run a command;
+ * a bridge that does not trust it refuses to connect; and the protocol
+ * versions the relay accepts are probed with `openssl s_client`.
+ */
+import assert from "node:assert/strict";
+import {
+  haveProgram,
+  ideClient,
+  makeTestDirs,
+  runCollect,
+  startBridgeProcess,
+  startRelayProcess,
+  type TestDirs,
+  wsFactory,
+} from "./helpers.ts";
+
+const HAVE_OPENSSL = haveProgram("openssl", "TLS tests");
+
+async function openssl(args: string[], cwd: string, stdin = ""): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command("openssl", { args, cwd, stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(stdin)).catch(() => {});
+  await writer.close().catch(() => {});
+  const result = await child.output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: result.code, out: decode(result.stdout) + decode(result.stderr) };
+}
+
+/** Makes ca.pem, server.pem and server.key (SAN 127.0.0.1 and localhost) in `dir`. */
+async function makeCertificates(dir: string): Promise<void> {
+  const steps: string[][] = [
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=coder1 test CA",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ],
+    [
+      "req",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-keyout",
+      "server.key",
+      "-out",
+      "server.csr",
+    ],
+    [
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-out",
+      "server.pem",
+      "-extfile",
+      "ext.cnf",
+    ],
+  ]; // deno-fmt-ignore
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+  );
+  for (const args of steps) {
+    const { code, out } = await openssl(args, dir);
+    assert.equal(code, 0, `openssl ${args.join(" ")} failed:\n${out}`);
+  }
+}
+
+async function withTlsRelay(
+  fn: (ctx: { dirs: TestDirs; certDir: string; url: string; port: number; ca: string }) => Promise<void>,
+): Promise<void> {
+  const dirs = await makeTestDirs();
+  const certDir = `${dirs.root}/certs`;
+  await Deno.mkdir(certDir);
+  await makeCertificates(certDir);
+  const relay = await startRelayProcess(dirs, [
+    "--tls-cert",
+    `${certDir}/server.pem`,
+    "--tls-key",
+    `${certDir}/server.key`,
+  ]);
+  try {
+    const ca = await Deno.readTextFile(`${certDir}/ca.pem`);
+    await fn({ dirs, certDir, url: relay.url, port: relay.port, ca });
+  } finally {
+    await relay.stop();
+    await dirs.cleanup();
+  }
+}
+
+Deno.test({
+  name: "TLS: IDE and bridge pair and run a command over https/wss with a private CA",
+  ignore: !HAVE_OPENSSL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withTlsRelay(async ({ dirs, certDir, url, ca }) => {
+      assert.match(url, /^https:\/\/127\.0\.0\.1:\d+$/);
+      const client = Deno.createHttpClient({ caCerts: [ca] });
+      const tlsFetch: typeof fetch = (input, init) => fetch(input, { ...init, client });
+      try {
+        // The session cookie is marked Secure over https.
+        const res = await tlsFetch(`${url}/api/sessions`, { method: "POST", headers: { Origin: url } });
+        assert.equal(res.status, 201);
+        await res.body?.cancel();
+        const cookie = res.headers.get("set-cookie") ?? "";
+        assert.ok(cookie.includes("Secure"), cookie);
+        assert.ok(cookie.includes("HttpOnly"), cookie);
+        assert.ok(cookie.includes("SameSite=Strict"), cookie);
+
+        const ide = ideClient(url, { fetch: tlsFetch, webSocket: wsFactory({ ca }) });
+        await ide.createSession();
+        const { code } = await ide.requestPairingCode();
+        await ide.connect();
+        const bridge = startBridgeProcess(dirs, url.replace("https:", "wss:"), {
+          code,
+          args: ["--ca-file", `${certDir}/ca.pem`],
+        });
+        try {
+          await ide.waitForBridge(20_000);
+          await bridge.stdout.waitFor(/Bridge connected/);
+          const result = await runCollect(ide, "echo hello");
+          assert.equal(result.stdout, "hello\n");
+          assert.equal(result.code, 0);
+        } finally {
+          ide.close();
+          await bridge.stop();
+        }
+      } finally {
+        client.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "TLS: a bridge that does not trust the relay's certificate refuses it and says why",
+  ignore: !HAVE_OPENSSL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withTlsRelay(async ({ dirs, url }) => {
+      const bridge = startBridgeProcess(dirs, url, { code: "123456" });
+      const timer = setTimeout(() => bridge.stop("SIGKILL"), 20_000);
+      const status = await bridge.status;
+      clearTimeout(timer);
+      assert.equal(status.code, 1, bridge.stderr.text);
+      assert.match(bridge.stderr.text, /certificate/i);
+      assert.ok(bridge.stderr.text.includes("--ca-file"), bridge.stderr.text);
+    });
+  },
+});
+
+Deno.test({
+  name: "TLS: the relay negotiates TLS 1.3 and refuses TLS 1.0 and 1.1",
+  ignore: !HAVE_OPENSSL,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withTlsRelay(async ({ certDir, port }) => {
+      const connect = ["s_client", "-connect", `127.0.0.1:${port}`, "-CAfile", `${certDir}/ca.pem`];
+      const v13 = await openssl([...connect, "-tls1_3"], certDir, "Q\n");
+      assert.match(v13.out, /Protocol\s*:\s*TLSv1\.3|New, TLSv1\.3/, v13.out);
+      assert.match(v13.out, /Verify return code: 0 \(ok\)/, v13.out);
+      for (const flag of ["-tls1", "-tls1_1"]) {
+        const old = await openssl([...connect, flag, "-cipher", "DEFAULT@SECLEVEL=0"], certDir, "Q\n");
+        assert(old.code !== 0, `${flag} should fail:\n${old.out}`);
+        // No cipher was agreed: the handshake failed rather than merely the session ending.
+        assert.match(old.out, /Cipher is \(NONE\)|handshake failure|no protocols available/, old.out);
+        assert.doesNotMatch(old.out, /Cipher is [A-Z0-9_-]{6,}/, old.out);
+      }
+    });
+  },
+});
