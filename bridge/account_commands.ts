@@ -7,6 +7,7 @@ import type { FlagValues } from "../cli/args.ts";
 import { defaultConfigDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_LOGOUT, BRIDGE_STATUS } from "../cli/specs.ts";
+import { fingerprint, fromBase64Url } from "../shared/e2e_crypto.ts";
 import { CredentialStore } from "./credentials.ts";
 import { relayFetch, resolveRelay } from "./relay_choice.ts";
 
@@ -43,6 +44,11 @@ export async function bridgeStatus(flags: FlagValues): Promise<number> {
   console.log(`Paired:  yes, bridge ${credential.bridgeId} since ${new Date(credential.pairedAt).toISOString()}`);
   console.log(
     `Token:   expires ${new Date(credential.expiresAt).toISOString()} (${days < 0 ? "expired" : `in ${days} days`})`,
+  );
+  console.log(
+    credential.pinnedIde
+      ? `IDE:     approved; pinned IDE identity ${await fingerprint(fromBase64Url(credential.pinnedIde))}`
+      : "IDE:     not approved yet (the IDE confirms the pairing when the bridge next connects)",
   );
   if (!reachable) return 1;
   const res = await get(`${relay.http}/api/bridge`, {

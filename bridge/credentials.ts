@@ -16,6 +16,11 @@ export interface RelayCredential {
   expiresAt: number;
   /** When this pairing happened (ms since the epoch). */
   pairedAt: number;
+  /**
+   * The IDE identity key (raw Ed25519, base64url) the user approved for this
+   * pairing; later connections accept only this IDE. Absent until approval.
+   */
+  pinnedIde?: string;
 }
 
 interface CredentialFile {
@@ -61,6 +66,15 @@ export class CredentialStore {
     const data = await this.#read();
     data.relays[relay] = credential;
     data.lastRelay = relay;
+    await this.#write(data);
+  }
+
+  /** Pins the approved IDE identity key (base64url) on the credential for `relay`. */
+  async pin(relay: string, ideIdentity: string): Promise<void> {
+    const data = await this.#read();
+    const credential = data.relays[relay];
+    if (!credential) throw new Error(`Cannot pin the IDE key: no credential for ${relay}`);
+    credential.pinnedIde = ideIdentity;
     await this.#write(data);
   }
 

@@ -2,12 +2,14 @@
  * The bridge's link to its relay: dial out over WebSocket (npm:ws, which sets
  * TCP_NODELAY; Deno's own client stalls ~40 ms on every message over 1 KiB),
  * authenticate with a pairing code or the session JWT, answer heartbeats,
- * hand command frames to the {@linkcode CommandManager}, and reconnect with
+ * pass end-to-end frames through the {@linkcode E2eGate} (handshake,
+ * approval, sealing) to the {@linkcode CommandManager}, and reconnect with
  * exponential backoff and jitter until told to stop.
  *
  * @module
  */
 import WebSocket from "ws";
+import { E2eError } from "../shared/e2e_session.ts";
 import { decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
 import {
   type AuthBody,
@@ -23,13 +25,14 @@ import {
 } from "../shared/protocol.ts";
 import type { RelayUrl } from "../shared/relay_url.ts";
 import type { CommandManager } from "./command_manager.ts";
+import { E2eGate, type E2eGateOptions } from "./e2e_gate.ts";
 
 /** Above this many unsent bytes, senders wait for the socket to drain. */
 const SEND_HIGH_WATER = 1024 * 1024;
 /** How long the WebSocket handshake (TCP + TLS + upgrade) may take. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
-/** Who the bridge says it is. */
+/** Who the bridge says it is (the relay learns only the version; the rest goes sealed to the IDE). */
 export interface BridgeIdentity {
   /** Display name. */
   name: string;
@@ -38,6 +41,12 @@ export interface BridgeIdentity {
   /** Operating system. */
   os: string;
 }
+
+/** End-to-end settings: the identity key, the pin and the approval callbacks. */
+export type LinkE2eOptions = Pick<
+  E2eGateOptions,
+  "identity" | "pinned" | "onApproved" | "onRejected" | "onApprovalNeeded" | "onRefused"
+>;
 
 /** How {@linkcode runRelayLink} ended. */
 export interface LinkExit {
@@ -57,6 +66,8 @@ export interface RelayLinkOptions {
   ca?: string;
   /** Name, version, OS. */
   identity: BridgeIdentity;
+  /** Identity key, pinned IDE key and approval callbacks. */
+  e2e: LinkE2eOptions;
   /** First credential: a pairing code, or a stored token. */
   auth: { code: string } | { token: string };
   /** Runs commands; built by the caller with {@linkcode RelayLink.send} as its sender. */
@@ -67,7 +78,10 @@ export interface RelayLinkOptions {
   print: (message: string) => void;
   /** Verbose events (connection details, IDE sockets). */
   debug: (message: string) => void;
-  /** Stops the link (closes with 1000 and ends running commands). */
+  /**
+   * Stops the link (closes with 1000 and ends running commands). Aborted with
+   * `{ linkExit }` as the reason ({@linkcode endLink}), that is how the link ends.
+   */
   signal: AbortSignal;
   /** Heartbeat silence limit (tests shrink it). */
   heartbeatTimeoutMs?: number;
@@ -75,6 +89,8 @@ export interface RelayLinkOptions {
 
 interface Attempt {
   authed: boolean;
+  /** The end-to-end failure this side closed the connection for. */
+  e2eFailure?: string;
   closeCode?: number;
   closeReason?: string;
   error?: string;
@@ -87,21 +103,13 @@ interface Attempt {
  * @returns How and why it ended.
  */
 export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit> {
-  let socket: WebSocket | undefined;
-  const send = async (frame: FrameInit): Promise<void> => {
-    const ws = socket;
-    // While reconnecting there is no socket; output is dropped until the
-    // lossless stream layer lands (see docs/PROTOCOL.md, "Limits").
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    const bytes = encodeFrame(frame);
-    if (ws.bufferedAmount < SEND_HIGH_WATER) {
-      ws.send(bytes);
-      return;
-    }
-    await new Promise<void>((resolve) => ws.send(bytes, () => resolve()));
-  };
+  let gate: E2eGate | undefined;
+  // Commands write through the current connection's gate, which seals for
+  // approved channels only. While reconnecting there is no gate; output is
+  // dropped until the lossless stream layer lands (docs/PROTOCOL.md, "Limits").
+  const send = async (frame: FrameInit): Promise<void> => await gate?.send(frame);
   const manager = options.commands(send);
-  let auth: AuthBody = { ...options.auth, ...options.identity };
+  let auth: AuthBody = { ...options.auth, version: options.identity.version };
   let failures = 0;
   let connectedOnce = false;
   const stopped = new Promise<void>((resolve) =>
@@ -113,13 +121,13 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
       options.print(
         connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
       );
-      const attempt = await _connect(options, auth, manager, (ws) => (socket = ws), async (ok) => {
-        if (ok.token) auth = { token: ok.token, ...options.identity };
+      const attempt = await _connect(options, auth, manager, (g) => (gate = g), async (ok) => {
+        if (ok.token) auth = { token: ok.token, version: options.identity.version };
         await options.onAuthenticated(ok, !connectedOnce);
         connectedOnce = true;
         failures = 0;
       });
-      socket = undefined;
+      gate = undefined;
       if (options.signal.aborted) break;
       const pairing = "code" in options.auth && !connectedOnce;
       const why = attempt.closeReason || attempt.error || `closed with code ${attempt.closeCode}`;
@@ -152,14 +160,34 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
             "Another bridge connection took over this IDE session (the same token, or a new pairing), so this one stopped.",
         };
       }
+      if (attempt.e2eFailure) {
+        options.print(`Connection closed: end-to-end check failed (${attempt.e2eFailure}); re-keying on reconnect`);
+      }
       const delay = _backoff(failures++);
       options.print(`Connection to the relay lost (${why}); retrying in ${(delay / 1000).toFixed(1)}s`);
       await Promise.race([stopped, new Promise((r) => setTimeout(r, delay))]);
     }
-    return { code: 0, message: "" };
+    return _linkExit(options.signal.reason) ?? { code: 0, message: "" };
   } finally {
     await manager.stopAll();
   }
+}
+
+/**
+ * Ends a link from outside with a given outcome (a rejection in the IDE, an
+ * approval timeout): aborts `controller` with the exit as its reason.
+ *
+ * @param controller The controller whose signal the link watches.
+ * @param exit How the link should end.
+ */
+export function endLink(controller: AbortController, exit: LinkExit): void {
+  controller.abort({ linkExit: exit });
+}
+
+function _linkExit(reason: unknown): LinkExit | undefined {
+  return typeof reason === "object" && reason !== null && "linkExit" in reason
+    ? (reason as { linkExit: LinkExit }).linkExit
+    : undefined;
 }
 
 /** Exponential backoff with "equal jitter": half fixed, half random. */
@@ -172,7 +200,7 @@ function _connect(
   options: RelayLinkOptions,
   auth: AuthBody,
   manager: CommandManager,
-  setSocket: (ws: WebSocket) => void,
+  setGate: (gate: E2eGate) => void,
   onAuthed: (ok: AuthOkBody) => Promise<void>,
 ): Promise<Attempt> {
   const result: Attempt = { authed: false };
@@ -184,7 +212,12 @@ function _connect(
     ...(options.ca ? { ca: options.ca } : {}),
   });
   ws.binaryType = "arraybuffer";
-  setSocket(ws);
+  let gate: E2eGate | undefined;
+  const rawSend = async (bytes: Uint8Array): Promise<void> => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    if (ws.bufferedAmount < SEND_HIGH_WATER) return ws.send(bytes);
+    await new Promise<void>((resolve) => ws.send(bytes, () => resolve()));
+  };
   let lastSeen = Date.now();
   const limit = options.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_MS;
   const watchdog = setInterval(() => {
@@ -204,6 +237,7 @@ function _connect(
   ws.on("message", (data: ArrayBuffer) => {
     lastSeen = Date.now();
     queue = queue.then(async () => {
+      if (result.e2eFailure) return; // Hanging up: nothing more is trusted.
       let frame: Frame;
       try {
         frame = decodeFrame(data);
@@ -216,6 +250,15 @@ function _connect(
         const body = jsonBody(frame) as unknown as AuthOkBody;
         result.authed = true;
         manager.retainChannels(new Set(Array.isArray(body.channels) ? body.channels : []));
+        gate = new E2eGate({
+          ...options.e2e,
+          bridgeId: body.bridgeId,
+          info: options.identity,
+          deliver: (f) => manager.handle(f),
+          send: rawSend,
+          debug: options.debug,
+        });
+        setGate(gate);
         await onAuthed(body);
         return;
       }
@@ -223,10 +266,19 @@ function _connect(
       else if (frame.t === FrameType.IdeOpen) options.debug(`IDE socket ${frame.c} joined`);
       else if (frame.t === FrameType.IdeClose) {
         options.debug(`IDE socket ${frame.c} left`);
-        if (frame.c !== undefined) manager.closeChannel(frame.c);
-      } else if (END_TO_END.has(frame.t)) manager.handle(frame);
+        if (frame.c !== undefined) {
+          gate?.closeChannel(frame.c);
+          manager.closeChannel(frame.c);
+        }
+      } else if (END_TO_END.has(frame.t)) await gate?.handle(frame);
       // Unknown types from a newer relay are skipped.
-    }).catch((error) => options.debug(`frame handling failed: ${error}`));
+    }).catch((error) => {
+      if (!(error instanceof E2eError)) return options.debug(`frame handling failed: ${error}`);
+      // Whoever altered, replayed or forged the frame, this connection's keys
+      // are no longer trusted: hang up and re-key on the next connection.
+      result.e2eFailure = error.message;
+      if (ws.readyState === WebSocket.OPEN) ws.close(CloseCode.E2eFailure, "e2e-failure");
+    });
   });
   ws.on("error", (error: Error) => {
     result.error = _describe(error);

@@ -9,12 +9,14 @@ import { type FlagValues, UsageError } from "../cli/args.ts";
 import { defaultConfigDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_START } from "../cli/specs.ts";
-import { DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
+import { fingerprint, fromBase64Url, toBase64Url } from "../shared/e2e_crypto.ts";
+import { APPROVAL_TIMEOUT_MS, DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { CommandManager } from "./command_manager.ts";
 import { CredentialStore } from "./credentials.ts";
+import { loadIdentityKey } from "./identity_key.ts";
 import { resolveRelay } from "./relay_choice.ts";
-import { runRelayLink } from "./relay_link.ts";
+import { endLink, type LinkExit, runRelayLink } from "./relay_link.ts";
 import { ShellRunner } from "./shell_runner.ts";
 
 /**
@@ -70,8 +72,21 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     );
   }
 
+  const identityKey = await loadIdentityKey(store.dir);
+  // The approved IDE's key; a new pairing (a code) starts without one.
+  let pinned = "code" in auth || !stored?.pinnedIde ? undefined : fromBase64Url(stored.pinnedIde);
+  const approvalMs = flags["approval-timeout"] ? Number(flags["approval-timeout"]) * 1000 : APPROVAL_TIMEOUT_MS;
+  let approvalTimer: ReturnType<typeof setTimeout> | undefined;
+  let approvalTicker: ReturnType<typeof setInterval> | undefined;
+  const stopApprovalClock = () => {
+    clearTimeout(approvalTimer);
+    clearInterval(approvalTicker);
+    approvalTimer = approvalTicker = undefined;
+  };
+
   const abort = new AbortController();
   const stop = () => abort.abort();
+  const end = (exit: LinkExit) => endLink(abort, exit);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   try {
@@ -80,6 +95,47 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       ca,
       identity: { name: (flags.name as string | undefined) ?? _hostname(), version: VERSION, os: Deno.build.os },
       auth,
+      e2e: {
+        identity: identityKey.keyPair,
+        pinned: () => pinned,
+        onApprovalNeeded: (sas, ideFingerprint) => {
+          say(`Check that the IDE shows: ${sas}`);
+          if (verbose) console.error(`IDE identity fingerprint: ${ideFingerprint}`);
+          if (approvalTimer !== undefined) return;
+          const deadline = Date.now() + approvalMs;
+          const left = () => _clock(deadline - Date.now());
+          say(`Approve this bridge in the IDE if the numbers match (waiting ${left()}, until ${_time(deadline)}).`);
+          approvalTimer = setTimeout(() => {
+            stopApprovalClock();
+            end({
+              code: 1,
+              message:
+                "No approval from the IDE in time, so nothing was run. Run `coder1 bridge start` again to retry, or `--pair` to start over.",
+            });
+          }, approvalMs);
+          approvalTicker = setInterval(() => say(`Still waiting for approval in the IDE (${left()} left)`), 60_000);
+        },
+        onApproved: async (ideIdentity) => {
+          stopApprovalClock();
+          pinned = ideIdentity;
+          await store.pin(relay.http, toBase64Url(ideIdentity));
+          say(`Approved in the IDE (IDE key ${await fingerprint(ideIdentity)}). Waiting for commands; Ctrl-C stops.`);
+        },
+        onRejected: () => {
+          stopApprovalClock();
+          end({
+            code: 1,
+            dropToken: true,
+            message: "The IDE rejected this bridge: the pairing is over and its token was dropped. Nothing was run.",
+          });
+        },
+        onRefused: (ideFingerprint) => {
+          console.error(
+            `coder1: refused an IDE whose identity key (${ideFingerprint}) is not the one approved for this bridge; ` +
+              "it can run nothing. If you changed browsers on purpose, pair again: coder1 bridge start --pair",
+          );
+        },
+      },
       commands: (send) =>
         new CommandManager({
           runner,
@@ -104,7 +160,11 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
               new Date(ok.expiresAt).toISOString().slice(0, 10)
             })`,
           );
-          say("Waiting for commands from the IDE. Press Ctrl-C to stop.");
+          say(
+            pinned
+              ? "Waiting for commands from the approved IDE. Press Ctrl-C to stop."
+              : "Waiting for the IDE to confirm this pairing ...",
+          );
         } else say("Bridge reconnected");
       },
       print: (m) => {
@@ -119,6 +179,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     else say("Bridge stopped.");
     return exit.code;
   } finally {
+    stopApprovalClock();
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
   }
@@ -132,6 +193,17 @@ function _resolveRoot(dir: string): string {
     // Reported below.
   }
   throw new UsageError(`--cwd ${dir} is not a directory`, BRIDGE_START);
+}
+
+/** m:ss */
+function _clock(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** HH:MM:SS local time. */
+function _time(epochMs: number): string {
+  return new Date(epochMs).toTimeString().slice(0, 8);
 }
 
 function _hostname(): string {

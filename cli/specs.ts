@@ -132,6 +132,13 @@ export const BRIDGE_START: CommandSpec = {
         checkPositiveInt(v) ??
           (Number(v) * 1000 > MAX_COMMAND_TIMEOUT_MS ? "must be at most 2147483 seconds" : undefined),
     },
+    {
+      name: "approval-timeout",
+      kind: "string",
+      value: "SECONDS",
+      help: "How long a new pairing waits for approval in the IDE (default: 300)",
+      check: (v) => checkPositiveInt(v) ?? (Number(v) > 86_400 ? "must be at most 86400 seconds" : undefined),
+    },
     { name: "allow-root", kind: "boolean", help: "Run even as root (commands then run as root)" },
     { name: "pair", kind: "boolean", help: "Ignore the stored token and pair again with a new code" },
     { name: "verbose", kind: "boolean", help: "Print connection events" },

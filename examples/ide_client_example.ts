@@ -1,6 +1,7 @@
 /**
  * A runnable example of the IDE client (shared/ide_client.ts) from Deno:
- * create a browser session, request a pairing code, wait for a bridge, run a
+ * create a browser session, request a pairing code, wait for a bridge,
+ * compare the short authentication string and approve it (type y), run a
  * command and print its output and exit status.
  *
  *     deno task relay                                  # terminal 1
@@ -29,9 +30,18 @@ const { code, expiresAt } = await ide.requestPairingCode();
 console.log(`Pairing code: ${code} (valid until ${new Date(expiresAt).toLocaleTimeString()})`);
 console.log(`On the machine to control, run: coder1 bridge start --relay ${relayUrl} --code ${code}`);
 
+// On a first pairing the bridge prints a 6-digit SAS; approve only if this one matches.
+ide.onApprovalRequest(async (request) => {
+  console.log(`Bridge "${request.name}" (${request.os}, coder1 ${request.version}) asks to pair.`);
+  console.log(`Check that the bridge shows: ${request.sas}`);
+  await Deno.stdout.write(new TextEncoder().encode("Approve? [y/N] "));
+  const answer = await readLine();
+  if (/^y(es)?$/i.test(answer.trim())) await request.approve();
+  else await request.reject();
+});
 await ide.connect();
-const bridge = await ide.waitForBridge(5 * 60_000);
-console.log(`Bridge "${bridge.name}" (${bridge.os}, coder1 ${bridge.version}) connected.`);
+await ide.waitForBridge(5 * 60_000);
+console.log(`Bridge "${ide.bridgeInfo?.name}" approved; keys agreed.`);
 
 const decoder = new TextDecoder();
 const cmd = ide.run(command, {
@@ -39,5 +49,18 @@ const cmd = ide.run(command, {
   onStderr: (bytes) => console.error(`[stderr] ${decoder.decode(bytes).trimEnd()}`),
 });
 const result = await cmd.exited;
+
+/** Reads one line from stdin. */
+async function readLine(): Promise<string> {
+  const reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    line += value;
+  }
+  reader.releaseLock();
+  return line;
+}
 console.log(`Exit: ${result.signal ? `signal ${result.signal}` : `code ${result.code}`} after ${result.durationMs} ms`);
 ide.close();

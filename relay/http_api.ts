@@ -144,6 +144,24 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       return json({ revoked: true });
     },
 
+    "POST /api/bridge/revoke": async (request) => {
+      checkOrigin(request, false);
+      const sid = await requireSession(request);
+      const body = await request.json().catch(() => ({})) as { bridgeId?: unknown };
+      const bridge = deps.hub.sessionBridge(sid);
+      if (!bridge || (body.bridgeId !== undefined && body.bridgeId !== bridge.bridgeId)) {
+        throw new Coder1Error("Cannot revoke: no such bridge is connected to this session", {
+          status: 404,
+          reason: "no-bridge",
+        });
+      }
+      // Revoke before hanging up, so a reconnect with the same token already fails.
+      await deps.store.revoke(bridge.jti, bridge.expiresAt);
+      deps.hub.kickToken(bridge.jti);
+      deps.log.info("bridge.revoke", { bridgeId: bridge.bridgeId });
+      return json({ revoked: true, bridgeId: bridge.bridgeId }, 200, cors(request));
+    },
+
     "GET /ws/ide": async (request) => {
       checkOrigin(request, true);
       const sid = await requireSession(request);

@@ -46,6 +46,8 @@ export const DEFAULT_TIMINGS: HubTimings = {
 interface Peer {
   socket: WebSocket;
   lastSeen: number;
+  /** Keeps tapped frames in order (only with a {@linkcode FrameTap}). */
+  tapChain?: Promise<void>;
 }
 
 interface IdePeer extends Peer {
@@ -59,15 +61,29 @@ interface BridgePeer extends Peer {
   bridgeId?: string;
   sid?: string;
   jti?: string;
-  name?: string;
+  expiresAt?: number;
   version?: string;
-  os?: string;
 }
 
 interface SessionRoom {
   ides: Map<number, IdePeer>;
   bridge?: BridgePeer;
 }
+
+/** Which way a forwarded frame travels. */
+export type TapDirection = "ide-to-bridge" | "bridge-to-ide";
+
+/**
+ * A test-only hook that sees every end-to-end frame the hub forwards, after
+ * the channel stamp, and returns the messages to deliver instead (the same
+ * bytes, nothing, or forged ones). Recording and man-in-the-middle tests play
+ * a malicious relay with it; `coder1 relay serve` never sets it.
+ */
+export type FrameTap = (
+  direction: TapDirection,
+  bytes: Uint8Array,
+  channel: number,
+) => Uint8Array[] | Promise<Uint8Array[]>;
 
 /** Counters of what the hub did, for tests and (later) metrics. */
 export interface HubCounters {
@@ -88,11 +104,15 @@ export class Hub {
   #log: Logger;
   #timings: HubTimings;
   #heartbeat?: ReturnType<typeof setInterval>;
+  #tap?: FrameTap;
   /** What the hub has done so far. */
   readonly counters: HubCounters = { framesToBridge: 0, framesToIde: 0, closes: {} };
 
-  /** @param deps Pairing, tokens, logger and timings. */
-  constructor(deps: { pairing: Pairing; tokens: TokenService; log: Logger; timings?: Partial<HubTimings> }) {
+  /** @param deps Pairing, tokens, logger, timings and (tests only) a frame tap. */
+  constructor(
+    deps: { pairing: Pairing; tokens: TokenService; log: Logger; timings?: Partial<HubTimings>; tap?: FrameTap },
+  ) {
+    this.#tap = deps.tap;
     this.#pairing = deps.pairing;
     this.#tokens = deps.tokens;
     this.#log = deps.log;
@@ -130,6 +150,16 @@ export class Hub {
     for (const peer of this.#bridges) {
       if (peer.jti === jti) this.#closePeer(peer, CloseCode.Revoked, "token revoked");
     }
+  }
+
+  /**
+   * The bridge connected to session `sid`: its id, token id and expiry, so
+   * the IDE can revoke it (revoke first, then {@linkcode kickToken}).
+   */
+  sessionBridge(sid: string): { bridgeId: string; jti: string; expiresAt: number } | undefined {
+    const peer = this.#rooms.get(sid)?.bridge;
+    if (!peer?.bridgeId || !peer.jti || peer.expiresAt === undefined) return undefined;
+    return { bridgeId: peer.bridgeId, jti: peer.jti, expiresAt: peer.expiresAt };
   }
 
   /** Adopts a freshly upgraded IDE socket of session `sid`. */
@@ -216,7 +246,7 @@ export class Hub {
       bridgeId = claims.sub;
     }
     if (peer.socket.readyState !== WebSocket.OPEN) return;
-    Object.assign(peer, { authed: true, sid, bridgeId, jti, name: body.name, version: body.version, os: body.os });
+    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, version: body.version });
     const room = this.#room(sid);
     const previous = room.bridge;
     room.bridge = peer;
@@ -238,7 +268,7 @@ export class Hub {
     // The IDE socket may have left; its frames have nowhere to go.
     if (!ide) return;
     this.counters.framesToIde++;
-    this.#send(ide, withChannel(frame, undefined));
+    this.#forward(peer, ide, withChannel(frame, undefined), "bridge-to-ide", frame.c);
   }
 
   #onIdeFrame(peer: IdePeer, frame: Frame): void {
@@ -248,7 +278,15 @@ export class Hub {
     // No bridge: the IDE knows from bridge.status and tells its user.
     if (!bridge) return;
     this.counters.framesToBridge++;
-    this.#send(bridge, withChannel(frame, peer.channel));
+    this.#forward(peer, bridge, withChannel(frame, peer.channel), "ide-to-bridge", peer.channel);
+  }
+
+  #forward(from: Peer, to: Peer, bytes: Uint8Array, direction: TapDirection, channel: number): void {
+    const tap = this.#tap;
+    if (!tap) return this.#send(to, bytes);
+    from.tapChain = (from.tapChain ?? Promise.resolve()).then(async () => {
+      for (const out of await tap(direction, bytes, channel)) this.#send(to, out);
+    }).catch((error) => this.#log.error("tap.error", { error: String(error) }));
   }
 
   #sendStatus(room: SessionRoom, ide: IdePeer, last?: BridgePeer): void {
@@ -256,7 +294,7 @@ export class Hub {
     const body: BridgeStatusBody = {
       state: room.bridge ? "connected" : "disconnected",
       channel: ide.channel,
-      ...(b ? { bridgeId: b.bridgeId, name: b.name, version: b.version, os: b.os } : {}),
+      ...(b ? { bridgeId: b.bridgeId, version: b.version } : {}),
     };
     this.#send(ide, encodeFrame({ t: FrameType.BridgeStatus, body: { ...body } }));
   }
@@ -318,7 +356,7 @@ export class Hub {
 }
 
 function _parseAuth(body: Record<string, unknown>): AuthBody {
-  const { code, token, name, version, os } = body;
+  const { code, token, version } = body;
   if ((code === undefined) === (token === undefined)) throw _badFrame("auth needs exactly one of code and token");
   if (code !== undefined && typeof code !== "string") throw _badFrame("auth code must be a string");
   if (token !== undefined && typeof token !== "string") throw _badFrame("auth token must be a string");
@@ -329,9 +367,7 @@ function _parseAuth(body: Record<string, unknown>): AuthBody {
   return {
     code: code as string | undefined,
     token: token as string | undefined,
-    name: text(name, 64, "name"),
     version: text(version, 32, "version"),
-    os: text(os, 16, "os"),
   };
 }
 

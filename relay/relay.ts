@@ -6,7 +6,7 @@
  */
 import { type Clock, systemClock } from "../shared/clock.ts";
 import { createHttpHandler } from "./http_api.ts";
-import { Hub, type HubTimings } from "./hub.ts";
+import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { Pairing, type RandomSource } from "./pairing.ts";
 import { MemoryStore, type RelayStore } from "./store.ts";
@@ -38,6 +38,8 @@ export interface RelayOptions {
   log?: Logger;
   /** Heartbeat and auth timings (tests shrink them). */
   timings?: Partial<HubTimings>;
+  /** Tests only: see, alter, drop or forge forwarded end-to-end frames ({@linkcode FrameTap}). */
+  tap?: FrameTap;
 }
 
 /** A running relay. */
@@ -87,7 +89,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   });
   const tokens = new TokenService(key, { clock, store });
   const pairing = new Pairing({ store, clock, random: options.random ?? ((b) => crypto.getRandomValues(b)) });
-  const hub = new Hub({ pairing, tokens, log, timings: options.timings });
+  const hub = new Hub({ pairing, tokens, log, timings: options.timings, tap: options.tap });
 
   const hostname = options.hostname ?? "127.0.0.1";
   const scheme = options.tls ? "https" : "http";

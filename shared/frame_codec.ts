@@ -21,7 +21,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const EMPTY = new Uint8Array(0);
 const ID_PATTERN = /^[A-Za-z0-9_-]+$/;
-const TYPE_PATTERN = /^[a-z][a-z.]{0,31}$/;
+const TYPE_PATTERN = /^[a-z][a-z0-9.]{0,31}$/;
 
 /** Fields of a frame to encode; `v` is filled in. */
 export interface FrameInit {
@@ -59,7 +59,7 @@ export function encodeFrame(init: FrameInit): Uint8Array {
   if (headerBytes.byteLength > MAX_HEADER_BYTES) {
     throw new RangeError(`Cannot encode frame: header is ${headerBytes.byteLength} bytes`);
   }
-  const body = _bodyBytes(init.body);
+  const body = bodyBytes(init.body);
   const out = new Uint8Array(2 + headerBytes.byteLength + body.byteLength);
   out[0] = headerBytes.byteLength >> 8;
   out[1] = headerBytes.byteLength & 0xff;
@@ -172,7 +172,21 @@ export function textBody(frame: Frame): string {
   return new TextDecoder().decode(frame.body);
 }
 
-function _bodyBytes(body: FrameInit["body"]): Uint8Array {
+/**
+ * The bytes a frame body encodes to: bytes as they are, strings as UTF-8,
+ * objects as JSON (what {@linkcode encodeFrame} does, for callers that seal
+ * the body first).
+ *
+ * @param body The body.
+ * @returns Its bytes.
+ *
+ * @example
+ * ```ts
+ * import { bodyBytes } from "./frame_codec.ts";
+ * console.log(bodyBytes({ a: 1 }).byteLength); // 7
+ * ```
+ */
+export function bodyBytes(body: FrameInit["body"]): Uint8Array {
   if (body === undefined) return EMPTY;
   if (body instanceof Uint8Array) return body;
   if (typeof body === "string") return encoder.encode(body);

@@ -1,9 +1,12 @@
 /**
  * The IDE client: everything a web IDE needs to drive a bridge through a
  * relay: create a browser session, request a pairing code, open the IDE
- * socket, run commands, stream their output, send stdin and signals, and
- * learn their exit status. It uses only `fetch`, a WebSocket and
- * `TextEncoder`, so the same module runs in Deno and in browsers.
+ * socket, run the end-to-end handshake with the bridge (short authentication
+ * string, approval, pinned keys), run commands, stream their output, send
+ * stdin and signals, and learn their exit status. Every command byte is sealed
+ * end to end (shared/e2e_session.ts); the relay sees only frame headers. It
+ * uses only `fetch`, a WebSocket and WebCrypto, so the same module runs in
+ * Deno and in browsers.
  *
  * In browsers the session cookie is HttpOnly and handled by the browser. In
  * Deno the client keeps the cookie itself and needs a WebSocket factory that
@@ -22,6 +25,11 @@
  * const { code } = await ide.requestPairingCode();
  * console.log(`run: coder1 bridge start --code ${code}`);
  * await ide.connect();
+ * // First pairing: compare the SAS with the one the bridge prints, then approve.
+ * ide.onApprovalRequest((request) => {
+ *   console.log(`${request.name} (${request.os}) shows ${request.sas}?`);
+ *   request.approve();
+ * });
  * await ide.waitForBridge();
  * const cmd = ide.run("echo hello", { onStdout: (b) => console.log(new TextDecoder().decode(b)) });
  * console.log(await cmd.exited); // { code: 0, signal: null, durationMs: 3 }
@@ -29,12 +37,16 @@
  *
  * @module
  */
-import { decodeFrame, encodeFrame, type FrameInit, jsonBody } from "./frame_codec.ts";
+import { fingerprint, fromBase64Url, generateIdentity, toBase64Url } from "./e2e_crypto.ts";
+import { type E2eChannel, E2eError, IdeHandshake } from "./e2e_session.ts";
+import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "./frame_codec.ts";
 import {
   type BridgeStatusBody,
+  CloseCode,
   type CmdExitBody,
   type CmdStartBody,
   type CommandSignal,
+  type E2eInfoBody,
   type Frame,
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
@@ -66,6 +78,72 @@ export interface IdeClientOptions {
   fetch?: typeof fetch;
   /** Origin header to send outside browsers (default: the relay's origin). */
   origin?: string;
+  /**
+   * The IDE's long-term Ed25519 identity key pair. Browsers keep a
+   * non-extractable pair in IndexedDB; without one the client makes an
+   * in-memory pair (which bridges then know only for this client's lifetime).
+   */
+  identity?: CryptoKeyPair;
+  /** Where approved bridge identity keys are pinned (default: in memory). */
+  pins?: PinStore;
+  /** Outside browsers: a session cookie from another client of the same session (a second tab). */
+  sessionCookie?: string;
+}
+
+/** Pinned bridge identity keys (raw Ed25519, base64url) by bridge id. */
+export interface PinStore {
+  /** The pinned key of `bridgeId`, if any. */
+  get(bridgeId: string): Promise<string | undefined>;
+  /** Pins `identity` for `bridgeId`. */
+  set(bridgeId: string, identity: string): Promise<void>;
+  /** Forgets `bridgeId`. */
+  delete(bridgeId: string): Promise<void>;
+}
+
+/** A {@linkcode PinStore} in memory. */
+export class MemoryPinStore implements PinStore {
+  #pins = new Map<string, string>();
+  /** The pinned key of `bridgeId`, if any. */
+  get(bridgeId: string): Promise<string | undefined> {
+    return Promise.resolve(this.#pins.get(bridgeId));
+  }
+  /** Pins `identity` for `bridgeId`. */
+  set(bridgeId: string, identity: string): Promise<void> {
+    this.#pins.set(bridgeId, identity);
+    return Promise.resolve();
+  }
+  /** Forgets `bridgeId`. */
+  delete(bridgeId: string): Promise<void> {
+    this.#pins.delete(bridgeId);
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Where the end-to-end link to the bridge stands:
+ * `disconnected` (no bridge), `handshaking` (keys being agreed),
+ * `approval` (first pairing: the user must compare the SAS and approve),
+ * `ready` (commands may run), `refused` (the bridge's or the IDE's identity
+ * key is not the pinned one; nothing runs), `rejected` (the user rejected it).
+ */
+export type E2eState = "disconnected" | "handshaking" | "approval" | "ready" | "refused" | "rejected";
+
+/** What the IDE shows the user to approve a first pairing. */
+export interface ApprovalRequest {
+  /** The bridge id (the pairing id). */
+  bridgeId: string;
+  /** The short authentication string, e.g. "123 456"; the bridge prints the same. */
+  sas: string;
+  /** Bridge name, OS and version (sent sealed by the bridge). */
+  name: string;
+  os: string;
+  version: string;
+  /** Fingerprint of the bridge's identity key. */
+  fingerprint: string;
+  /** Approve: pin the bridge's key and let commands run. */
+  approve(): Promise<void>;
+  /** Reject: end the pairing and revoke the bridge's token at the relay. */
+  reject(): Promise<void>;
 }
 
 /** An API or socket failure, with the HTTP status or close code and a stable reason. */
@@ -166,13 +244,27 @@ export class IdeClient {
   #commands = new Map<string, RemoteCommand>();
   #statusListeners = new Set<(status: BridgeStatusBody) => void>();
   #closeListeners = new Set<(error: IdeClientError) => void>();
+  #stateListeners = new Set<(state: E2eState, detail?: string) => void>();
+  #approvalListeners = new Set<(request: ApprovalRequest) => void>();
   #nextId = 1;
   #watchdog?: ReturnType<typeof setInterval>;
   #lastSeen = 0;
+  #identity?: Promise<CryptoKeyPair>;
+  #pins: PinStore;
+  #queue: Promise<void> = Promise.resolve();
+  #handshake?: IdeHandshake;
+  #channel?: E2eChannel;
+  #bridgeKey?: Uint8Array;
   /** The latest bridge status from the relay. */
   bridge?: BridgeStatusBody;
+  /** Where the end-to-end link stands. */
+  state: E2eState = "disconnected";
+  /** The pending approval request, while {@linkcode state} is `approval`. */
+  approval?: ApprovalRequest;
+  /** Bridge name, OS and version from the last sealed `e2e.info`. */
+  bridgeInfo?: E2eInfoBody;
 
-  /** @param options Relay URL, WebSocket factory, fetch and origin. */
+  /** @param options Relay URL, WebSocket factory, fetch, origin, identity and pins. */
   constructor(options: IdeClientOptions = {}) {
     const fallback = (globalThis as { location?: { origin: string } }).location?.origin;
     const base = options.relayUrl ?? fallback;
@@ -182,6 +274,20 @@ export class IdeClient {
     this.#openSocket = options.webSocket ??
       ((url) => new (globalThis as unknown as { WebSocket: new (u: string) => WebSocketLike }).WebSocket(url));
     this.#origin = options.origin ?? new URL(this.#base).origin;
+    if (options.identity) this.#identity = Promise.resolve(options.identity);
+    this.#pins = options.pins ?? new MemoryPinStore();
+    this.#cookie = options.sessionCookie;
+  }
+
+  /** Outside browsers: the session cookie, to share the session with another client (a second tab). */
+  get sessionCookie(): string | undefined {
+    return this.#cookie;
+  }
+
+  /** The IDE's identity key pair (made in memory on first use when none was given). */
+  identity(): Promise<CryptoKeyPair> {
+    this.#identity ??= generateIdentity(false);
+    return this.#identity;
   }
 
   /** Creates a browser session (sets the session cookie). */
@@ -200,6 +306,17 @@ export class IdeClient {
     return await (await this.#api("POST", "/api/pairing-codes")).json();
   }
 
+  /**
+   * Revokes the bridge connected to this session at the relay (its token
+   * stops working at once) and forgets its pinned key.
+   *
+   * @param bridgeId The bridge to revoke (default: the connected one).
+   */
+  async revokeBridge(bridgeId = this.bridge?.bridgeId): Promise<void> {
+    await this.#api("POST", "/api/bridge/revoke", bridgeId ? { bridgeId } : {});
+    if (bridgeId) await this.#pins.delete(bridgeId);
+  }
+
   /** Opens the IDE socket; resolves with the first bridge status. */
   connect(): Promise<BridgeStatusBody> {
     const headers: Record<string, string> = { Origin: this.#origin };
@@ -207,6 +324,7 @@ export class IdeClient {
     const socket = this.#openSocket(`${this.#base.replace(/^http/, "ws")}/ws/ide`, headers);
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
+    this.#queue = Promise.resolve();
     const first = Promise.withResolvers<BridgeStatusBody>();
     this.#lastSeen = Date.now();
     this.#watchdog = setInterval(() => {
@@ -220,24 +338,25 @@ export class IdeClient {
       } catch {
         return; // A relay bug must not break the page; skip the frame.
       }
-      if (frame.t === FrameType.BridgeStatus) {
-        this.bridge = jsonBody(frame) as unknown as BridgeStatusBody;
-        if (this.bridge.state === "disconnected") this.#failAll("bridge-lost", "the bridge disconnected");
-        first.resolve(this.bridge);
-        for (const fn of this.#statusListeners) fn(this.bridge);
-      } else if (frame.t === FrameType.Ping) {
-        this.#send({ t: FrameType.Pong });
-      } else {
-        this.#onCommandFrame(frame);
-      }
+      // One queue keeps frames in order while sealed ones are opened.
+      this.#queue = this.#queue.then(() => this.#onFrame(socket, frame, first)).catch((error) => {
+        if (!(error instanceof E2eError) || this.#socket !== socket) return;
+        // Altered, replayed, reordered or forged: trust nothing more on this socket.
+        this.#setState("disconnected", error.message);
+        socket.close(CloseCode.E2eFailure, "e2e-failure");
+      });
     };
     socket.onclose = (event) => {
       clearInterval(this.#watchdog);
       const error = new IdeClientError(`IDE socket closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`, {
         status: event.code,
-        reason: "relay-lost",
+        reason: event.code === CloseCode.E2eFailure ? "e2e-failure" : "relay-lost",
       });
       first.reject(error);
+      if (this.#socket === socket) {
+        this.#resetE2e();
+        this.#setState("disconnected", error.message);
+      }
       this.#failAll("relay-lost", error.message);
       for (const fn of this.#closeListeners) fn(error);
     };
@@ -257,19 +376,37 @@ export class IdeClient {
     return () => this.#closeListeners.delete(listener);
   }
 
-  /** Resolves once a bridge is connected (at once if it is). */
+  /** Calls `listener` on every end-to-end state change (with a reason for failures). */
+  onStateChange(listener: (state: E2eState, detail?: string) => void): () => void {
+    this.#stateListeners.add(listener);
+    return () => this.#stateListeners.delete(listener);
+  }
+
+  /**
+   * Calls `listener` when a bridge awaits approval (first pairing). Show the
+   * user the SAS, name, OS and version, and call `approve()` only if the
+   * bridge printed the same SAS.
+   */
+  onApprovalRequest(listener: (request: ApprovalRequest) => void): () => void {
+    this.#approvalListeners.add(listener);
+    if (this.approval) listener(this.approval);
+    return () => this.#approvalListeners.delete(listener);
+  }
+
+  /** Resolves once an approved bridge is connected with agreed keys (at once if it is). */
   waitForBridge(timeoutMs = 60_000): Promise<BridgeStatusBody> {
-    if (this.bridge?.state === "connected") return Promise.resolve(this.bridge);
+    if (this.state === "ready" && this.bridge) return Promise.resolve(this.bridge);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         off();
-        reject(new IdeClientError("No bridge connected in time", { status: 0, reason: "timeout" }));
+        reject(new IdeClientError("No approved bridge connected in time", { status: 0, reason: "timeout" }));
       }, timeoutMs);
-      const off = this.onBridgeStatus((status) => {
-        if (status.state !== "connected") return;
+      const off = this.onStateChange((state, detail) => {
+        if (state !== "ready" && state !== "refused" && state !== "rejected") return;
         clearTimeout(timer);
         off();
-        resolve(status);
+        if (state === "ready") resolve(this.bridge!);
+        else reject(new IdeClientError(`Bridge not usable: ${detail ?? state}`, { status: 0, reason: state }));
       });
     });
   }
@@ -283,17 +420,22 @@ export class IdeClient {
    */
   run(command: string, options: RunOptions = {}): RemoteCommand {
     const id = `c${this.#nextId++}`;
-    const cmd = new RemoteCommand(id, options, (frame) => this.#send(frame));
-    this.#commands.set(id, cmd);
-    if (this.bridge?.state !== "connected") {
-      this.#commands.delete(id);
-      cmd.reject(new IdeClientError("No bridge is connected", { status: 0, reason: "no-bridge" }));
+    const cmd = new RemoteCommand(id, options, (frame) => void this.#sendSealed(frame).catch(() => {}));
+    if (this.state !== "ready") {
+      const reason = this.bridge?.state === "connected" ? "not-approved" : "no-bridge";
+      cmd.reject(
+        new IdeClientError(
+          reason === "no-bridge" ? "No bridge is connected" : "The bridge is not approved and keyed yet",
+          { status: 0, reason },
+        ),
+      );
       return cmd;
     }
+    this.#commands.set(id, cmd);
     const body: CmdStartBody = { command };
     if (options.cwd !== undefined) body.cwd = options.cwd;
     if (options.timeoutMs !== undefined) body.timeoutMs = options.timeoutMs;
-    this.#send({ t: FrameType.CmdStart, id, body: { ...body } });
+    this.#sendSealed({ t: FrameType.CmdStart, id, body: { ...body } });
     return cmd;
   }
 
@@ -301,6 +443,115 @@ export class IdeClient {
   close(): void {
     clearInterval(this.#watchdog);
     this.#socket?.close(1000, "IDE closing");
+  }
+
+  async #onFrame(socket: WebSocketLike, frame: Frame, first: PromiseWithResolvers<BridgeStatusBody>): Promise<void> {
+    if (this.#socket !== socket) return;
+    switch (frame.t) {
+      case FrameType.Ping:
+        return this.#sendRaw({ t: FrameType.Pong });
+      case FrameType.BridgeStatus: {
+        this.bridge = jsonBody(frame) as unknown as BridgeStatusBody;
+        first.resolve(this.bridge);
+        this.#resetE2e();
+        this.#failAll("bridge-lost", "the bridge disconnected");
+        if (this.bridge.state === "connected" && this.bridge.bridgeId) {
+          // Every bridge connection gets fresh keys: a new handshake.
+          this.#setState("handshaking");
+          const { handshake, hello } = await IdeHandshake.start(await this.identity(), this.bridge.bridgeId);
+          this.#handshake = handshake;
+          this.#sendRaw({ t: FrameType.E2eHello, body: { ...hello } });
+        } else this.#setState("disconnected");
+        for (const fn of this.#statusListeners) fn(this.bridge);
+        return;
+      }
+      case FrameType.E2eReply:
+        return await this.#onReply(frame);
+    }
+    if (!this.#channel) {
+      if (frame.t.startsWith("cmd.") || frame.t.startsWith("e2e.")) {
+        throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
+      }
+      return; // Unknown types from a newer relay are skipped.
+    }
+    const plaintext = await this.#channel.open(frame);
+    if (frame.t === FrameType.E2eInfo) return await this.#onInfo(plaintext);
+    if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
+    this.#onCommandFrame({ ...frame, body: plaintext });
+  }
+
+  async #onReply(frame: Frame): Promise<void> {
+    const handshake = this.#handshake;
+    if (!handshake) throw new E2eError("Cannot accept e2e.reply: no handshake in progress");
+    this.#handshake = undefined;
+    let reply: unknown;
+    try {
+      reply = jsonBody(frame);
+    } catch {
+      throw new E2eError("Cannot read e2e.reply: body is not JSON");
+    }
+    const { channel, confirm } = await handshake.finish(reply);
+    const bridgeId = this.bridge!.bridgeId!;
+    const pinned = await this.#pins.get(bridgeId);
+    if (pinned !== undefined && pinned !== toBase64Url(channel.peerIdentity)) {
+      // The relay (or someone) presents another key for an approved bridge: refuse.
+      const seen = await fingerprint(channel.peerIdentity);
+      const expected = await fingerprint(fromBase64Url(pinned));
+      this.#setState("refused", `bridge ${bridgeId} presented identity ${seen}, not the approved ${expected}`);
+      return;
+    }
+    this.#channel = channel;
+    this.#bridgeKey = channel.peerIdentity;
+    this.#sendRaw({ t: FrameType.E2eConfirm, body: { ...confirm } });
+  }
+
+  async #onInfo(plaintext: Uint8Array): Promise<void> {
+    let info: E2eInfoBody;
+    try {
+      info = JSON.parse(new TextDecoder().decode(plaintext));
+    } catch {
+      throw new E2eError("Cannot read e2e.info: not JSON");
+    }
+    this.bridgeInfo = info;
+    if (info.approval === "refused") {
+      this.#setState("refused", "the bridge trusts another IDE identity; pair again with coder1 bridge start --pair");
+      return;
+    }
+    const bridgeId = this.bridge!.bridgeId!;
+    const key = toBase64Url(this.#bridgeKey!);
+    if (info.approval === "pinned" && (await this.#pins.get(bridgeId)) === key) {
+      this.#setState("ready");
+      return;
+    }
+    const channel = this.#channel!;
+    let settled = false;
+    const request: ApprovalRequest = {
+      bridgeId,
+      sas: channel.sas,
+      name: String(info.name),
+      os: String(info.os),
+      version: String(info.version),
+      fingerprint: await fingerprint(this.#bridgeKey!),
+      approve: async () => {
+        if (settled || this.#channel !== channel) throw new TypeError("Cannot approve: this request is over");
+        settled = true;
+        await this.#pins.set(bridgeId, key);
+        this.approval = undefined;
+        await this.#sendSealed({ t: FrameType.E2eApprove });
+        this.#setState("ready");
+      },
+      reject: async () => {
+        if (settled || this.#channel !== channel) throw new TypeError("Cannot reject: this request is over");
+        settled = true;
+        this.approval = undefined;
+        await this.#sendSealed({ t: FrameType.E2eReject });
+        this.#setState("rejected", "rejected by the user");
+        await this.revokeBridge(bridgeId).catch(() => {});
+      },
+    };
+    this.approval = request;
+    this.#setState("approval");
+    for (const fn of this.#approvalListeners) fn(request);
   }
 
   #onCommandFrame(frame: Frame): void {
@@ -326,10 +577,32 @@ export class IdeClient {
     }
   }
 
-  #send(frame: FrameInit): void {
+  #setState(state: E2eState, detail?: string): void {
+    if (this.state === state && detail === undefined) return;
+    this.state = state;
+    for (const fn of this.#stateListeners) fn(state, detail);
+  }
+
+  #resetE2e(): void {
+    this.#handshake = undefined;
+    this.#channel = undefined;
+    this.#bridgeKey = undefined;
+    this.approval = undefined;
+  }
+
+  /** Sends a cleartext frame (heartbeats and the handshake). */
+  #sendRaw(frame: FrameInit): void {
     const socket = this.#socket;
     if (!socket || socket.readyState !== 1) return;
     socket.send(encodeFrame(frame));
+  }
+
+  /** Seals a frame for the bridge; frames go out in call order. Dropped without keys. */
+  async #sendSealed(frame: FrameInit): Promise<void> {
+    const channel = this.#channel, socket = this.#socket;
+    if (!channel || !socket) return;
+    const bytes = await channel.seal({ t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
+    if (this.#channel === channel && socket.readyState === 1) socket.send(bytes);
   }
 
   #failAll(reason: string, message: string): void {
@@ -337,10 +610,16 @@ export class IdeClient {
     this.#commands.clear();
   }
 
-  async #api(method: string, path: string): Promise<Response> {
+  async #api(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.#cookie) headers.cookie = this.#cookie;
-    const res = await this.#fetch(`${this.#base}${path}`, { method, headers, credentials: "include" });
+    if (json) headers["content-type"] = "application/json";
+    const res = await this.#fetch(`${this.#base}${path}`, {
+      method,
+      headers,
+      credentials: "include",
+      body: json ? JSON.stringify(json) : undefined,
+    });
     if (res.ok) return res;
     const body = await res.json().catch(() => ({}));
     const retry = res.headers.get("retry-after");

@@ -14,14 +14,22 @@
  *    carrying either a pairing code or its session JWT, within
  *    {@linkcode AUTH_DEADLINE_MS}. The relay answers `auth.ok` (with a fresh
  *    token when a code was redeemed) or closes with {@linkcode CloseCode}.
- * 4. Steady state. End-to-end frames (`cmd.*`) flow between the IDE sockets of
- *    a session and its bridge. The relay reads only their header; it stamps
- *    IDE-to-bridge frames with the channel `c` of the IDE socket they came from
- *    and routes bridge-to-IDE frames by `c`. Every
+ * 4. End-to-end handshake. For every IDE socket and every bridge connection
+ *    the IDE sends `e2e.hello`, the bridge `e2e.reply`, the IDE `e2e.confirm`
+ *    (X25519 ephemeral keys, Ed25519 identity signatures over the transcript;
+ *    shared/e2e_session.ts). The bridge then sends a sealed `e2e.info`. On a
+ *    first pairing both sides show a 6-digit short authentication string and
+ *    the IDE user approves (`e2e.approve`) or rejects (`e2e.reject`); later
+ *    connections are signed by the pinned identity keys and need no approval.
+ * 5. Steady state. End-to-end frames (`e2e.info`, `e2e.approve`,
+ *    `e2e.reject`, `cmd.*`) flow sealed with AES-256-GCM between the IDE
+ *    sockets of a session and its bridge. The relay reads only their header;
+ *    it stamps IDE-to-bridge frames with the channel `c` of the IDE socket they
+ *    came from and routes bridge-to-IDE frames by `c`. Every
  *    {@linkcode HEARTBEAT_INTERVAL_MS} the relay sends `ping` and the peer
  *    answers `pong`; a peer silent for {@linkcode HEARTBEAT_TIMEOUT_MS} is
  *    dropped.
- * 5. Close. Every close the relay initiates carries a {@linkcode CloseCode}.
+ * 6. Close. Every close the relay initiates carries a {@linkcode CloseCode}.
  *
  * Frame layout (binary WebSocket message):
  *
@@ -31,9 +39,9 @@
  *
  * The header is small cleartext the relay may read: {@linkcode FrameHeader}.
  * For frames addressed to or sent by the relay itself the body is JSON the relay
- * reads; for end-to-end frames the body is opaque to the relay (plaintext JSON
- * or raw bytes in version 1; sealed with AES-GCM once end-to-end encryption
- * lands, without changing this layout).
+ * reads; for end-to-end frames the body is opaque to the relay: public keys and
+ * signatures in the three handshake frames, AES-256-GCM ciphertext in all
+ * others (the counter is the header's `s`, the header is associated data).
  *
  * @module
  */
@@ -44,8 +52,12 @@
  * Changelog:
  * - 1: envelopes (header + opaque body), pairing by code, session JWT,
  *   heartbeats, commands with stdin, signals and exit status.
+ * - 2: end-to-end encryption between IDE and bridge: `e2e.*` handshake
+ *   (X25519, Ed25519 signatures, HKDF), a short authentication string and
+ *   approval in the IDE, and every end-to-end body sealed with AES-256-GCM
+ *   (counter `s` in the header, header as associated data).
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Largest WebSocket message either side accepts, header included. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -97,6 +109,9 @@ export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 /** Longest command timeout (the largest delay timers take: about 24.8 days). */
 export const MAX_COMMAND_TIMEOUT_MS = 2 ** 31 - 1;
 
+/** How long a newly paired bridge waits for the IDE user to approve it. */
+export const APPROVAL_TIMEOUT_MS = 5 * 60_000;
+
 /** Default cap on concurrent commands per bridge. */
 export const DEFAULT_MAX_COMMANDS = 8;
 
@@ -133,6 +148,13 @@ export const CloseCode = {
   Revoked: 4410,
   /** Frame larger than {@linkcode MAX_FRAME_BYTES}. */
   TooBig: 4413,
+  /**
+   * End-to-end failure, sent by the IDE or the bridge on its own socket: a
+   * sealed frame that does not open or is out of order, a bad handshake
+   * signature, or an end-to-end frame where none may be. The peer re-keys on
+   * reconnect.
+   */
+  E2eFailure: 4420,
   /** Too many redemption attempts; the reason says when to retry. */
   RateLimited: 4429,
   /** The receiver did not read fast enough ({@linkcode MAX_BUFFERED_BYTES}). */
@@ -159,7 +181,22 @@ export const FrameType = {
   /** Relay -> bridge: the IDE socket with channel `c` left; empty body. */
   IdeClose: "ide.close",
 
-  // End to end (the relay forwards; the body is opaque to it).
+  // End to end, handshake (the relay forwards; bodies hold public values only).
+  /** IDE -> bridge: start a key exchange; body `HelloBody` (shared/e2e_session.ts). */
+  E2eHello: "e2e.hello",
+  /** Bridge -> IDE: signed answer; body `ReplyBody`. */
+  E2eReply: "e2e.reply",
+  /** IDE -> bridge: the IDE's signature; body `ConfirmBody`. */
+  E2eConfirm: "e2e.confirm",
+  // End to end, sealed (AES-256-GCM; the relay sees only the header).
+  /** Bridge -> IDE: sealed {@linkcode E2eInfoBody}. */
+  E2eInfo: "e2e.info",
+  /** IDE -> bridge: sealed, empty: the user approved this bridge (it pins the IDE's key). */
+  E2eApprove: "e2e.approve",
+  /** IDE -> bridge: sealed, empty: the user rejected this bridge. */
+  E2eReject: "e2e.reject",
+
+  // End to end, commands (sealed; the relay forwards; the body is opaque to it).
   /** IDE -> bridge: start command `id`; body {@linkcode CmdStartBody}. */
   CmdStart: "cmd.start",
   /** IDE -> bridge: raw bytes for command `id`'s stdin. */
@@ -183,6 +220,10 @@ export type FrameTypeValue = typeof FrameType[keyof typeof FrameType];
 /** Types an IDE socket may send to the relay. */
 export const IDE_TO_RELAY: ReadonlySet<string> = new Set([
   FrameType.Pong,
+  FrameType.E2eHello,
+  FrameType.E2eConfirm,
+  FrameType.E2eApprove,
+  FrameType.E2eReject,
   FrameType.CmdStart,
   FrameType.CmdStdin,
   FrameType.CmdEof,
@@ -191,6 +232,8 @@ export const IDE_TO_RELAY: ReadonlySet<string> = new Set([
 /** Types a bridge socket may send once authenticated. */
 export const BRIDGE_TO_RELAY: ReadonlySet<string> = new Set([
   FrameType.Pong,
+  FrameType.E2eReply,
+  FrameType.E2eInfo,
   FrameType.CmdStdout,
   FrameType.CmdStderr,
   FrameType.CmdExit,
@@ -198,6 +241,12 @@ export const BRIDGE_TO_RELAY: ReadonlySet<string> = new Set([
 ]);
 /** End-to-end types: the relay forwards them without reading the body. */
 export const END_TO_END: ReadonlySet<string> = new Set([
+  FrameType.E2eHello,
+  FrameType.E2eReply,
+  FrameType.E2eConfirm,
+  FrameType.E2eInfo,
+  FrameType.E2eApprove,
+  FrameType.E2eReject,
   FrameType.CmdStart,
   FrameType.CmdStdin,
   FrameType.CmdEof,
@@ -218,7 +267,7 @@ export interface FrameHeader {
   c?: number;
   /** Command id, chosen by the IDE (letters, digits, `-`, `_`). */
   id?: string;
-  /** Sequence number (reserved for lossless streams). */
+  /** Sequence number: the AES-GCM counter of a sealed end-to-end frame, per direction and connection. */
   s?: number;
 }
 
@@ -234,12 +283,12 @@ export interface AuthBody {
   code?: string;
   /** A session JWT from an earlier `auth.ok` (every later connection). */
   token?: string;
-  /** The bridge's display name. */
-  name: string;
-  /** The bridge's version. */
+  /**
+   * The bridge's version: the one thing about the bridge the relay learns
+   * (name and OS travel sealed, in `e2e.info`). Version 1 bridges also sent
+   * `name` and `os`; the relay ignores them.
+   */
   version: string;
-  /** The bridge's operating system (`linux`, `darwin`, `windows`). */
-  os: string;
 }
 
 /** Body of `auth.ok`. */
@@ -258,13 +307,32 @@ export interface AuthOkBody {
 export interface BridgeStatusBody {
   /** Whether a bridge is connected to this session now. */
   state: "connected" | "disconnected";
-  /** The connected (or last) bridge's id, name, version and OS. */
+  /** The connected (or last) bridge's id (the pairing id of the handshake). */
   bridgeId?: string;
-  name?: string;
+  /** Its version (name and OS come sealed, in `e2e.info`). */
   version?: string;
-  os?: string;
   /** This IDE socket's channel number. */
   channel: number;
+}
+
+/** Handshake frames: cleartext bodies of public keys and signatures. */
+export const HANDSHAKE: ReadonlySet<string> = new Set([FrameType.E2eHello, FrameType.E2eReply, FrameType.E2eConfirm]);
+
+/** Plaintext of `e2e.info`: who the bridge is, and whether it needs approval. */
+export interface E2eInfoBody {
+  /** Bridge display name. */
+  name: string;
+  /** Bridge OS. */
+  os: string;
+  /** Bridge version. */
+  version: string;
+  /**
+   * `needed`: the bridge has pinned no IDE key yet (first pairing): show the SAS
+   * and ask. `pinned`: the bridge already trusts this IDE's key. `refused`: the
+   * bridge trusts another IDE key and will take nothing from this one (the
+   * other fields are then empty).
+   */
+  approval: "needed" | "pinned" | "refused";
 }
 
 /** Body of `cmd.start`. */

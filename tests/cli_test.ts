@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { VERSION } from "../shared/version.ts";
 import {
+  approveBridge,
   coder1Argv,
   freePort,
   haveProgram,
@@ -231,7 +232,7 @@ Deno.test({
         const writer = child.stdin.getWriter();
         await writer.write(new TextEncoder().encode(`${code}\r`));
         await out.waitFor(/Bridge connected/);
-        await ide.waitForBridge(10_000);
+        await approveBridge(ide, { stdout: out, stderr: err, status: child.status });
         assert.equal((await runCollect(ide, "echo via-tty")).stdout, "via-tty\n");
         await writer.close().catch(() => {});
       } finally {

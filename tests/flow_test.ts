@@ -187,6 +187,7 @@ Deno.test("the IDE client example runs as documented", async () => {
   const example = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}/examples/ide_client_example.ts`, relay.url, "echo example-ok"],
     env: { DENO_DIR: dirs.env.DENO_DIR, NO_COLOR: "1" },
+    stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -195,8 +196,13 @@ Deno.test("the IDE client example runs as documented", async () => {
   try {
     const code = (await out.waitFor(/Pairing code: (\d{6})/))[1];
     const bridge = startBridgeProcess(dirs, relay.url, { code });
+    const sas = (await out.waitFor(/Check that the bridge shows: (\d{3} \d{3})/))[1];
+    assert.equal((await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/))[1], sas);
+    const stdin = example.stdin.getWriter();
+    await stdin.write(new TextEncoder().encode("y\n"));
+    await stdin.close();
     await out.waitFor(/Exit: code 0/);
-    assert.match(out.text, /Bridge ".*" \(linux, coder1 .*\) connected/);
+    assert.match(out.text, /Bridge ".*" \(linux, coder1 .*\) asks to pair/);
     assert.match(out.text, /^example-ok$/m);
     assert.equal((await example.status).code, 0, err.text);
     await bridge.stop();

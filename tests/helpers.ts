@@ -9,7 +9,7 @@
 import WebSocket from "ws";
 import { permissionFlags, roleFor } from "../cli/permissions.ts";
 import { concatBytes } from "../shared/frame_codec.ts";
-import { IdeClient, type IdeClientOptions, type WebSocketLike } from "../shared/ide_client.ts";
+import { type ApprovalRequest, IdeClient, type IdeClientOptions, type WebSocketLike } from "../shared/ide_client.ts";
 
 /** The repository root. */
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -263,7 +263,46 @@ export async function runCollect(
   return { stdout: text(out), stderr: text(err), code: result.code, signal: result.signal, timedOut: result.timedOut };
 }
 
-/** Pairs a fresh IDE session with a bridge process; returns both, connected. */
+/** Resolves with the IDE's next approval request (or the pending one). */
+export function nextApproval(ide: IdeClient, timeoutMs = 20_000): Promise<ApprovalRequest> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no approval request within ${timeoutMs} ms (state ${ide.state})`));
+    }, timeoutMs);
+    const off = ide.onApprovalRequest((request) => {
+      clearTimeout(timer);
+      queueMicrotask(() => off());
+      resolve(request);
+    });
+  });
+}
+
+/**
+ * Does what a careful user does on a first pairing: waits for the IDE's
+ * approval request, checks that its SAS equals the one the bridge printed,
+ * approves, and waits until commands may run.
+ *
+ * @returns The SAS.
+ */
+export async function approveBridge(
+  ide: IdeClient,
+  bridge: Pick<Coder1Process, "stdout" | "stderr" | "status">,
+  timeoutMs = 20_000,
+): Promise<string> {
+  const exited = bridge.status.then((s) => {
+    throw new Error(`bridge exited (${s.code}):\n${bridge.stdout.text}\n${bridge.stderr.text}`);
+  });
+  const request = await Promise.race([nextApproval(ide, timeoutMs), exited]);
+  const printed = (await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/, timeoutMs))[1];
+  if (printed !== request.sas) throw new Error(`SAS differ: IDE ${request.sas}, bridge ${printed}`);
+  await request.approve();
+  await Promise.race([ide.waitForBridge(timeoutMs), exited]);
+  await bridge.stdout.waitFor(/Approved in the IDE/, timeoutMs);
+  return request.sas;
+}
+
+/** Pairs a fresh IDE session with a bridge process; returns both, connected and approved. */
 export async function pairedSetup(
   dirs: TestDirs,
   relayUrl: string,
@@ -274,12 +313,7 @@ export async function pairedSetup(
   const { code } = await ide.requestPairingCode();
   await ide.connect();
   const bridge = startBridgeProcess(dirs, relayUrl, { code, args: bridgeArgs });
-  await Promise.race([
-    ide.waitForBridge(20_000),
-    bridge.status.then((s) => {
-      throw new Error(`bridge exited (${s.code}):\n${bridge.stdout.text}\n${bridge.stderr.text}`);
-    }),
-  ]);
+  await approveBridge(ide, bridge);
   await bridge.stdout.waitFor(/Bridge connected/);
   return { ide, bridge };
 }

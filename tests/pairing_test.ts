@@ -165,22 +165,38 @@ Deno.test("a code is bound to its session: another session neither sees nor comm
     const otherStatus = await other.connect();
     assert.equal(otherStatus.state, "disconnected");
 
+    const ownerConnected = new Promise<void>((resolve) =>
+      owner.onBridgeStatus((s) => s.state === "connected" && resolve())
+    );
     const bridge = await redeem(relay, { code });
     assert.ok(bridge.ok);
-    const ownerStatus = await owner.waitForBridge(5_000);
-    assert.equal(ownerStatus.bridgeId, bridge.ok.bridgeId);
+    await ownerConnected;
+    assert.equal(owner.bridge?.bridgeId, bridge.ok.bridgeId);
     assert.equal(other.bridge?.state, "disconnected", "the other session was not told about the bridge");
+    // The owner's client starts the end-to-end handshake with the bridge; skip it.
+    assert.equal(decodeFrame(await bridge.socket.next()).t, FrameType.E2eHello);
 
-    // The other session tries to run something: the relay must not forward it.
+    // The other session sends a command frame on its own IDE socket: the relay must not forward it.
+    const ws = relay.url.replace("http", "ws");
+    const rawIde = async (client: typeof owner) => {
+      const s = new RawSocket(`${ws}/ws/ide`, { cookie: client.sessionCookie!, origin: relay.url });
+      await s.opened;
+      assert.equal(decodeFrame(await s.next()).t, FrameType.BridgeStatus);
+      return s;
+    };
+    const otherRaw = await rawIde(other), ownerRaw = await rawIde(owner);
+    // The owner's new socket is announced to the bridge.
+    assert.equal(decodeFrame(await bridge.socket.next()).t, FrameType.IdeOpen);
     const sent = relay.hub.counters.framesToBridge;
-    other.bridge = { ...ownerStatus }; // pretend, to make the client send
-    other.run("echo pwned");
+    otherRaw.send(encodeFrame({ t: FrameType.CmdStart, id: "x1", s: 0, body: "pwned" }));
     // The owner's frame goes through; use it as a barrier.
-    owner.run("echo mine");
+    ownerRaw.send(encodeFrame({ t: FrameType.CmdStart, id: "x2", s: 0, body: "mine" }));
     const frame = decodeFrame(await bridge.socket.next());
     assert.equal(frame.t, FrameType.CmdStart);
-    assert.equal(JSON.parse(new TextDecoder().decode(frame.body)).command, "echo mine");
+    assert.equal(frame.id, "x2");
+    assert.equal(new TextDecoder().decode(frame.body), "mine");
     assert.equal(relay.hub.counters.framesToBridge, sent + 1);
+    for (const s of [otherRaw, ownerRaw]) s.close();
     owner.close();
     other.close();
     bridge.socket.close();

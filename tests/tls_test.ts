@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  approveBridge,
   haveProgram,
   ideClient,
   makeTestDirs,
@@ -146,7 +147,7 @@ Deno.test({
           args: ["--ca-file", `${certDir}/ca.pem`],
         });
         try {
-          await ide.waitForBridge(20_000);
+          await approveBridge(ide, bridge);
           await bridge.stdout.waitFor(/Bridge connected/);
           const result = await runCollect(ide, "echo hello");
           assert.equal(result.stdout, "hello\n");

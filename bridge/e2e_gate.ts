@@ -1,0 +1,170 @@
+/**
+ * The bridge's end-to-end gate: for each IDE channel of one relay
+ * connection it answers the handshake, checks the IDE's identity key against
+ * the pinned one, waits for the user's approval on a first pairing, opens
+ * sealed frames in order and seals outgoing ones. Nothing reaches the command
+ * manager unless its channel is approved and its frame authenticated; any
+ * end-to-end failure throws {@linkcode E2eError}, on which the caller closes
+ * the connection with {@linkcode CloseCode.E2eFailure} and reconnects.
+ *
+ * @module
+ */
+import { fingerprint } from "../shared/e2e_crypto.ts";
+import { BridgeHandshake, type E2eChannel, E2eError } from "../shared/e2e_session.ts";
+import { bodyBytes, encodeFrame, type FrameInit } from "../shared/frame_codec.ts";
+import { type E2eInfoBody, type Frame, FrameType, HANDSHAKE } from "../shared/protocol.ts";
+
+/** What a channel is waiting for. */
+type ChannelState =
+  | { phase: "confirming"; handshake: BridgeHandshake }
+  | { phase: "approval" | "ready" | "refused"; channel: E2eChannel };
+
+/** Options for {@linkcode E2eGate}. */
+export interface E2eGateOptions {
+  /** The bridge's long-term identity key pair. */
+  identity: CryptoKeyPair;
+  /** The bridge id from `auth.ok` (the handshake's pairing id). */
+  bridgeId: string;
+  /** Name, OS and version, sent sealed in `e2e.info`. */
+  info: { name: string; os: string; version: string };
+  /** The IDE identity key pinned at approval, if any. */
+  pinned: () => Uint8Array | undefined;
+  /** The user approved the IDE with this identity key: pin it (persist, then resolve). */
+  onApproved: (ideIdentity: Uint8Array) => Promise<void>;
+  /** The IDE user rejected (or forgot) this bridge. */
+  onRejected: () => void;
+  /** A channel reached the approval step: tell the user the SAS to compare. */
+  onApprovalNeeded: (sas: string, ideFingerprint: string) => void;
+  /** An IDE with an identity other than the pinned one was refused. */
+  onRefused: (ideFingerprint: string) => void;
+  /** Authenticated, approved command frames (bodies in plaintext). */
+  deliver: (frame: Frame) => void;
+  /** Sends bytes on the relay socket, in call order. */
+  send: (bytes: Uint8Array) => Promise<void>;
+  /** Verbose events (no content). */
+  debug: (message: string) => void;
+}
+
+/** End-to-end state for one relay connection. */
+export class E2eGate {
+  #opts: E2eGateOptions;
+  #channels = new Map<number, ChannelState>();
+
+  /** @param options Identity, pin, callbacks and sender. */
+  constructor(options: E2eGateOptions) {
+    this.#opts = options;
+  }
+
+  /** Whether any channel is approved (ready for commands). */
+  get hasReadyChannel(): boolean {
+    return [...this.#channels.values()].some((s) => s.phase === "ready");
+  }
+
+  /**
+   * Handles one end-to-end frame from an IDE channel.
+   *
+   * @param frame The decoded frame (channel `c` stamped by the relay).
+   * @throws {E2eError} On a bad handshake, a frame that does not open, or a frame out of place.
+   */
+  async handle(frame: Frame): Promise<void> {
+    const c = frame.c;
+    if (c === undefined) throw new E2eError(`Cannot accept ${frame.t}: no channel`);
+    if (frame.t === FrameType.E2eHello) {
+      // A new hello starts over on this channel (the IDE re-keys after any bridge reconnect).
+      const { handshake, reply } = await BridgeHandshake.respond(
+        this.#opts.identity,
+        this.#opts.bridgeId,
+        _json(frame),
+      );
+      this.#channels.set(c, { phase: "confirming", handshake });
+      this.#opts.debug(`IDE channel ${c}: handshake started`);
+      await this.#opts.send(encodeFrame({ t: FrameType.E2eReply, c, body: { ...reply } }));
+      return;
+    }
+    const state = this.#channels.get(c);
+    if (frame.t === FrameType.E2eConfirm) {
+      if (state?.phase !== "confirming") throw new E2eError(`Cannot accept e2e.confirm on channel ${c}: no handshake`);
+      await this.#confirmed(c, await state.handshake.finish(_json(frame)));
+      return;
+    }
+    if (HANDSHAKE.has(frame.t)) throw new E2eError(`Cannot accept ${frame.t} from an IDE`);
+    if (!state || state.phase === "confirming") {
+      throw new E2eError(`Cannot accept ${frame.t} on channel ${c}: no keys yet`);
+    }
+    const plaintext = await state.channel.open(frame);
+    if (state.phase === "refused") return;
+    switch (frame.t) {
+      case FrameType.E2eApprove:
+        if (state.phase === "approval") await this.#approved(state.channel.peerIdentity);
+        return;
+      case FrameType.E2eReject:
+        this.#opts.onRejected();
+        return;
+      default:
+        if (state.phase !== "ready") throw new E2eError(`Cannot accept ${frame.t} on channel ${c}: not approved`);
+        this.#opts.deliver({ ...frame, body: plaintext });
+    }
+  }
+
+  /**
+   * Seals a frame for the IDE channel `frame.c` and sends it. Frames for a
+   * channel that is not approved are dropped: nothing but the handshake and
+   * `e2e.info` goes to an unapproved IDE.
+   */
+  async send(frame: FrameInit): Promise<void> {
+    const state = frame.c === undefined ? undefined : this.#channels.get(frame.c);
+    if (state?.phase !== "ready") return;
+    await this.#opts.send(
+      await state.channel.seal({ t: frame.t, c: frame.c, id: frame.id, body: bodyBytes(frame.body) }),
+    );
+  }
+
+  /** Forgets a channel whose IDE socket left. */
+  closeChannel(c: number): void {
+    this.#channels.delete(c);
+  }
+
+  async #confirmed(c: number, channel: E2eChannel): Promise<void> {
+    const pinned = this.#opts.pinned();
+    const print = await fingerprint(channel.peerIdentity);
+    let approval: E2eInfoBody["approval"];
+    if (!pinned) approval = "needed";
+    else approval = _equal(pinned, channel.peerIdentity) ? "pinned" : "refused";
+    this.#channels.set(c, {
+      phase: approval === "needed" ? "approval" : approval === "pinned" ? "ready" : "refused",
+      channel,
+    });
+    const info: E2eInfoBody = approval === "refused"
+      ? { name: "", os: "", version: "", approval }
+      : { ...this.#opts.info, approval };
+    await this.#opts.send(await channel.seal({ t: FrameType.E2eInfo, c, body: bodyBytes({ ...info }) }));
+    this.#opts.debug(`IDE channel ${c}: keys agreed (${approval})`);
+    if (approval === "needed") this.#opts.onApprovalNeeded(channel.sas, print);
+    if (approval === "refused") this.#opts.onRefused(print);
+  }
+
+  async #approved(ideIdentity: Uint8Array): Promise<void> {
+    await this.#opts.onApproved(ideIdentity);
+    // Other tabs of the same IDE identity waiting for approval are approved with it.
+    for (const [c, state] of this.#channels) {
+      if (state.phase !== "approval") continue;
+      if (!_equal(state.channel.peerIdentity, ideIdentity)) {
+        this.#channels.set(c, { phase: "refused", channel: state.channel });
+        continue;
+      }
+      this.#channels.set(c, { phase: "ready", channel: state.channel });
+    }
+  }
+}
+
+function _json(frame: Frame): unknown {
+  try {
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(frame.body));
+  } catch {
+    throw new E2eError(`Cannot read ${frame.t}: body is not JSON`);
+  }
+}
+
+function _equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
+}

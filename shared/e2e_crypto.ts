@@ -1,0 +1,300 @@
+/**
+ * End-to-end crypto between the IDE and the bridge, on WebCrypto only
+ * (X25519, Ed25519, HKDF-SHA-256, AES-256-GCM), so the same module runs in
+ * Deno and in browsers. No primitive is written by hand here: this module
+ * only arranges WebCrypto calls. The design and its reasoning are in
+ * docs/PROTOCOL.md ("End-to-end encryption") and SECURITY.md.
+ *
+ * - Transcript: protocol version, pairing id (the bridge id), and both sides'
+ *   identity (Ed25519) and ephemeral (X25519) public keys, length-prefixed.
+ * - Keys: HKDF-SHA-256 over the X25519 secret, salted with SHA-256 of the
+ *   transcript: one AES-256-GCM key per direction, and a 6-digit SAS.
+ * - Signatures: each side signs its role label and the transcript hash with
+ *   its identity key.
+ * - Frames: AES-256-GCM with a 96-bit nonce from a per-direction counter (the
+ *   frame's `s`), and the frame's cleartext header as associated data.
+ *
+ * @module
+ */
+import { PROTOCOL_VERSION } from "./protocol.ts";
+
+const te = new TextEncoder();
+const subtle = globalThis.crypto.subtle;
+
+/** Label that starts every transcript. */
+const TRANSCRIPT_LABEL = "coder1 e2e transcript";
+/** HKDF info for the two direction keys (64 bytes: IDE->bridge, then bridge->IDE). */
+const KEYS_INFO = "coder1 e2e keys";
+/** HKDF info for the short authentication string. */
+const SAS_INFO = "coder1 e2e sas";
+
+/** Which side of the exchange a party is. */
+export type E2eRole = "ide" | "bridge";
+
+/** Public halves exchanged in the handshake (raw 32-byte keys). */
+export interface TranscriptInput {
+  /** The pairing id both sides bind to (the bridge id the relay assigned). */
+  pairingId: string;
+  /** IDE identity public key (Ed25519, raw). */
+  ideIdentity: Uint8Array;
+  /** IDE ephemeral public key (X25519, raw). */
+  ideEphemeral: Uint8Array;
+  /** Bridge identity public key (Ed25519, raw). */
+  bridgeIdentity: Uint8Array;
+  /** Bridge ephemeral public key (X25519, raw). */
+  bridgeEphemeral: Uint8Array;
+}
+
+/** What a finished key exchange yields. */
+export interface SessionKeys {
+  /** AES-256-GCM key for frames this side sends. */
+  send: CryptoKey;
+  /** AES-256-GCM key for frames this side receives. */
+  receive: CryptoKey;
+  /** The 6-digit short authentication string, e.g. "123 456". */
+  sas: string;
+  /** SHA-256 of the transcript. */
+  transcriptHash: Uint8Array;
+}
+
+/**
+ * Creates an Ed25519 identity key pair. In browsers keep `extractable` false
+ * and store the pair in IndexedDB; the public half can always be exported.
+ *
+ * @param extractable Whether the private key may be exported (to a file).
+ * @returns The key pair.
+ */
+export async function generateIdentity(extractable = false): Promise<CryptoKeyPair> {
+  return await subtle.generateKey({ name: "Ed25519" }, extractable, ["sign", "verify"]) as CryptoKeyPair;
+}
+
+/** Creates a fresh X25519 key pair for one connection. */
+export async function generateEphemeral(): Promise<CryptoKeyPair> {
+  return await subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]) as CryptoKeyPair;
+}
+
+/** Exports a public key as its raw 32 bytes. */
+export async function rawPublicKey(key: CryptoKey): Promise<Uint8Array> {
+  return new Uint8Array(await subtle.exportKey("raw", key));
+}
+
+/**
+ * A short fingerprint of an identity public key, for people to compare:
+ * the first 16 bytes of its SHA-256 as hex in groups of four.
+ *
+ * @param publicKey The raw public key.
+ * @returns e.g. `"1a2b 3c4d ..."`.
+ */
+export async function fingerprint(publicKey: Uint8Array): Promise<string> {
+  const hash = new Uint8Array(await subtle.digest("SHA-256", publicKey as BufferSource)).subarray(0, 16);
+  return [...hash].map((b) => b.toString(16).padStart(2, "0")).join("").match(/.{4}/g)!.join(" ");
+}
+
+/**
+ * Builds the handshake transcript: a label, the protocol version, the pairing
+ * id and the four public keys, each length-prefixed so no two inputs encode
+ * the same.
+ *
+ * @param input The values to bind.
+ * @returns The transcript bytes.
+ */
+export function transcript(input: TranscriptInput): Uint8Array {
+  const parts = [
+    te.encode(TRANSCRIPT_LABEL),
+    new Uint8Array([PROTOCOL_VERSION]),
+    te.encode(input.pairingId),
+    input.ideIdentity,
+    input.ideEphemeral,
+    input.bridgeIdentity,
+    input.bridgeEphemeral,
+  ];
+  for (const p of parts) {
+    if (p.byteLength > 0xffff) throw new RangeError(`Cannot build transcript: a part is ${p.byteLength} bytes`);
+  }
+  for (const key of parts.slice(3)) {
+    if (key.byteLength !== 32) {
+      throw new RangeError(`Cannot build transcript: a public key is ${key.byteLength} bytes, not 32`);
+    }
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + 2 + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out[at] = p.byteLength >> 8;
+    out[at + 1] = p.byteLength & 0xff;
+    out.set(p, at + 2);
+    at += 2 + p.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Derives the direction keys and the SAS from this side's ephemeral private
+ * key, the peer's ephemeral public key and the transcript.
+ *
+ * @param role Which side is calling (picks send/receive keys).
+ * @param ephemeral This side's X25519 private key.
+ * @param peerEphemeral The peer's X25519 public key (raw).
+ * @param transcriptBytes From {@linkcode transcript}.
+ * @returns Keys, SAS and transcript hash.
+ */
+export async function deriveSessionKeys(
+  role: E2eRole,
+  ephemeral: CryptoKey,
+  peerEphemeral: Uint8Array,
+  transcriptBytes: Uint8Array,
+): Promise<SessionKeys> {
+  const peer = await subtle.importKey("raw", peerEphemeral as BufferSource, { name: "X25519" }, false, []);
+  // WebCrypto refuses small-order peer keys (an all-zero shared secret).
+  const shared = await subtle.deriveBits({ name: "X25519", public: peer }, ephemeral, 256);
+  const transcriptHash = new Uint8Array(await subtle.digest("SHA-256", transcriptBytes as BufferSource));
+  const ikm = await subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
+  const hkdf = (info: string, bits: number) =>
+    subtle.deriveBits(
+      { name: "HKDF", hash: "SHA-256", salt: transcriptHash as BufferSource, info: te.encode(info) },
+      ikm,
+      bits,
+    );
+  const keyBytes = new Uint8Array(await hkdf(KEYS_INFO, 512));
+  const sasBytes = new Uint8Array(await hkdf(SAS_INFO, 64));
+  const aes = (bytes: Uint8Array) =>
+    subtle.importKey("raw", bytes as BufferSource, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+  const ideToBridge = await aes(keyBytes.subarray(0, 32));
+  const bridgeToIde = await aes(keyBytes.subarray(32, 64));
+  return {
+    send: role === "ide" ? ideToBridge : bridgeToIde,
+    receive: role === "ide" ? bridgeToIde : ideToBridge,
+    sas: sasFromBytes(sasBytes),
+    transcriptHash,
+  };
+}
+
+/**
+ * Turns 8 HKDF bytes into six digits: a 64-bit number modulo 10^6 (bias below
+ * 2^-44), shown as two groups of three.
+ *
+ * @param bytes At least 8 bytes.
+ * @returns e.g. `"042 917"`.
+ */
+export function sasFromBytes(bytes: Uint8Array): string {
+  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0) % 1_000_000n;
+  const digits = n.toString().padStart(6, "0");
+  return `${digits.slice(0, 3)} ${digits.slice(3)}`;
+}
+
+/** What each side signs: its role and the transcript hash, so a signature cannot be reflected. */
+function _signedMessage(role: E2eRole, transcriptHash: Uint8Array): Uint8Array {
+  const label = te.encode(`coder1 e2e ${role} signature`);
+  const out = new Uint8Array(label.byteLength + transcriptHash.byteLength);
+  out.set(label);
+  out.set(transcriptHash, label.byteLength);
+  return out;
+}
+
+/**
+ * Signs the transcript hash as `role` with an Ed25519 identity key.
+ *
+ * @param role The signer's role.
+ * @param identity The signer's private key.
+ * @param transcriptHash SHA-256 of the transcript.
+ * @returns The 64-byte signature.
+ */
+export async function signTranscript(
+  role: E2eRole,
+  identity: CryptoKey,
+  transcriptHash: Uint8Array,
+): Promise<Uint8Array> {
+  return new Uint8Array(
+    await subtle.sign({ name: "Ed25519" }, identity, _signedMessage(role, transcriptHash) as BufferSource),
+  );
+}
+
+/**
+ * Verifies a peer's transcript signature against its raw identity key.
+ *
+ * @returns Whether the signature is valid.
+ */
+export async function verifyTranscript(
+  role: E2eRole,
+  identityPublic: Uint8Array,
+  transcriptHash: Uint8Array,
+  signature: Uint8Array,
+): Promise<boolean> {
+  try {
+    const key = await subtle.importKey("raw", identityPublic as BufferSource, { name: "Ed25519" }, false, ["verify"]);
+    return await subtle.verify(
+      { name: "Ed25519" },
+      key,
+      signature as BufferSource,
+      _signedMessage(role, transcriptHash) as BufferSource,
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** The 12-byte AES-GCM nonce for frame counter `seq`: four zero bytes, then the counter big-endian. */
+export function nonceFor(seq: number): Uint8Array {
+  if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`Cannot make nonce: bad counter ${seq}`);
+  const nonce = new Uint8Array(12);
+  new DataView(nonce.buffer).setBigUint64(4, BigInt(seq));
+  return nonce;
+}
+
+/**
+ * The associated data for a sealed frame: its cleartext header fields in a
+ * fixed order. The channel `c` is left out because the relay rewrites it;
+ * each channel has its own keys, so moving a frame to another channel fails
+ * anyway.
+ */
+export function frameAad(header: { v: number; t: string; id?: string; s: number }): Uint8Array {
+  return te.encode(JSON.stringify([header.v, header.t, header.id ?? null, header.s]));
+}
+
+/** Encrypts a frame body. */
+export async function sealBody(
+  key: CryptoKey,
+  seq: number,
+  aad: Uint8Array,
+  plaintext: Uint8Array,
+): Promise<Uint8Array> {
+  return new Uint8Array(
+    await subtle.encrypt(
+      { name: "AES-GCM", iv: nonceFor(seq) as BufferSource, additionalData: aad as BufferSource },
+      key,
+      plaintext as BufferSource,
+    ),
+  );
+}
+
+/** Decrypts a frame body; throws when the tag does not verify. */
+export async function openBody(key: CryptoKey, seq: number, aad: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(
+    await subtle.decrypt(
+      { name: "AES-GCM", iv: nonceFor(seq) as BufferSource, additionalData: aad as BufferSource },
+      key,
+      sealed as BufferSource,
+    ),
+  );
+}
+
+/** Base64url without padding (handshake bodies carry keys this way). */
+export function toBase64Url(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Decodes canonical base64url (no padding); throws TypeError on anything else. */
+export function fromBase64Url(text: string): Uint8Array {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text)) throw new TypeError("Cannot decode: not base64url");
+  let b: string;
+  try {
+    b = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (text.length % 4)) % 4));
+  } catch {
+    throw new TypeError("Cannot decode: not base64url");
+  }
+  const bytes = Uint8Array.from(b, (c) => c.charCodeAt(0));
+  // One encoding per value: "AB" and "AA" must not both decode to [0].
+  if (toBase64Url(bytes) !== text) throw new TypeError("Cannot decode: not canonical base64url");
+  return bytes;
+}
