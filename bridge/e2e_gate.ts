@@ -1,7 +1,9 @@
 /**
  * The bridge's end-to-end gate: for each IDE channel of one relay
  * connection it answers the handshake, checks the IDE's identity key against
- * the pinned one, waits for the user's approval on a first pairing, opens
+ * the pinned one, on a first pairing waits for two confirmations (the user
+ * at this machine says the IDE shows the same SAS, and the IDE user approves:
+ * a relay in the middle can forge the second, never the first), opens
  * sealed frames in order and seals outgoing ones. Nothing reaches the command
  * manager unless its channel is approved and its frame authenticated; any
  * end-to-end failure throws {@linkcode E2eError}, on which the caller closes
@@ -17,7 +19,8 @@ import { type E2eInfoBody, type Frame, FrameType, HANDSHAKE } from "../shared/pr
 /** What a channel is waiting for. */
 type ChannelState =
   | { phase: "confirming"; handshake: BridgeHandshake }
-  | { phase: "approval" | "ready" | "refused"; channel: E2eChannel };
+  | { phase: "approval"; channel: E2eChannel; local?: boolean; ide?: boolean }
+  | { phase: "ready" | "refused"; channel: E2eChannel };
 
 /** Options for {@linkcode E2eGate}. */
 export interface E2eGateOptions {
@@ -35,6 +38,14 @@ export interface E2eGateOptions {
   onRejected: () => void;
   /** A channel reached the approval step: tell the user the SAS to compare. */
   onApprovalNeeded: (sas: string, ideFingerprint: string) => void;
+  /**
+   * Asks the user at this machine whether the IDE shows `sas`: true (yes),
+   * false (no: the pairing ends). The IDE's approval alone is not enough,
+   * because a relay in the middle holds the keys of the channel it arrives on.
+   */
+  confirmSas: (sas: string) => Promise<boolean>;
+  /** The user at this machine said the IDE shows other digits. */
+  onMismatch: () => void;
   /** An IDE with an identity other than the pinned one was refused. */
   onRefused: (ideFingerprint: string) => void;
   /** Authenticated, approved command frames (bodies in plaintext). */
@@ -95,7 +106,11 @@ export class E2eGate {
     if (state.phase === "refused") return;
     switch (frame.t) {
       case FrameType.E2eApprove:
-        if (state.phase === "approval") await this.#approved(state.channel.peerIdentity);
+        // Already trusted (pinned earlier): say so again, so the IDE moves on.
+        if (state.phase === "ready") return await this.#sendInfo(c, state.channel, "pinned");
+        if (state.phase !== "approval") return;
+        state.ide = true;
+        if (state.local) await this.#approved(state.channel.peerIdentity);
         return;
       case FrameType.E2eReject:
         this.#opts.onRejected();
@@ -130,22 +145,28 @@ export class E2eGate {
     let approval: E2eInfoBody["approval"];
     if (!pinned) approval = "needed";
     else approval = _equal(pinned, channel.peerIdentity) ? "pinned" : "refused";
-    this.#channels.set(c, {
-      phase: approval === "needed" ? "approval" : approval === "pinned" ? "ready" : "refused",
-      channel,
-    });
-    const info: E2eInfoBody = approval === "refused"
-      ? { name: "", os: "", version: "", approval }
-      : { ...this.#opts.info, approval };
-    await this.#opts.send(await channel.seal({ t: FrameType.E2eInfo, c, body: bodyBytes({ ...info }) }));
+    const state: ChannelState = approval === "needed"
+      ? { phase: "approval", channel }
+      : { phase: approval === "pinned" ? "ready" : "refused", channel };
+    this.#channels.set(c, state);
+    await this.#sendInfo(c, channel, approval);
     this.#opts.debug(`IDE channel ${c}: keys agreed (${approval})`);
-    if (approval === "needed") this.#opts.onApprovalNeeded(channel.sas, print);
     if (approval === "refused") this.#opts.onRefused(print);
+    if (approval !== "needed" || state.phase !== "approval") return;
+    this.#opts.onApprovalNeeded(channel.sas, print);
+    this.#opts.confirmSas(channel.sas).then(async (yes) => {
+      if (this.#channels.get(c) !== state) return; // Re-keyed or gone meanwhile.
+      if (!yes) return this.#opts.onMismatch();
+      state.local = true;
+      if (state.ide) await this.#approved(channel.peerIdentity);
+    }).catch((error) => this.#opts.debug(`SAS confirmation failed: ${error}`));
   }
 
   async #approved(ideIdentity: Uint8Array): Promise<void> {
     await this.#opts.onApproved(ideIdentity);
-    // Other tabs of the same IDE identity waiting for approval are approved with it.
+    // Every channel of this IDE identity waiting for approval is approved with
+    // it, and learns so from a fresh e2e.info ("pinned"): only then does the
+    // IDE send commands.
     for (const [c, state] of this.#channels) {
       if (state.phase !== "approval") continue;
       if (!_equal(state.channel.peerIdentity, ideIdentity)) {
@@ -153,7 +174,15 @@ export class E2eGate {
         continue;
       }
       this.#channels.set(c, { phase: "ready", channel: state.channel });
+      await this.#sendInfo(c, state.channel, "pinned");
     }
+  }
+
+  async #sendInfo(c: number, channel: E2eChannel, approval: E2eInfoBody["approval"]): Promise<void> {
+    const info: E2eInfoBody = approval === "refused"
+      ? { name: "", os: "", version: "", approval }
+      : { ...this.#opts.info, approval };
+    await this.#opts.send(await channel.seal({ t: FrameType.E2eInfo, c, body: bodyBytes({ ...info }) }));
   }
 }
 

@@ -43,10 +43,7 @@ export interface BridgeIdentity {
 }
 
 /** End-to-end settings: the identity key, the pin and the approval callbacks. */
-export type LinkE2eOptions = Pick<
-  E2eGateOptions,
-  "identity" | "pinned" | "onApproved" | "onRejected" | "onApprovalNeeded" | "onRefused"
->;
+export type LinkE2eOptions = Omit<E2eGateOptions, "bridgeId" | "info" | "deliver" | "send" | "debug">;
 
 /** How {@linkcode runRelayLink} ended. */
 export interface LinkExit {

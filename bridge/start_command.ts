@@ -15,6 +15,7 @@ import { VERSION } from "../shared/version.ts";
 import { CommandManager } from "./command_manager.ts";
 import { CredentialStore } from "./credentials.ts";
 import { loadIdentityKey } from "./identity_key.ts";
+import { LineReader } from "./stdin_lines.ts";
 import { resolveRelay } from "./relay_choice.ts";
 import { endLink, type LinkExit, runRelayLink } from "./relay_link.ts";
 import { ShellRunner } from "./shell_runner.ts";
@@ -41,12 +42,13 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
 
   if (asRoot) console.error("Warning: running as root (--allow-root): commands from the IDE run as root.");
 
+  const lines = new LineReader();
   const stored = flags.pair ? undefined : await store.get(relay.http);
   let auth: { code: string } | { token: string };
   if (typeof flags.code === "string") auth = { code: flags.code.replace(/\s/g, "") };
   else if (stored && stored.expiresAt > Date.now()) auth = { token: stored.token };
   else {
-    const code = await _askCode();
+    const code = await _askCode(lines);
     if (code === undefined) {
       console.error("coder1: no pairing code: pass --code, or type the 6 digits the IDE shows on stdin.");
       return 1;
@@ -98,6 +100,32 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       e2e: {
         identity: identityKey.keyPair,
         pinned: () => pinned,
+        confirmSas: async (sas) => {
+          await Deno.stdout.write(
+            new TextEncoder().encode(`Does the IDE show ${sas}? Type y and Enter if it does (anything else refuses): `),
+          );
+          const answer = await lines.next();
+          if (answer === undefined) {
+            end({
+              code: 1,
+              message:
+                "Cannot confirm the pairing: standard input ended before an answer. Run the bridge in a terminal, or send `y` on stdin after checking the digits.",
+            });
+            return false;
+          }
+          const yes = /^\s*y(es)?\s*$/i.test(answer);
+          if (yes) say("Confirmed here; approve the bridge in the IDE if you have not yet.");
+          return yes;
+        },
+        onMismatch: () => {
+          stopApprovalClock();
+          end({
+            code: 1,
+            dropToken: true,
+            message:
+              "Pairing refused: the digits did not match, so someone (possibly the relay) may be in the middle. Nothing was run and the token was dropped; pair again with a new code.",
+          });
+        },
         onApprovalNeeded: (sas, ideFingerprint) => {
           say(`Check that the IDE shows: ${sas}`);
           if (verbose) console.error(`IDE identity fingerprint: ${ideFingerprint}`);
@@ -180,6 +208,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     return exit.code;
   } finally {
     stopApprovalClock();
+    lines.cancel();
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
   }
@@ -215,27 +244,10 @@ function _hostname(): string {
 }
 
 /** Reads the code: a prompt on a terminal, else the first line of stdin. */
-async function _askCode(): Promise<string | undefined> {
-  const tty = Deno.stdin.isTerminal();
-  if (tty) await Deno.stdout.write(new TextEncoder().encode("Enter the 6-digit pairing code from the IDE: "));
-  const reader = Deno.stdin.readable.getReader();
-  const decoder = new TextDecoder();
-  let line = "";
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      line += decoder.decode(value, { stream: true });
-      const nl = line.indexOf("\n");
-      if (nl !== -1) {
-        line = line.slice(0, nl);
-        break;
-      }
-      if (line.length > 256) break;
-    }
-  } finally {
-    reader.releaseLock();
+async function _askCode(lines: LineReader): Promise<string | undefined> {
+  if (Deno.stdin.isTerminal()) {
+    await Deno.stdout.write(new TextEncoder().encode("Enter the 6-digit pairing code from the IDE: "));
   }
-  const code = line.replace(/\s/g, "");
-  return code === "" ? undefined : code;
+  const code = (await lines.next())?.replace(/\s/g, "");
+  return code ? code : undefined;
 }

@@ -123,10 +123,18 @@ export class MemoryPinStore implements PinStore {
  * Where the end-to-end link to the bridge stands:
  * `disconnected` (no bridge), `handshaking` (keys being agreed),
  * `approval` (first pairing: the user must compare the SAS and approve),
- * `ready` (commands may run), `refused` (the bridge's or the IDE's identity
+ * `confirming` (approved here; waiting for the user at the bridge to confirm
+ * the same SAS there), `ready` (commands may run), `refused` (the bridge's or the IDE's identity
  * key is not the pinned one; nothing runs), `rejected` (the user rejected it).
  */
-export type E2eState = "disconnected" | "handshaking" | "approval" | "ready" | "refused" | "rejected";
+export type E2eState =
+  | "disconnected"
+  | "handshaking"
+  | "approval"
+  | "confirming"
+  | "ready"
+  | "refused"
+  | "rejected";
 
 /** What the IDE shows the user to approve a first pairing. */
 export interface ApprovalRequest {
@@ -140,7 +148,10 @@ export interface ApprovalRequest {
   version: string;
   /** Fingerprint of the bridge's identity key. */
   fingerprint: string;
-  /** Approve: pin the bridge's key and let commands run. */
+  /**
+   * Approve: pin the bridge's key and tell the bridge. Commands may run once
+   * the user at the bridge has confirmed the same SAS there (state `ready`).
+   */
   approve(): Promise<void>;
   /** Reject: end the pairing and revoke the bridge's token at the relay. */
   reject(): Promise<void>;
@@ -538,7 +549,8 @@ export class IdeClient {
         await this.#pins.set(bridgeId, key);
         this.approval = undefined;
         await this.#sendSealed({ t: FrameType.E2eApprove });
-        this.#setState("ready");
+        // The bridge answers with e2e.info "pinned" once its user confirmed too.
+        if (this.state === "approval") this.#setState("confirming");
       },
       reject: async () => {
         if (settled || this.#channel !== channel) throw new TypeError("Cannot reject: this request is over");

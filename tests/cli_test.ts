@@ -232,7 +232,8 @@ Deno.test({
         const writer = child.stdin.getWriter();
         await writer.write(new TextEncoder().encode(`${code}\r`));
         await out.waitFor(/Bridge connected/);
-        await approveBridge(ide, { stdout: out, stderr: err, status: child.status });
+        const write = (t: string) => writer.write(new TextEncoder().encode(t));
+        await approveBridge(ide, { stdout: out, stderr: err, status: child.status, write });
         assert.equal((await runCollect(ide, "echo via-tty")).stdout, "via-tty\n");
         await writer.close().catch(() => {});
       } finally {

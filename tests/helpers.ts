@@ -90,6 +90,8 @@ export interface Coder1Process {
   stdout: OutputWatcher;
   /** Its stderr. */
   stderr: OutputWatcher;
+  /** Writes text to stdin (when it was kept open). */
+  write(text: string): Promise<void>;
   /** Sends a signal (default SIGTERM) and waits for exit. */
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
   /** Resolves on exit. */
@@ -100,8 +102,10 @@ export interface Coder1Process {
 export interface SpawnOptions {
   /** Environment overrides (HOME and XDG dirs should point at temp dirs). */
   env: Record<string, string>;
-  /** Text written to stdin, then stdin is closed (default: closed at once). */
+  /** Text written to stdin, then stdin is closed (default: closed at once) unless `keepStdin`. */
   stdin?: string;
+  /** Keep stdin open after `stdin` for {@linkcode Coder1Process.write} (the bridge's SAS confirmation). */
+  keepStdin?: boolean;
   /** Working directory. */
   cwd?: string;
   /** Extra deno flags, e.g. permission overrides in tests that probe them. */
@@ -123,9 +127,9 @@ export function spawnCoder1(args: string[], options: SpawnOptions): Coder1Proces
     stderr: "piped",
   }).spawn();
   const writer = child.stdin.getWriter();
-  (async () => {
+  let writing = (async () => {
     if (options.stdin !== undefined) await writer.write(new TextEncoder().encode(options.stdin));
-    await writer.close();
+    if (!options.keepStdin) await writer.close();
   })().catch(() => {});
   const stdout = new OutputWatcher(child.stdout);
   const stderr = new OutputWatcher(child.stderr);
@@ -138,6 +142,10 @@ export function spawnCoder1(args: string[], options: SpawnOptions): Coder1Proces
     stdout,
     stderr,
     status,
+    write(text: string) {
+      writing = writing.then(() => writer.write(new TextEncoder().encode(text))).catch(() => {});
+      return writing;
+    },
     async stop(signal: Deno.Signal = "SIGTERM") {
       try {
         child.kill(signal);
@@ -227,11 +235,16 @@ export async function startRelayProcess(
 export function startBridgeProcess(
   dirs: TestDirs,
   relayUrl: string,
-  options: { code?: string; args?: string[]; cwd?: string } = {},
+  options: { code?: string; args?: string[]; cwd?: string; env?: Record<string, string> } = {},
 ): Coder1Process {
   return spawnCoder1(
     ["bridge", "start", "--relay", relayUrl, "--allow-root", "--no-banner", ...(options.args ?? [])],
-    { env: dirs.env, stdin: options.code !== undefined ? `${options.code}\n` : undefined, cwd: options.cwd },
+    {
+      env: { ...dirs.env, ...options.env },
+      stdin: options.code !== undefined ? `${options.code}\n` : undefined,
+      keepStdin: options.code !== undefined,
+      cwd: options.cwd,
+    },
   );
 }
 
@@ -281,13 +294,14 @@ export function nextApproval(ide: IdeClient, timeoutMs = 20_000): Promise<Approv
 /**
  * Does what a careful user does on a first pairing: waits for the IDE's
  * approval request, checks that its SAS equals the one the bridge printed,
- * approves, and waits until commands may run.
+ * confirms at the bridge (types y) and approves in the IDE, and waits until
+ * commands may run.
  *
  * @returns The SAS.
  */
 export async function approveBridge(
   ide: IdeClient,
-  bridge: Pick<Coder1Process, "stdout" | "stderr" | "status">,
+  bridge: Pick<Coder1Process, "stdout" | "stderr" | "status" | "write">,
   timeoutMs = 20_000,
 ): Promise<string> {
   const exited = bridge.status.then((s) => {
@@ -296,6 +310,7 @@ export async function approveBridge(
   const request = await Promise.race([nextApproval(ide, timeoutMs), exited]);
   const printed = (await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/, timeoutMs))[1];
   if (printed !== request.sas) throw new Error(`SAS differ: IDE ${request.sas}, bridge ${printed}`);
+  await bridge.write("y\n");
   await request.approve();
   await Promise.race([ide.waitForBridge(timeoutMs), exited]);
   await bridge.stdout.waitFor(/Approved in the IDE/, timeoutMs);
