@@ -75,15 +75,20 @@ export type TapDirection = "ide-to-bridge" | "bridge-to-ide";
 
 /**
  * A test-only hook that sees every end-to-end frame the hub forwards, after
- * the channel stamp, and returns the messages to deliver instead (the same
- * bytes, nothing, or forged ones). Recording and man-in-the-middle tests play
- * a malicious relay with it; `coder1 relay serve` never sets it.
+ * the channel stamp, and says what to deliver instead: an array of messages
+ * for the destination (the same bytes, nothing, or forged ones), or
+ * `{ forward, back }` to also answer the sender. Recording and
+ * man-in-the-middle tests play a malicious relay with it; `coder1 relay
+ * serve` never sets it.
  */
 export type FrameTap = (
   direction: TapDirection,
   bytes: Uint8Array,
   channel: number,
-) => Uint8Array[] | Promise<Uint8Array[]>;
+) => TapResult | Promise<TapResult>;
+
+/** What a {@linkcode FrameTap} delivers. */
+export type TapResult = Uint8Array[] | { forward?: Uint8Array[]; back?: Uint8Array[] };
 
 /** Counters of what the hub did, for tests and (later) metrics. */
 export interface HubCounters {
@@ -285,7 +290,11 @@ export class Hub {
     const tap = this.#tap;
     if (!tap) return this.#send(to, bytes);
     from.tapChain = (from.tapChain ?? Promise.resolve()).then(async () => {
-      for (const out of await tap(direction, bytes, channel)) this.#send(to, out);
+      const result = await tap(direction, bytes, channel);
+      const { forward = [], back = [] } = Array.isArray(result) ? { forward: result } : result;
+      for (const out of forward) this.#send(to, out);
+      // Answers to a bridge keep the sender's channel; answers to an IDE carry none.
+      for (const out of back) this.#send(from, out);
     }).catch((error) => this.#log.error("tap.error", { error: String(error) }));
   }
 
