@@ -140,11 +140,18 @@ export const BRIDGE_START: CommandSpec = {
       check: (v) => checkPositiveInt(v) ?? (Number(v) > 86_400 ? "must be at most 86400 seconds" : undefined),
     },
     { name: "allow-root", kind: "boolean", help: "Run even as root (commands then run as root)" },
-    { name: "pair", kind: "boolean", help: "Ignore the stored token and pair again with a new code" },
+    {
+      name: "pair",
+      kind: "boolean",
+      help: "Ignore the stored token and approved IDE key; pair again with a new code",
+    },
     { name: "verbose", kind: "boolean", help: "Print connection events" },
     { name: "no-banner", kind: "boolean", help: "Do not print the start-up banner" },
   ],
-  notes: "Env: CODER1_RELAY_URL (default relay), CODER1_TELEMETRY=false (no crash reports).",
+  notes: 'First pairing: the bridge prints "Check that the IDE shows: 123 456". If the IDE shows the same\n' +
+    "digits, type y here and approve in the IDE; both are needed before anything runs. Later starts\n" +
+    "reuse the stored token and the approved IDE key (--pair starts over).\n" +
+    "Env: CODER1_RELAY_URL (default relay), CODER1_TELEMETRY=false (no crash reports).",
 };
 
 /** `coder1 bridge status`. */

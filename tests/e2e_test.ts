@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { createLogger } from "../relay/logger.ts";
 import type { FrameTap, TapResult } from "../relay/hub.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
-import { generateIdentity } from "../shared/e2e_crypto.ts";
+import { fingerprint, generateIdentity, rawPublicKey } from "../shared/e2e_crypto.ts";
 import { BridgeHandshake, type E2eChannel, IdeHandshake } from "../shared/e2e_session.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
 import { type IdeClient, type IdeClientError, MemoryPinStore } from "../shared/ide_client.ts";
@@ -21,6 +21,7 @@ import {
   makeTestDirs,
   nextApproval,
   runCollect,
+  spawnCoder1,
   startBridgeProcess,
   startRelayProcess,
   type TestDirs,
@@ -553,6 +554,13 @@ Deno.test({
         assert.equal((await runCollect(ide, "echo still-mine")).stdout, "still-mine\n");
       });
 
+      await t.step("coder1 bridge status shows the pinned IDE identity's fingerprint", async () => {
+        const expected = await fingerprint(await rawPublicKey(identity.publicKey));
+        const status = spawnCoder1(["bridge", "status", "--relay", relay.url], { env: dirs.env });
+        assert.equal((await status.status).code, 0, status.stderr.text);
+        assert.ok(status.stdout.text.includes(`pinned IDE identity ${expected}`), status.stdout.text);
+      });
+
       await t.step("a bridge that comes back with another identity key is refused by the IDE", async () => {
         await bridge.stop();
         await Deno.remove(`${dirs.env.XDG_CONFIG_HOME}/coder1/identity.jwk`);
@@ -562,6 +570,14 @@ Deno.test({
         );
         assert.match((await refused) ?? "", /not the approved/);
         await assert.rejects(ide.run("echo hi").exited, (e: IdeClientError) => e.reason === "not-approved");
+      });
+
+      await t.step("--pair starts over: a new code, a new SAS and a new pin", async () => {
+        await bridge.stop();
+        const { code } = await ide.requestPairingCode();
+        bridge = startBridgeProcess(dirs, relay.url, { code, args: ["--pair"] });
+        await approveBridge(ide, bridge);
+        assert.equal((await runCollect(ide, "echo re-paired")).stdout, "re-paired\n");
       });
     } finally {
       ide.close();
