@@ -587,3 +587,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "approval has a visible deadline: without approval the bridge gives up, runs nothing and says how to retry",
+  ...SANITIZE,
+  async fn() {
+    const dirs = await makeTestDirs();
+    const relay = await startRelayProcess(dirs);
+    const { ide, code } = await ideWithCode(relay.url);
+    const bridge = startBridgeProcess(dirs, relay.url, { code, args: ["--approval-timeout", "2"] });
+    try {
+      await nextApproval(ide);
+      await bridge.stdout.waitFor(/waiting 0:02, until \d\d:\d\d:\d\d/);
+      const status = await bridge.status;
+      assert.equal(status.code, 1);
+      assert.match(bridge.stderr.text, /No approval from the IDE in time, so nothing was run/);
+    } finally {
+      ide.close();
+      await bridge.stop();
+      await relay.stop();
+      await dirs.cleanup();
+    }
+  },
+});
