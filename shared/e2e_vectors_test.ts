@@ -401,3 +401,14 @@ function hex(text: string): Uint8Array {
 function toHex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+Deno.test("vectors: the browser-safe checker (shared/e2e_vectors_check.ts) passes every check", async () => {
+  const { checkVectors } = await import("./e2e_vectors_check.ts");
+  const results = await checkVectors(vectors as unknown as Parameters<typeof checkVectors>[0]);
+  assert.ok(results.length >= 20, `${results.length} checks`);
+  assert.deepEqual(results.filter((r) => !r.ok), []);
+  // The checker notices a wrong vector.
+  const broken = structuredClone(vectors) as unknown as Parameters<typeof checkVectors>[0];
+  broken.sas = "000 000";
+  assert.ok((await checkVectors(broken)).some((r) => !r.ok));
+});
