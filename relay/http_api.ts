@@ -14,6 +14,7 @@ import type { Logger } from "./logger.ts";
 import type { Pairing } from "./pairing.ts";
 import type { RelayStore } from "./store.ts";
 import type { TokenService } from "./token_service.ts";
+import { WEB_ASSETS } from "./web_assets.ts";
 
 /** What the handler needs. */
 export interface HttpApiDeps {
@@ -86,12 +87,9 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
   const routes: Record<string, (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response> = {
     "GET /healthz": () => json({ status: "ok", version: VERSION }),
 
-    "GET /": () =>
-      new Response(
-        "coder1 relay " + VERSION + "\n\nThis relay pairs browser IDEs with coder1 bridges.\n" +
-          "API: POST /api/sessions, POST /api/pairing-codes, GET /ws/ide, GET /ws/bridge (see docs/PROTOCOL.md).\n",
-        { headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" } },
-      ),
+    ...Object.fromEntries(
+      Object.keys(WEB_ASSETS).map((path) => [`GET ${path}`, (request: Request) => _asset(request, path, deps)]),
+    ),
 
     "POST /api/sessions": async (request, info) => {
       checkOrigin(request, false);
@@ -117,6 +115,11 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
         (deps.secureCookies ? "; Secure" : "");
       deps.log.info("session.create", {});
       return json({ expiresAt }, 201, { "set-cookie": cookie, ...cors(request) });
+    },
+
+    "GET /api/session": async (request) => {
+      await requireSession(request);
+      return json({ ok: true }, 200, cors(request));
     },
 
     "POST /api/pairing-codes": async (request, info) => {
@@ -217,6 +220,50 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       return response;
     }
   };
+}
+
+/**
+ * The web IDE's security headers: scripts only from this origin (no inline
+ * script, no eval), styles from this origin plus inline styles (xterm.js
+ * writes its measured cell sizes into <style> elements at run time; styles
+ * cannot run code), sockets and fetches only to this origin, no framing, no
+ * referrer.
+ */
+export function webSecurityHeaders(secure: boolean): Record<string, string> {
+  return {
+    "content-security-policy": [
+      "default-src 'self'",
+      "script-src 'self'",
+      "style-src 'self' 'unsafe-inline'",
+      "img-src 'self' data:",
+      "font-src 'self'",
+      "connect-src 'self'",
+      "object-src 'none'",
+      "base-uri 'none'",
+      "form-action 'none'",
+      "frame-ancestors 'none'",
+    ].join("; "),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), usb=(), payment=()",
+    ...(secure ? { "strict-transport-security": "max-age=31536000" } : {}),
+  };
+}
+
+function _asset(request: Request, path: string, deps: HttpApiDeps): Response {
+  const asset = WEB_ASSETS[path];
+  const headers: Record<string, string> = {
+    ...webSecurityHeaders(deps.secureCookies),
+    "content-type": asset.type,
+    etag: asset.etag,
+    // The page itself is revalidated; assets change with the relay version anyway.
+    "cache-control": "no-cache",
+  };
+  if (request.headers.get("if-none-match") === asset.etag) return new Response(null, { status: 304, headers });
+  return new Response(asset.body, { headers });
 }
 
 function _requireUpgrade(request: Request): void {

@@ -312,6 +312,23 @@ export class IdeClient {
     return await res.json();
   }
 
+  /**
+   * Makes sure a browser session exists: keeps a valid one (a reloaded page),
+   * creates one otherwise.
+   *
+   * @returns Whether a new session was created.
+   */
+  async ensureSession(): Promise<boolean> {
+    try {
+      await this.#api("GET", "/api/session");
+      return false;
+    } catch (error) {
+      if (!(error instanceof IdeClientError) || error.status !== 401) throw error;
+    }
+    await this.createSession();
+    return true;
+  }
+
   /** Requests a pairing code for this session (retires the previous one). */
   async requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
     return await (await this.#api("POST", "/api/pairing-codes")).json();

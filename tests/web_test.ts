@@ -1,0 +1,260 @@
+/**
+ * The web IDE in a real browser: Playwright (playwright-core) drives Debian's
+ * Chromium against a real relay process and a real bridge process. Pairing,
+ * the SAS, approval, commands, Ctrl-C, reload without pairing, forgetting the
+ * bridge, the crypto vectors in the page, and a foreign origin's attempt to
+ * open the IDE socket. Screenshots of the main states go to artifacts/web/
+ * (ignored by git).
+ */
+import assert from "node:assert/strict";
+import { type Browser, chromium, type Page } from "playwright-core";
+import {
+  type Coder1Process,
+  haveProgram,
+  makeTestDirs,
+  ROOT,
+  startBridgeProcess,
+  startRelayProcess,
+} from "./helpers.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const HAVE_CHROMIUM = haveProgram("chromium", "web IDE tests in Chromium");
+const ARTIFACTS = `${ROOT}/artifacts/web`;
+
+/** Flags that keep Chromium off the network and working as root in a container. */
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-default-apps",
+  "--disable-extensions",
+  "--metrics-recording-only",
+  "--no-default-browser-check",
+];
+
+async function shot(page: Page, name: string): Promise<void> {
+  await Deno.mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: `${ARTIFACTS}/${name}.png` });
+}
+
+async function terminalText(page: Page): Promise<string> {
+  return await page.evaluate(() =>
+    (globalThis as unknown as { coder1: { terminalText(): string } }).coder1.terminalText()
+  );
+}
+
+async function waitForTerminal(page: Page, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (pattern.test(await terminalText(page))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`terminal never showed ${pattern}:\n${await terminalText(page)}`);
+}
+
+async function typeCommand(page: Page, command: string): Promise<void> {
+  await page.click("#terminal");
+  await page.keyboard.type(command);
+  await page.keyboard.press("Enter");
+}
+
+async function indicator(page: Page, state: string, timeoutMs = 20_000): Promise<void> {
+  await page.waitForSelector(`#bridge-indicator[data-state="${state}"]`, { timeout: timeoutMs });
+}
+
+Deno.test({
+  name: "web IDE in Chromium: pair with the SAS, run commands, Ctrl-C, reload without pairing, forget",
+  ignore: !HAVE_CHROMIUM,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const dirs = await makeTestDirs();
+    const work = `${dirs.root}/work`;
+    await Deno.mkdir(work);
+    await Deno.writeTextFile(`${work}/readme-for-ls.txt`, "x");
+    let relay = await startRelayProcess(dirs);
+    let browser: Browser | undefined;
+    let bridge: Coder1Process | undefined;
+    const problems: string[] = [];
+    try {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+      const page = await context.newPage();
+      page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+      page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+
+      await t.step("the page loads under a strict CSP with the usual security headers", async () => {
+        const response = await page.goto(relay.url);
+        const headers = response!.headers();
+        assert.match(headers["content-security-policy"], /default-src 'self'/);
+        assert.match(headers["content-security-policy"], /script-src 'self'(;|$)/);
+        assert.equal(headers["x-content-type-options"], "nosniff");
+        assert.equal(headers["x-frame-options"], "DENY");
+        await indicator(page, "disconnected");
+        await page.waitForSelector(".xterm");
+        await shot(page, "01-start");
+      });
+
+      await t.step("the crypto vectors pass in the page", async () => {
+        const results = await page.evaluate(async () => {
+          const m = await import("/assets/vectors.js");
+          return await m.run() as { name: string; ok: boolean; detail?: string }[];
+        });
+        assert.ok(results.length >= 20, `${results.length} checks`);
+        assert.deepEqual(results.filter((r) => !r.ok), []);
+      });
+
+      let code = "";
+      await t.step("Connect Bridge shows a code, a countdown and the command line", async () => {
+        await page.click("#connect-bridge");
+        await page.waitForSelector("#pairing-code[data-code]");
+        code = (await page.getAttribute("#pairing-code", "data-code"))!;
+        assert.match(code, /^\d{6}$/);
+        assert.match((await page.textContent("#pairing-expiry"))!, /Expires in [45]:\d\d/);
+        assert.equal(await page.textContent("#bridge-command"), `coder1 bridge start --relay ${relay.url}`);
+        await indicator(page, "waiting");
+        await shot(page, "02-pairing-code");
+      });
+
+      await t.step("the SAS on the page equals the bridge's; approving connects", async () => {
+        bridge = startBridgeProcess(dirs, relay.url, { code, args: ["--cwd", work, "--name", "web-test-box"] });
+        await page.waitForSelector("#approve-dialog[open]", { timeout: 20_000 });
+        const pageSas = (await page.textContent("#sas"))!;
+        const bridgeSas = (await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/))[1];
+        assert.equal(pageSas, bridgeSas);
+        assert.equal(await page.textContent("#approve-name"), "web-test-box");
+        assert.equal(await page.textContent("#approve-os"), "linux");
+        await indicator(page, "approve");
+        await shot(page, "03-approve-dialog");
+        await bridge.write("y\n");
+        await page.click("#approve");
+        await indicator(page, "connected");
+        assert.equal(await page.isVisible("#approve-dialog"), false);
+      });
+
+      await t.step("commands run: output, stderr, exit status", async () => {
+        await typeCommand(page, "echo hello");
+        await waitForTerminal(page, /\nhello\n\[exit 0 · \d+ ms\]/);
+        await typeCommand(page, "ls");
+        await waitForTerminal(page, /readme-for-ls\.txt\n\[exit 0/);
+        await typeCommand(page, "echo oops >&2; exit 3");
+        await waitForTerminal(page, /oops\n\[exit 3 · \d+ ms\]/);
+      });
+
+      await t.step("Ctrl-C stops a sleep 30", async () => {
+        const started = Date.now();
+        await typeCommand(page, "sleep 30");
+        await new Promise((r) => setTimeout(r, 500));
+        await page.keyboard.press("Control+C");
+        await waitForTerminal(page, /\[killed by SIGINT · \d+ ms\]/, 10_000);
+        assert.ok(Date.now() - started < 10_000);
+        await shot(page, "04-terminal");
+      });
+
+      await t.step("history: up arrow recalls the last command", async () => {
+        await page.click("#terminal");
+        await page.keyboard.press("ArrowUp");
+        await page.keyboard.press("ArrowUp");
+        await page.keyboard.press("Enter");
+        await waitForTerminal(page, /oops\n\[exit 3[\s\S]*oops\n\[exit 3/);
+      });
+
+      await t.step("a reload reconnects to the approved bridge without pairing", async () => {
+        await page.reload();
+        await indicator(page, "connected");
+        assert.equal(await page.isVisible("#approve-dialog"), false);
+        await typeCommand(page, "echo after-reload");
+        await waitForTerminal(page, /after-reload\n\[exit 0/);
+        assert.equal(bridge!.stdout.text.match(/Check that the IDE shows/g)?.length, 1);
+      });
+
+      await t.step("keyboard: Tab reaches labelled controls; the layout holds at 200% zoom", async () => {
+        await page.focus("#connect-bridge");
+        const label = await page.evaluate(() =>
+          (globalThis as unknown as { document: { activeElement: { textContent: string } | null } }).document
+            .activeElement?.textContent
+        );
+        assert.equal(label, "Connect Bridge");
+        await page.setViewportSize({ width: 550, height: 380 }); // 1100x760 at 200%
+        for (const id of ["#connect-bridge", "#bridge-indicator"]) {
+          const box = (await page.locator(id).boundingBox())!;
+          assert.ok(box.x >= 0 && box.x + box.width <= 550, `${id} fits the width`);
+        }
+        await shot(page, "05-zoom-200");
+        await page.setViewportSize({ width: 1100, height: 760 });
+      });
+
+      await t.step("after a relay restart the page and the bridge reconnect by themselves", async () => {
+        const port = relay.port;
+        await relay.stop();
+        await indicator(page, "reconnecting");
+        await shot(page, "06-reconnecting");
+        relay = await startRelayProcess(dirs, [], port);
+        await indicator(page, "connected", 30_000);
+        await typeCommand(page, "echo back");
+        await waitForTerminal(page, /back\n\[exit 0/);
+      });
+
+      await t.step("Forget this bridge revokes it", async () => {
+        await page.click("#forget-bridge");
+        const status = await bridge!.status;
+        assert.equal(status.code, 1);
+        assert.match(bridge!.stderr.text, /no longer accepts this machine's token/);
+        await indicator(page, "disconnected");
+        await shot(page, "07-forgotten");
+      });
+
+      await t.step("new codes respect the rate limit and say when to retry", async () => {
+        await page.click("#connect-bridge");
+        for (let i = 0; i < 6 && !(await page.textContent("#pairing-error")); i++) {
+          await page.click("#new-code");
+          await page.waitForTimeout(100);
+        }
+        assert.match((await page.textContent("#pairing-error"))!, /You can get a new code in \d+ s/);
+        assert.equal(await page.isDisabled("#new-code"), true);
+        await shot(page, "08-rate-limited");
+      });
+
+      await t.step("a page from a foreign origin cannot open the IDE socket", async () => {
+        const foreign = Deno.serve(
+          { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+          () => new Response("<!doctype html><title>elsewhere</title>", { headers: { "content-type": "text/html" } }),
+        );
+        try {
+          const other = await context.newPage();
+          await other.goto(`http://127.0.0.1:${foreign.addr.port}/`);
+          const outcome = await other.evaluate((url) =>
+            new Promise<string>((resolve) => {
+              const ws = new WebSocket(url);
+              ws.onopen = () => resolve("open");
+              ws.onclose = (e) => resolve(`closed ${e.code}`);
+            }), `${relay.url.replace("http", "ws")}/ws/ide`);
+          assert.notEqual(outcome, "open");
+          const apiStatus = await other.evaluate(async (url) => {
+            try {
+              const res = await fetch(`${url}/api/pairing-codes`, { method: "POST", credentials: "include" });
+              return res.status;
+            } catch {
+              return "blocked";
+            }
+          }, relay.url);
+          assert.ok(apiStatus === "blocked" || apiStatus === 403, String(apiStatus));
+          await other.close();
+        } finally {
+          await foreign.shutdown();
+        }
+      });
+      const unexpected = problems.filter((p) => !/status of (401|403|429)|net::ERR|WebSocket connection/.test(p));
+      assert.deepEqual(unexpected, [], "no script errors or CSP violations in the page");
+    } finally {
+      await browser?.close();
+      await bridge?.stop();
+      await relay.stop();
+      await dirs.cleanup();
+    }
+  },
+});
