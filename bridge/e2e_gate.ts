@@ -36,15 +36,20 @@ export interface E2eGateOptions {
   onApproved: (ideIdentity: Uint8Array) => Promise<void>;
   /** The IDE user rejected (or forgot) this bridge. */
   onRejected: () => void;
-  /** A channel reached the approval step: tell the user the SAS to compare. */
-  onApprovalNeeded: (sas: string, ideFingerprint: string) => void;
   /**
-   * Asks the user at this machine whether the IDE shows `sas`: true (yes),
-   * false (no: the pairing ends). The IDE's approval alone is not enough,
-   * because a relay in the middle holds the keys of the channel it arrives on.
+   * A channel reached the approval step: tell the user the SAS to compare.
+   * Returns false to refuse it (too many attempts: the caller ends the link).
    */
-  confirmSas: (sas: string) => Promise<boolean>;
-  /** The user at this machine said the IDE shows other digits. */
+  onApprovalNeeded: (sas: string, ideFingerprint: string) => boolean;
+  /**
+   * Asks the user at this machine to type the digits the IDE shows; resolves
+   * with the line typed (undefined at end of input). The IDE's approval alone
+   * is not enough, because a relay in the middle holds the keys of the channel
+   * it arrives on; typing the digits (not just "yes") ties the answer to one
+   * handshake even when several wait.
+   */
+  askSas: () => Promise<string | undefined>;
+  /** The user at this machine typed digits that no waiting handshake shows. */
   onMismatch: () => void;
   /** An IDE with an identity other than the pinned one was refused. */
   onRefused: (ideFingerprint: string) => void;
@@ -60,6 +65,9 @@ export interface E2eGateOptions {
 export class E2eGate {
   #opts: E2eGateOptions;
   #channels = new Map<number, ChannelState>();
+  /** The bridge's transcript signature per channel, sent sealed in every `e2e.info`. */
+  #signatures = new WeakMap<E2eChannel, string>();
+  #asking = false;
 
   /** @param options Identity, pin, callbacks and sender. */
   constructor(options: E2eGateOptions) {
@@ -95,7 +103,9 @@ export class E2eGate {
     const state = this.#channels.get(c);
     if (frame.t === FrameType.E2eConfirm) {
       if (state?.phase !== "confirming") throw new E2eError(`Cannot accept e2e.confirm on channel ${c}: no handshake`);
-      await this.#confirmed(c, await state.handshake.finish(_json(frame)));
+      const { channel, signature } = await state.handshake.finish(_json(frame));
+      this.#signatures.set(channel, signature);
+      await this.#confirmed(c, channel);
       return;
     }
     if (HANDSHAKE.has(frame.t)) throw new E2eError(`Cannot accept ${frame.t} from an IDE`);
@@ -153,12 +163,28 @@ export class E2eGate {
     this.#opts.debug(`IDE channel ${c}: keys agreed (${approval})`);
     if (approval === "refused") this.#opts.onRefused(print);
     if (approval !== "needed" || state.phase !== "approval") return;
-    this.#opts.onApprovalNeeded(channel.sas, print);
-    this.#opts.confirmSas(channel.sas).then(async (yes) => {
-      if (this.#channels.get(c) !== state) return; // Re-keyed or gone meanwhile.
-      if (!yes) return this.#opts.onMismatch();
-      state.local = true;
-      if (state.ide) await this.#approved(channel.peerIdentity);
+    if (!this.#opts.onApprovalNeeded(channel.sas, print)) {
+      this.#channels.set(c, { phase: "refused", channel });
+      return;
+    }
+    this.#ask();
+  }
+
+  /** One question at a time; the typed digits pick the handshake they confirm. */
+  #ask(): void {
+    if (this.#asking) return;
+    this.#asking = true;
+    this.#opts.askSas().then(async (answer) => {
+      this.#asking = false;
+      if (answer === undefined) return; // The caller ends the link.
+      const digits = answer.replace(/\s/g, "");
+      const waiting = [...this.#channels.values()].filter((s) => s.phase === "approval");
+      const match = waiting.find((s) => s.phase === "approval" && s.channel.sas.replace(" ", "") === digits);
+      if (!match || match.phase !== "approval") return this.#opts.onMismatch();
+      match.local = true;
+      if (match.ide) await this.#approved(match.channel.peerIdentity);
+      // Another handshake still waiting (a new SAS printed meanwhile): ask again.
+      if ([...this.#channels.values()].some((s) => s.phase === "approval" && !s.local)) this.#ask();
     }).catch((error) => this.#opts.debug(`SAS confirmation failed: ${error}`));
   }
 
@@ -179,9 +205,10 @@ export class E2eGate {
   }
 
   async #sendInfo(c: number, channel: E2eChannel, approval: E2eInfoBody["approval"]): Promise<void> {
+    const signature = this.#signatures.get(channel) ?? "";
     const info: E2eInfoBody = approval === "refused"
-      ? { name: "", os: "", version: "", approval }
-      : { ...this.#opts.info, approval };
+      ? { name: "", os: "", version: "", approval, signature }
+      : { ...this.#opts.info, approval, signature };
     await this.#opts.send(await channel.seal({ t: FrameType.E2eInfo, c, body: bodyBytes({ ...info }) }));
   }
 }

@@ -79,6 +79,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
   let pinned = "code" in auth || !stored?.pinnedIde ? undefined : fromBase64Url(stored.pinnedIde);
   const approvalMs = flags["approval-timeout"] ? Number(flags["approval-timeout"]) * 1000 : APPROVAL_TIMEOUT_MS;
   let approvalTimer: ReturnType<typeof setTimeout> | undefined;
+  let approvalAttempts = 0;
   let approvalTicker: ReturnType<typeof setInterval> | undefined;
   const stopApprovalClock = () => {
     clearTimeout(approvalTimer);
@@ -100,22 +101,19 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       e2e: {
         identity: identityKey.keyPair,
         pinned: () => pinned,
-        confirmSas: async (sas) => {
+        askSas: async () => {
           await Deno.stdout.write(
-            new TextEncoder().encode(`Does the IDE show ${sas}? Type y and Enter if it does (anything else refuses): `),
+            new TextEncoder().encode("Type the 6 digits the IDE shows to confirm (anything else refuses): "),
           );
           const answer = await lines.next();
           if (answer === undefined) {
             end({
               code: 1,
               message:
-                "Cannot confirm the pairing: standard input ended before an answer. Run the bridge in a terminal, or send `y` on stdin after checking the digits.",
+                "Cannot confirm the pairing: standard input ended before an answer. Run the bridge in a terminal and type the digits the IDE shows.",
             });
-            return false;
-          }
-          const yes = /^\s*y(es)?\s*$/i.test(answer);
-          if (yes) say("Confirmed here; approve the bridge in the IDE if you have not yet.");
-          return yes;
+          } else if (/^\d{3} ?\d{3}$/.test(answer.trim())) say("Typed here; approve the bridge in the IDE too.");
+          return answer;
         },
         onMismatch: () => {
           stopApprovalClock();
@@ -123,16 +121,24 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
             code: 1,
             dropToken: true,
             message:
-              "Pairing refused: the digits did not match, so someone (possibly the relay) may be in the middle. Nothing was run and the token was dropped; pair again with a new code.",
+              "Pairing refused: the digits typed are not the ones this bridge computed, so someone (possibly the relay) may be in the middle. Nothing was run and the token was dropped; pair again with a new code.",
           });
         },
         onApprovalNeeded: (sas, ideFingerprint) => {
+          if (++approvalAttempts > MAX_APPROVAL_ATTEMPTS) {
+            end({
+              code: 1,
+              message:
+                `Pairing stopped: ${MAX_APPROVAL_ATTEMPTS} handshakes asked for approval in this run, more than pairing needs; someone (possibly the relay) may be trying to get in the middle. Nothing was run. Pair again with a new code.`,
+            });
+            return false;
+          }
           say(`Check that the IDE shows: ${sas}`);
           if (verbose) console.error(`IDE identity fingerprint: ${ideFingerprint}`);
-          if (approvalTimer !== undefined) return;
+          if (approvalTimer !== undefined) return true;
           const deadline = Date.now() + approvalMs;
           const left = () => _clock(deadline - Date.now());
-          say(`Approve this bridge in the IDE if the numbers match (waiting ${left()}, until ${_time(deadline)}).`);
+          say(`If the IDE shows the same digits, type them here and approve in the IDE (waiting ${left()}, until ${_time(deadline)}).`);
           approvalTimer = setTimeout(() => {
             stopApprovalClock();
             end({
@@ -142,6 +148,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
             });
           }, approvalMs);
           approvalTicker = setInterval(() => say(`Still waiting for approval in the IDE (${left()} left)`), 60_000);
+          return true;
         },
         onApproved: async (ideIdentity) => {
           stopApprovalClock();
@@ -223,6 +230,13 @@ function _resolveRoot(dir: string): string {
   }
   throw new UsageError(`--cwd ${dir} is not a directory`, BRIDGE_START);
 }
+
+/**
+ * Handshakes that may ask for approval in one run. A first pairing needs one
+ * (a few if the IDE reconnects meanwhile); a relay trying again and again for
+ * equal SAS values on both sides needs about a million.
+ */
+const MAX_APPROVAL_ATTEMPTS = 5;
 
 /** m:ss */
 function _clock(ms: number): string {

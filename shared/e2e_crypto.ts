@@ -108,13 +108,44 @@ export function transcript(input: TranscriptInput): Uint8Array {
     input.bridgeIdentity,
     input.bridgeEphemeral,
   ];
-  for (const p of parts) {
-    if (p.byteLength > 0xffff) throw new RangeError(`Cannot build transcript: a part is ${p.byteLength} bytes`);
-  }
   for (const key of parts.slice(3)) {
     if (key.byteLength !== 32) {
       throw new RangeError(`Cannot build transcript: a public key is ${key.byteLength} bytes, not 32`);
     }
+  }
+  return _lengthPrefixed(parts);
+}
+
+/** Label that starts every commitment. */
+const COMMITMENT_LABEL = "coder1 e2e commitment";
+
+/**
+ * The IDE's commitment to its public keys, sent in `e2e.hello` before it sees
+ * the bridge's: SHA-256 over a label, the protocol version, the pairing id and
+ * the IDE's identity and ephemeral keys (length-prefixed as in
+ * {@linkcode transcript}). Because the IDE is bound to its keys before the
+ * other side picks its own, a relay in the middle gets one guess at making
+ * the two SAS values equal, not as many as it can compute.
+ *
+ * @param input Pairing id and the IDE's two public keys.
+ * @returns The 32-byte commitment.
+ */
+export async function commitment(
+  input: Pick<TranscriptInput, "pairingId" | "ideIdentity" | "ideEphemeral">,
+): Promise<Uint8Array> {
+  const bytes = _lengthPrefixed([
+    te.encode(COMMITMENT_LABEL),
+    new Uint8Array([PROTOCOL_VERSION]),
+    te.encode(input.pairingId),
+    input.ideIdentity,
+    input.ideEphemeral,
+  ]);
+  return new Uint8Array(await subtle.digest("SHA-256", bytes as BufferSource));
+}
+
+function _lengthPrefixed(parts: Uint8Array[]): Uint8Array {
+  for (const p of parts) {
+    if (p.byteLength > 0xffff) throw new RangeError(`Cannot encode: a part is ${p.byteLength} bytes`);
   }
   const out = new Uint8Array(parts.reduce((n, p) => n + 2 + p.byteLength, 0));
   let at = 0;

@@ -1,14 +1,19 @@
 /**
  * The end-to-end handshake and the sealed channel that follows it, for both
- * sides. The IDE starts (`e2e.hello`), the bridge answers (`e2e.reply`, signed),
- * the IDE confirms (`e2e.confirm`, signed); from then on every end-to-end
- * frame body is sealed with {@linkcode E2eChannel}. Everything here is
+ * sides. The IDE starts with a commitment to its keys (`e2e.hello`), the
+ * bridge answers with its keys (`e2e.reply`), the IDE reveals its keys and
+ * signs (`e2e.confirm`), and the bridge's signature comes back in its first
+ * sealed `e2e.info`. From then on every end-to-end frame body is sealed with
+ * {@linkcode E2eChannel}. The commitment keeps a relay in the middle from
+ * searching for keys that make the two sides' SAS equal: it must pick its
+ * keys towards the IDE before it can know the IDE's. Everything here is
  * WebCrypto and runs unchanged in Deno and browsers.
  *
  * @module
  */
 import { Coder1Error } from "./errors.ts";
 import {
+  commitment,
   deriveSessionKeys,
   type E2eRole,
   frameAad,
@@ -35,22 +40,26 @@ export class E2eError extends Coder1Error {
   }
 }
 
-/** Body of `e2e.hello` (IDE -> bridge, cleartext: public values only). */
+/** Body of `e2e.hello` (IDE -> bridge, cleartext): the pairing id and a commitment to the IDE's keys. */
 export interface HelloBody {
-  identity: string;
-  ephemeral: string;
   pairingId: string;
+  commitment: string;
 }
 
-/** Body of `e2e.reply` (bridge -> IDE, cleartext). */
+/** Body of `e2e.reply` (bridge -> IDE, cleartext): the bridge's identity and ephemeral keys. */
 export interface ReplyBody {
   identity: string;
   ephemeral: string;
-  signature: string;
 }
 
-/** Body of `e2e.confirm` (IDE -> bridge, cleartext). */
+/**
+ * Body of `e2e.confirm` (IDE -> bridge, cleartext): the IDE reveals the keys it
+ * committed to and signs the transcript. The bridge's signature travels back
+ * sealed, in `e2e.info`.
+ */
 export interface ConfirmBody {
+  identity: string;
+  ephemeral: string;
   signature: string;
 }
 
@@ -65,6 +74,8 @@ export class E2eChannel {
   readonly sas: string;
   /** The peer's identity key (raw Ed25519). */
   readonly peerIdentity: Uint8Array;
+  /** SHA-256 of the handshake transcript (what both sides sign). */
+  readonly transcriptHash: Uint8Array;
   #keys: SessionKeys;
   #sendSeq = 0;
   #recvSeq = 0;
@@ -79,6 +90,7 @@ export class E2eChannel {
     this.#keys = keys;
     this.sas = keys.sas;
     this.peerIdentity = peerIdentity;
+    this.transcriptHash = keys.transcriptHash;
   }
 
   /**
@@ -130,21 +142,22 @@ export class E2eChannel {
 export class IdeHandshake {
   #identity: CryptoKeyPair;
   #ephemeral: CryptoKeyPair;
-  #hello: { identity: Uint8Array; ephemeral: Uint8Array; pairingId: string };
+  #mine: { identity: Uint8Array; ephemeral: Uint8Array; pairingId: string };
   #finished = false;
 
   private constructor(
     identity: CryptoKeyPair,
     ephemeral: CryptoKeyPair,
-    hello: { identity: Uint8Array; ephemeral: Uint8Array; pairingId: string },
+    mine: { identity: Uint8Array; ephemeral: Uint8Array; pairingId: string },
   ) {
     this.#identity = identity;
     this.#ephemeral = ephemeral;
-    this.#hello = hello;
+    this.#mine = mine;
   }
 
   /**
-   * Starts a handshake with the bridge `pairingId`.
+   * Starts a handshake with the bridge `pairingId`: the hello carries only a
+   * commitment to the IDE's keys, which the confirm reveals.
    *
    * @param identity The IDE's identity key pair.
    * @param pairingId The bridge id from `bridge.status`.
@@ -155,62 +168,97 @@ export class IdeHandshake {
     pairingId: string,
   ): Promise<{ handshake: IdeHandshake; hello: HelloBody }> {
     const ephemeral = await generateEphemeral();
-    const hello = {
+    const mine = {
       identity: await rawPublicKey(identity.publicKey),
       ephemeral: await rawPublicKey(ephemeral.publicKey),
       pairingId,
     };
+    const commit = await commitment({ pairingId, ideIdentity: mine.identity, ideEphemeral: mine.ephemeral });
     return {
-      handshake: new IdeHandshake(identity, ephemeral, hello),
-      hello: { identity: toBase64Url(hello.identity), ephemeral: toBase64Url(hello.ephemeral), pairingId },
+      handshake: new IdeHandshake(identity, ephemeral, mine),
+      hello: { pairingId, commitment: toBase64Url(commit) },
     };
   }
 
   /**
-   * Checks the bridge's signed reply and finishes the exchange.
+   * Takes the bridge's keys, agrees on the session keys, signs the
+   * transcript and reveals the IDE's keys. The bridge is not yet
+   * authenticated: its signature arrives sealed in `e2e.info` and must pass
+   * {@linkcode IdeHandshake.verifyBridge} before anything it says is trusted.
    *
    * @param reply The `e2e.reply` body.
-   * @returns The channel and the `e2e.confirm` body to send.
-   * @throws {E2eError} When the reply is malformed or its signature does not verify.
+   * @returns The channel, the bridge's identity key and the `e2e.confirm` body to send.
+   * @throws {E2eError} When the reply is malformed or a key is invalid.
    */
-  async finish(reply: unknown): Promise<{ channel: E2eChannel; confirm: ConfirmBody }> {
+  async finish(reply: unknown): Promise<{ channel: E2eChannel; bridgeIdentity: Uint8Array; confirm: ConfirmBody }> {
     // One channel per handshake: a second one with the same keys would reuse nonces.
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
-    const r = _parse(reply, ["identity", "ephemeral", "signature"]);
+    const r = _parse(reply, ["identity", "ephemeral"]);
     const bridgeIdentity = _key(r.identity, 32);
     const bridgeEphemeral = _key(r.ephemeral, 32);
     const t = transcript({
-      pairingId: this.#hello.pairingId,
-      ideIdentity: this.#hello.identity,
-      ideEphemeral: this.#hello.ephemeral,
+      pairingId: this.#mine.pairingId,
+      ideIdentity: this.#mine.identity,
+      ideEphemeral: this.#mine.ephemeral,
       bridgeIdentity,
       bridgeEphemeral,
     });
     const keys = await _derive("ide", this.#ephemeral.privateKey, bridgeEphemeral, t);
-    if (!await verifyTranscript("bridge", bridgeIdentity, keys.transcriptHash, _key(r.signature, 64))) {
-      throw new E2eError("Cannot trust bridge: its handshake signature does not verify");
-    }
     const signature = await signTranscript("ide", this.#identity.privateKey, keys.transcriptHash);
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
     this.#finished = true;
-    return { channel: new E2eChannel(keys, bridgeIdentity), confirm: { signature: toBase64Url(signature) } };
-  }
-}
-
-/** The bridge's half of a handshake: answered, waiting for the IDE's confirmation. */
-export class BridgeHandshake {
-  #keys: SessionKeys;
-  #finished = false;
-  /** The identity key the IDE presented (raw Ed25519). */
-  readonly ideIdentity: Uint8Array;
-
-  private constructor(keys: SessionKeys, ideIdentity: Uint8Array) {
-    this.#keys = keys;
-    this.ideIdentity = ideIdentity;
+    return {
+      channel: new E2eChannel(keys, bridgeIdentity),
+      bridgeIdentity,
+      confirm: {
+        identity: toBase64Url(this.#mine.identity),
+        ephemeral: toBase64Url(this.#mine.ephemeral),
+        signature: toBase64Url(signature),
+      },
+    };
   }
 
   /**
-   * Answers an `e2e.hello`.
+   * Checks the bridge's transcript signature (from the sealed `e2e.info`).
+   *
+   * @param channel The channel {@linkcode IdeHandshake.finish} returned.
+   * @param signature The bridge's signature, base64url.
+   * @throws {E2eError} When it does not verify.
+   */
+  static async verifyBridge(channel: E2eChannel, signature: unknown): Promise<void> {
+    if (typeof signature !== "string") throw new E2eError("Cannot trust bridge: no handshake signature");
+    if (!await verifyTranscript("bridge", channel.peerIdentity, channel.transcriptHash, _key(signature, 64))) {
+      throw new E2eError("Cannot trust bridge: its handshake signature does not verify");
+    }
+  }
+}
+
+/** The bridge's half of a handshake: answered, waiting for the IDE to reveal its keys. */
+export class BridgeHandshake {
+  #identity: CryptoKeyPair;
+  #ephemeral: CryptoKeyPair;
+  #pairingId: string;
+  #commitment: Uint8Array;
+  #reply: { identity: Uint8Array; ephemeral: Uint8Array };
+  #finished = false;
+
+  private constructor(
+    identity: CryptoKeyPair,
+    ephemeral: CryptoKeyPair,
+    pairingId: string,
+    commit: Uint8Array,
+    reply: { identity: Uint8Array; ephemeral: Uint8Array },
+  ) {
+    this.#identity = identity;
+    this.#ephemeral = ephemeral;
+    this.#pairingId = pairingId;
+    this.#commitment = commit;
+    this.#reply = reply;
+  }
+
+  /**
+   * Answers an `e2e.hello` with the bridge's public keys (nothing is derived
+   * yet: the IDE's keys are only committed to).
    *
    * @param identity The bridge's identity key pair.
    * @param pairingId The bridge's own id (from `auth.ok`).
@@ -223,44 +271,58 @@ export class BridgeHandshake {
     pairingId: string,
     hello: unknown,
   ): Promise<{ handshake: BridgeHandshake; reply: ReplyBody }> {
-    const h = _parse(hello, ["identity", "ephemeral", "pairingId"]);
+    const h = _parse(hello, ["pairingId", "commitment"]);
     if (h.pairingId !== pairingId) throw new E2eError("Cannot answer handshake: it is for another pairing");
-    const ideIdentity = _key(h.identity, 32);
-    const ideEphemeral = _key(h.ephemeral, 32);
+    const commit = _key(h.commitment, 32);
     const ephemeral = await generateEphemeral();
-    const bridgeIdentity = await rawPublicKey(identity.publicKey);
-    const bridgeEphemeral = await rawPublicKey(ephemeral.publicKey);
-    const t = transcript({ pairingId, ideIdentity, ideEphemeral, bridgeIdentity, bridgeEphemeral });
-    const keys = await _derive("bridge", ephemeral.privateKey, ideEphemeral, t);
-    const signature = await signTranscript("bridge", identity.privateKey, keys.transcriptHash);
+    const mine = { identity: await rawPublicKey(identity.publicKey), ephemeral: await rawPublicKey(ephemeral.publicKey) };
     return {
-      handshake: new BridgeHandshake(keys, ideIdentity),
-      reply: {
-        identity: toBase64Url(bridgeIdentity),
-        ephemeral: toBase64Url(bridgeEphemeral),
-        signature: toBase64Url(signature),
-      },
+      handshake: new BridgeHandshake(identity, ephemeral, pairingId, commit, mine),
+      reply: { identity: toBase64Url(mine.identity), ephemeral: toBase64Url(mine.ephemeral) },
     };
   }
 
   /**
-   * Checks the IDE's confirmation signature.
+   * Checks the IDE's revealed keys against its commitment and its transcript
+   * signature, agrees on the session keys and signs the transcript.
    *
    * @param confirm The `e2e.confirm` body.
-   * @returns The sealed channel.
-   * @throws {E2eError} When the signature does not verify.
+   * @returns The sealed channel and the bridge's signature (base64url) for `e2e.info`.
+   * @throws {E2eError} When the keys do not match the commitment or the signature does not verify.
    */
-  async finish(confirm: unknown): Promise<E2eChannel> {
+  async finish(confirm: unknown): Promise<{ channel: E2eChannel; signature: string }> {
     // One channel per handshake: a second one with the same keys would reuse nonces.
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
-    const c = _parse(confirm, ["signature"]);
-    if (!await verifyTranscript("ide", this.ideIdentity, this.#keys.transcriptHash, _key(c.signature, 64))) {
+    const c = _parse(confirm, ["identity", "ephemeral", "signature"]);
+    const ideIdentity = _key(c.identity, 32);
+    const ideEphemeral = _key(c.ephemeral, 32);
+    const expected = await commitment({ pairingId: this.#pairingId, ideIdentity, ideEphemeral });
+    if (!_equalBytes(expected, this.#commitment)) {
+      throw new E2eError("Cannot trust IDE: its keys do not match the commitment in its hello");
+    }
+    const t = transcript({
+      pairingId: this.#pairingId,
+      ideIdentity,
+      ideEphemeral,
+      bridgeIdentity: this.#reply.identity,
+      bridgeEphemeral: this.#reply.ephemeral,
+    });
+    const keys = await _derive("bridge", this.#ephemeral.privateKey, ideEphemeral, t);
+    if (!await verifyTranscript("ide", ideIdentity, keys.transcriptHash, _key(c.signature, 64))) {
       throw new E2eError("Cannot trust IDE: its handshake signature does not verify");
     }
+    const signature = await signTranscript("bridge", this.#identity.privateKey, keys.transcriptHash);
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
     this.#finished = true;
-    return new E2eChannel(this.#keys, this.ideIdentity);
+    return { channel: new E2eChannel(keys, ideIdentity), signature: toBase64Url(signature) };
   }
+}
+
+function _equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  let diff = 0;
+  for (let i = 0; i < a.byteLength; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
 }
 
 async function _derive(role: E2eRole, ephemeral: CryptoKey, peer: Uint8Array, t: Uint8Array): Promise<SessionKeys> {

@@ -244,6 +244,15 @@ export class RemoteCommand {
   }
 }
 
+/** Sealed types a bridge sends; everything else from the relay is cleartext or skipped. */
+const SEALED_FROM_BRIDGE: ReadonlySet<string> = new Set([
+  FrameType.E2eInfo,
+  FrameType.CmdStdout,
+  FrameType.CmdStderr,
+  FrameType.CmdExit,
+  FrameType.CmdError,
+]);
+
 /** Talks to one relay on behalf of one browser session. */
 export class IdeClient {
   #base: string;
@@ -266,6 +275,9 @@ export class IdeClient {
   #handshake?: IdeHandshake;
   #channel?: E2eChannel;
   #bridgeKey?: Uint8Array;
+  #bridgeVerified = false;
+  #abandoned = 0;
+  #epoch = 0;
   /** The latest bridge status from the relay. */
   bridge?: BridgeStatusBody;
   /** Where the end-to-end link stands. */
@@ -481,14 +493,14 @@ export class IdeClient {
       case FrameType.BridgeStatus: {
         this.bridge = jsonBody(frame) as unknown as BridgeStatusBody;
         first.resolve(this.bridge);
+        // A handshake cut short before the bridge proved itself counts against the next one.
+        if (this.#handshake || (this.#channel && !this.#bridgeVerified)) this.#abandoned++;
         this.#resetE2e();
         this.#failAll("bridge-lost", "the bridge disconnected");
         if (this.bridge.state === "connected" && this.bridge.bridgeId) {
           // Every bridge connection gets fresh keys: a new handshake.
           this.#setState("handshaking");
-          const { handshake, hello } = await IdeHandshake.start(await this.identity(), this.bridge.bridgeId);
-          this.#handshake = handshake;
-          this.#sendRaw({ t: FrameType.E2eHello, body: { ...hello } });
+          this.#startHandshake(socket, this.bridge.bridgeId);
         } else this.#setState("disconnected");
         for (const fn of this.#statusListeners) fn(this.bridge);
         return;
@@ -496,16 +508,32 @@ export class IdeClient {
       case FrameType.E2eReply:
         return await this.#onReply(frame);
     }
-    if (!this.#channel) {
-      if (frame.t.startsWith("cmd.") || frame.t.startsWith("e2e.")) {
-        throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
-      }
-      return; // Unknown types from a newer relay are skipped.
-    }
+    // Unknown types (from a newer relay or bridge) are skipped, never opened.
+    if (!SEALED_FROM_BRIDGE.has(frame.t)) return;
+    if (!this.#channel) throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
     const plaintext = await this.#channel.open(frame);
     if (frame.t === FrameType.E2eInfo) return await this.#onInfo(plaintext);
     if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
     this.#onCommandFrame({ ...frame, body: plaintext });
+  }
+
+  /**
+   * Sends a hello, at once normally. After handshakes abandoned before the
+   * bridge proved itself, each next one waits twice as long (up to a
+   * minute): a relay restarting handshakes to search for equal SAS values on
+   * both sides gets a handful of tries, not a million.
+   */
+  #startHandshake(socket: WebSocketLike, bridgeId: string): void {
+    const epoch = ++this.#epoch;
+    const delay = this.#abandoned === 0 ? 0 : Math.min(60_000, 500 * 2 ** (this.#abandoned - 1));
+    const go = async () => {
+      const { handshake, hello } = await IdeHandshake.start(await this.identity(), bridgeId);
+      if (epoch !== this.#epoch || this.#socket !== socket) return;
+      this.#handshake = handshake;
+      this.#sendRaw({ t: FrameType.E2eHello, body: { ...hello } });
+    };
+    if (delay === 0) this.#queue = this.#queue.then(go);
+    else setTimeout(() => (this.#queue = this.#queue.then(go).catch(() => {})), delay);
   }
 
   async #onReply(frame: Frame): Promise<void> {
@@ -522,6 +550,7 @@ export class IdeClient {
     const bridgeId = this.bridge!.bridgeId!;
     const pinned = await this.#pins.get(bridgeId);
     if (pinned !== undefined && pinned !== toBase64Url(channel.peerIdentity)) {
+      this.#abandoned++;
       // The relay (or someone) presents another key for an approved bridge: refuse.
       const seen = await fingerprint(channel.peerIdentity);
       const expected = await fingerprint(fromBase64Url(pinned));
@@ -539,6 +568,12 @@ export class IdeClient {
       info = JSON.parse(new TextDecoder().decode(plaintext));
     } catch {
       throw new E2eError("Cannot read e2e.info: not JSON");
+    }
+    if (!this.#bridgeVerified) {
+      // The bridge's transcript signature: until it verifies, nothing from this channel is trusted.
+      await IdeHandshake.verifyBridge(this.#channel!, info.signature);
+      this.#bridgeVerified = true;
+      this.#abandoned = 0;
     }
     this.bridgeInfo = info;
     if (info.approval === "refused") {
@@ -616,6 +651,7 @@ export class IdeClient {
     this.#handshake = undefined;
     this.#channel = undefined;
     this.#bridgeKey = undefined;
+    this.#bridgeVerified = false;
     this.approval = undefined;
   }
 

@@ -333,6 +333,11 @@ export interface E2eInfoBody {
    * other fields are then empty).
    */
   approval: "needed" | "pinned" | "refused";
+  /**
+   * The bridge's Ed25519 signature over the handshake transcript (base64url).
+   * The IDE checks it before it trusts anything else on the channel.
+   */
+  signature: string;
 }
 
 /** Body of `cmd.start`. */

@@ -9,9 +9,9 @@ import assert from "node:assert/strict";
 import { createLogger } from "../relay/logger.ts";
 import type { FrameTap, TapResult } from "../relay/hub.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
-import { fingerprint, generateIdentity, rawPublicKey } from "../shared/e2e_crypto.ts";
+import { fingerprint, generateIdentity, rawPublicKey, toBase64Url } from "../shared/e2e_crypto.ts";
 import { BridgeHandshake, type E2eChannel, IdeHandshake } from "../shared/e2e_session.ts";
-import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody, withChannel } from "../shared/frame_codec.ts";
 import { type IdeClient, type IdeClientError, MemoryPinStore } from "../shared/ide_client.ts";
 import { CloseCode, FrameType } from "../shared/protocol.ts";
 import {
@@ -220,13 +220,17 @@ function mitm(): {
         return { back: [encodeFrame({ t: FrameType.E2eConfirm, c: channel, body: { ...confirm } })] };
       }
       if (direction === "ide-to-bridge" && frame.t === FrameType.E2eConfirm) {
-        toIde = await towardsIde!.finish(jsonBody(frame));
+        const finished = await towardsIde!.finish(jsonBody(frame));
+        toIde = finished.channel;
+        signatureForIde = finished.signature;
         return [];
       }
       if (direction === "ide-to-bridge" && state.onIdeSealed) return await state.onIdeSealed();
       if (direction === "bridge-to-ide" && frame.t === FrameType.E2eInfo && toIde) {
-        const plain = await state.toBridge!.open(frame);
-        return [await toIde.seal({ t: frame.t, body: plain })];
+        // Re-seal the bridge's info for the IDE, signed by the relay's own "bridge" key.
+        const info = JSON.parse(new TextDecoder().decode(await state.toBridge!.open(frame)));
+        const body = bodyBytes({ ...info, signature: signatureForIde });
+        return [await toIde.seal({ t: frame.t, body })];
       }
       return []; // Everything else is swallowed: the MITM holds both ends.
     },
@@ -235,6 +239,7 @@ function mitm(): {
   };
   let identities: { asBridge: CryptoKeyPair; asIde: CryptoKeyPair } | undefined;
   let towardsIde: BridgeHandshake | undefined, towardsBridge: IdeHandshake | undefined, toIde: E2eChannel | undefined;
+  let signatureForIde = "";
   return state;
 }
 
@@ -273,7 +278,7 @@ Deno.test({
       await bridge.write("n\n");
       const status = await bridge.status;
       assert.equal(status.code, 1);
-      assert.match(bridge.stderr.text, /digits did not match/);
+      assert.match(bridge.stderr.text, /digits typed are not the ones this bridge computed/);
       assert.equal(await exists(`${work}/pwned`), false);
     } finally {
       ide.close();
@@ -286,29 +291,48 @@ Deno.test({
 });
 
 Deno.test({
-  name: "man in the middle: swapping only the ephemeral keys breaks the signatures; the IDE hangs up with 4420",
+  name: "man in the middle: swapped ephemeral keys or keys that break the commitment are refused; nothing is approved",
   ...SANITIZE,
-  async fn() {
+  async fn(t) {
     const dirs = await makeTestDirs();
     const { relay, dataDir, setTap } = await tappedRelay();
-    const mallory = await IdeHandshake.start(await generateIdentity(), "x");
-    setTap((direction, bytes) => {
-      const frame = decodeFrame(bytes);
-      if (direction !== "bridge-to-ide" || frame.t !== FrameType.E2eReply) return [bytes];
-      // Keep the bridge's identity and signature, swap in the relay's ephemeral key.
-      const reply = { ...jsonBody(frame), ephemeral: mallory.hello.ephemeral };
-      return [encodeFrame({ t: frame.t, body: reply })];
-    });
+    const mallory = await generateEphemeralRaw();
     const { ide, code } = await ideWithCode(relay.url);
-    const closed = closedWith(ide);
     const bridge = startBridgeProcess(dirs, relay.url, { code });
+    const failures = () => bridge.stderr.text.match(/end-to-end check failed/g)?.length ?? 0;
     try {
-      const error = await closed;
-      assert.equal(error.status, CloseCode.E2eFailure);
-      assert.equal(error.reason, "e2e-failure");
+      await t.step(
+        "the bridge's ephemeral key swapped in the reply: the IDE's signature fails at the bridge",
+        async () => {
+          setTap((direction, bytes) => {
+            const frame = decodeFrame(bytes);
+            if (direction !== "bridge-to-ide" || frame.t !== FrameType.E2eReply) return [bytes];
+            return [encodeFrame({ t: frame.t, body: { ...jsonBody(frame), ephemeral: mallory } })];
+          });
+          await bridge.stderr.waitFor(
+            /end-to-end check failed \(Cannot trust IDE: its handshake signature does not verify\)/,
+          );
+        },
+      );
+      await t.step("the IDE's revealed ephemeral key swapped in the confirm: the commitment fails", async () => {
+        const before = failures();
+        setTap((direction, bytes) => {
+          const frame = decodeFrame(bytes);
+          if (direction !== "ide-to-bridge" || frame.t !== FrameType.E2eConfirm) return [bytes];
+          return [
+            withChannel(
+              decodeFrame(encodeFrame({ t: frame.t, body: { ...jsonBody(frame), ephemeral: mallory } })),
+              frame.c,
+            ),
+          ];
+        });
+        await bridge.stderr.waitFor(/do not match the commitment/, 30_000);
+        assert.ok(failures() > before);
+      });
       assert.equal(ide.approval, undefined, "no approval was ever asked for");
-      assert.ok(!bridge.stdout.text.includes("Approved"));
+      assert.ok(!bridge.stdout.text.includes("Check that the IDE shows"), "the bridge never got to a SAS");
     } finally {
+      ide.close();
       await bridge.stop();
       await relay.shutdown();
       await Deno.remove(dataDir, { recursive: true });
@@ -316,6 +340,12 @@ Deno.test({
     }
   },
 });
+
+/** A fresh X25519 public key, base64url: what a relay in the middle would substitute. */
+async function generateEphemeralRaw(): Promise<string> {
+  const pair = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]) as CryptoKeyPair;
+  return toBase64Url(await rawPublicKey(pair.publicKey));
+}
 
 Deno.test({
   name: "tampering relay: replayed, reordered, bit-flipped and injected frames are rejected, hung up on, and re-keyed",
@@ -459,7 +489,7 @@ Deno.test({
     try {
       const request = await nextApproval(ide);
       await thief.stdout.waitFor(/Check that the IDE shows/);
-      await thief.write("y\n");
+      await thief.write(`${(await thief.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/))[1]}\n`);
       // Before approval the IDE sends no commands at all.
       await assert.rejects(ide.run("echo hi").exited, (e: IdeClientError) => e.reason === "not-approved");
       const credentials = JSON.parse(

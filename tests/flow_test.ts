@@ -198,7 +198,7 @@ Deno.test("the IDE client example runs as documented", async () => {
     const bridge = startBridgeProcess(dirs, relay.url, { code });
     const sas = (await out.waitFor(/Check that the bridge shows: (\d{3} \d{3})/))[1];
     assert.equal((await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/))[1], sas);
-    await bridge.write("y\n");
+    await bridge.write(`${sas}\n`);
     const stdin = example.stdin.getWriter();
     await stdin.write(new TextEncoder().encode("y\n"));
     await stdin.close();

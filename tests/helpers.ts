@@ -294,7 +294,7 @@ export function nextApproval(ide: IdeClient, timeoutMs = 20_000): Promise<Approv
 /**
  * Does what a careful user does on a first pairing: waits for the IDE's
  * approval request, checks that its SAS equals the one the bridge printed,
- * confirms at the bridge (types y) and approves in the IDE, and waits until
+ * confirms at the bridge (types the digits) and approves in the IDE, and waits until
  * commands may run.
  *
  * @returns The SAS.
@@ -310,7 +310,7 @@ export async function approveBridge(
   const request = await Promise.race([nextApproval(ide, timeoutMs), exited]);
   const printed = (await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/, timeoutMs))[1];
   if (printed !== request.sas) throw new Error(`SAS differ: IDE ${request.sas}, bridge ${printed}`);
-  await bridge.write("y\n");
+  await bridge.write(`${printed}\n`);
   await request.approve();
   await Promise.race([ide.waitForBridge(timeoutMs), exited]);
   await bridge.stdout.waitFor(/Approved in the IDE/, timeoutMs);

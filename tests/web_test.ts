@@ -130,7 +130,7 @@ Deno.test({
         assert.equal(await page.textContent("#approve-os"), "linux");
         await indicator(page, "approve");
         await shot(page, "03-approve-dialog");
-        await bridge.write("y\n");
+        await bridge.write(`${bridgeSas}\n`);
         await page.click("#approve");
         await indicator(page, "connected");
         assert.equal(await page.isVisible("#approve-dialog"), false);

@@ -128,7 +128,7 @@ class App {
       case "confirming":
         this.#setIndicator("approve");
         if (state === "confirming") {
-          $("approve-status").textContent = "Approved here. Now confirm the same digits on the bridge's terminal.";
+          $("approve-status").textContent = "Approved here. Now type the same digits on the bridge's terminal.";
         }
         break;
       case "handshaking":
