@@ -9,6 +9,7 @@ import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_LOGOUT, BRIDGE_STATUS } from "../cli/specs.ts";
 import { fingerprint, fromBase64Url } from "../shared/e2e_crypto.ts";
 import { CredentialStore } from "./credentials.ts";
+import { loadIdentityKey } from "./identity_key.ts";
 import { relayFetch, resolveRelay } from "./relay_choice.ts";
 
 const TIMEOUT_MS = 10_000;
@@ -45,6 +46,7 @@ export async function bridgeStatus(flags: FlagValues): Promise<number> {
   console.log(
     `Token:   expires ${new Date(credential.expiresAt).toISOString()} (${days < 0 ? "expired" : `in ${days} days`})`,
   );
+  console.log(`Bridge:  identity ${(await loadIdentityKey(store.dir)).fingerprint} (the IDE shows it when approving)`);
   console.log(
     credential.pinnedIde
       ? `IDE:     approved; pinned IDE identity ${await fingerprint(fromBase64Url(credential.pinnedIde))}`

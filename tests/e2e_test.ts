@@ -640,3 +640,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a relay that restarts the handshake again and again to hunt for equal SAS values is cut off after 5 tries",
+  ...SANITIZE,
+  async fn() {
+    const dirs = await makeTestDirs();
+    const { relay, dataDir, setTap } = await tappedRelay();
+    // The relay plays the IDE towards the bridge, and after every e2e.info starts over.
+    const relayIde = await generateIdentity();
+    let handshake: IdeHandshake | undefined;
+    let pairingId = "";
+    const hello = async (c: number) => {
+      const started = await IdeHandshake.start(relayIde, pairingId);
+      handshake = started.handshake;
+      return encodeFrame({ t: FrameType.E2eHello, c, body: { ...started.hello } });
+    };
+    setTap(async (direction, bytes, channel) => {
+      const frame = decodeFrame(bytes);
+      if (direction === "ide-to-bridge") {
+        if (frame.t !== FrameType.E2eHello) return [];
+        pairingId = String(jsonBody(frame).pairingId);
+        return [await hello(channel)];
+      }
+      if (frame.t === FrameType.E2eReply) {
+        const { confirm } = await handshake!.finish(jsonBody(frame));
+        return { back: [encodeFrame({ t: FrameType.E2eConfirm, c: channel, body: { ...confirm } })] };
+      }
+      if (frame.t === FrameType.E2eInfo) return { back: [await hello(channel)] };
+      return [];
+    });
+    const { ide, code } = await ideWithCode(relay.url);
+    const bridge = startBridgeProcess(dirs, relay.url, { code });
+    try {
+      const status = await bridge.status;
+      assert.equal(status.code, 1);
+      assert.equal(bridge.stdout.text.match(/Check that the IDE shows/g)?.length, 5);
+      assert.match(bridge.stderr.text, /5 handshakes asked for approval in this run/);
+    } finally {
+      ide.close();
+      await bridge.stop();
+      await relay.shutdown();
+      await Deno.remove(dataDir, { recursive: true });
+      await dirs.cleanup();
+    }
+  },
+});
