@@ -51,6 +51,12 @@ export interface E2eGateOptions {
   askSas: () => Promise<string | undefined>;
   /** The user at this machine typed digits that no waiting handshake shows. */
   onMismatch: () => void;
+  /**
+   * A hello arrived while no IDE key is pinned (each answer reveals a fresh
+   * SAS to whoever sent it). Returns false to leave it unanswered: the caller
+   * caps these per run and ends the link.
+   */
+  onUnpinnedHello: () => boolean;
   /** An IDE with an identity other than the pinned one was refused. */
   onRefused: (ideFingerprint: string) => void;
   /** Authenticated, approved command frames (bodies in plaintext). */
@@ -89,6 +95,7 @@ export class E2eGate {
     const c = frame.c;
     if (c === undefined) throw new E2eError(`Cannot accept ${frame.t}: no channel`);
     if (frame.t === FrameType.E2eHello) {
+      if (!this.#opts.pinned() && !this.#opts.onUnpinnedHello()) return;
       // A new hello starts over on this channel (the IDE re-keys after any bridge reconnect).
       const { handshake, reply } = await BridgeHandshake.respond(
         this.#opts.identity,

@@ -80,6 +80,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
   const approvalMs = flags["approval-timeout"] ? Number(flags["approval-timeout"]) * 1000 : APPROVAL_TIMEOUT_MS;
   let approvalTimer: ReturnType<typeof setTimeout> | undefined;
   let approvalAttempts = 0;
+  let unpinnedHellos = 0;
   let approvalTicker: ReturnType<typeof setInterval> | undefined;
   const stopApprovalClock = () => {
     clearTimeout(approvalTimer);
@@ -124,6 +125,15 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
               "Pairing refused: the digits typed are not the ones this bridge computed, so someone (possibly the relay) may be in the middle. Nothing was run and the token was dropped; pair again with a new code.",
           });
         },
+        onUnpinnedHello: () => {
+          if (++unpinnedHellos <= MAX_UNPINNED_HELLOS) return true;
+          end({
+            code: 1,
+            message:
+              `Pairing stopped: ${MAX_UNPINNED_HELLOS} handshakes were started before any IDE was approved, more than pairing needs; someone (possibly the relay) may be hunting for matching digits. Nothing was run. Pair again with a new code.`,
+          });
+          return false;
+        },
         onApprovalNeeded: (sas, ideFingerprint) => {
           if (++approvalAttempts > MAX_APPROVAL_ATTEMPTS) {
             end({
@@ -138,7 +148,11 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
           if (approvalTimer !== undefined) return true;
           const deadline = Date.now() + approvalMs;
           const left = () => _clock(deadline - Date.now());
-          say(`If the IDE shows the same digits, type them here and approve in the IDE (waiting ${left()}, until ${_time(deadline)}).`);
+          say(
+            `If the IDE shows the same digits, type them here and approve in the IDE (waiting ${left()}, until ${
+              _time(deadline)
+            }).`,
+          );
           approvalTimer = setTimeout(() => {
             stopApprovalClock();
             end({
@@ -237,6 +251,14 @@ function _resolveRoot(dir: string): string {
  * equal SAS values on both sides needs about a million.
  */
 const MAX_APPROVAL_ATTEMPTS = 5;
+
+/**
+ * Handshakes answered in one run before any IDE is approved. Each answer lets
+ * its sender compute one SAS the bridge would show, so this caps how many
+ * guesses a relay hunting for digits equal to the IDE's gets (each hits with
+ * probability 10^-6). Every IDE tab and every reconnect during pairing uses one.
+ */
+const MAX_UNPINNED_HELLOS = 10;
 
 /** m:ss */
 function _clock(ms: number): string {

@@ -275,7 +275,10 @@ export class BridgeHandshake {
     if (h.pairingId !== pairingId) throw new E2eError("Cannot answer handshake: it is for another pairing");
     const commit = _key(h.commitment, 32);
     const ephemeral = await generateEphemeral();
-    const mine = { identity: await rawPublicKey(identity.publicKey), ephemeral: await rawPublicKey(ephemeral.publicKey) };
+    const mine = {
+      identity: await rawPublicKey(identity.publicKey),
+      ephemeral: await rawPublicKey(ephemeral.publicKey),
+    };
     return {
       handshake: new BridgeHandshake(identity, ephemeral, pairingId, commit, mine),
       reply: { identity: toBase64Url(mine.identity), ephemeral: toBase64Url(mine.ephemeral) },

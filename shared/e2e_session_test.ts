@@ -1,5 +1,17 @@
 import assert from "node:assert/strict";
-import { generateIdentity, rawPublicKey, signTranscript, toBase64Url, transcript } from "./e2e_crypto.ts";
+import { createHash } from "node:crypto";
+import { Buffer } from "node:buffer";
+import {
+  commitment,
+  deriveSessionKeys,
+  fromBase64Url,
+  generateEphemeral,
+  generateIdentity,
+  rawPublicKey,
+  signTranscript,
+  toBase64Url,
+  transcript,
+} from "./e2e_crypto.ts";
 import {
   BridgeHandshake,
   type ConfirmBody,
@@ -10,7 +22,7 @@ import {
   type ReplyBody,
 } from "./e2e_session.ts";
 import { decodeFrame, encodeFrame, withChannel } from "./frame_codec.ts";
-import { CloseCode, type Frame } from "./protocol.ts";
+import { CloseCode, type Frame, PROTOCOL_VERSION } from "./protocol.ts";
 
 const PAIRING = "0d3c2b1a-5e4f-4a6b-8c7d-9e0f1a2b3c4d";
 const te = new TextEncoder();
@@ -25,32 +37,83 @@ function wire<T>(body: T): unknown {
 const ideIdentity = await generateIdentity();
 const bridgeIdentity = await generateIdentity();
 
-/** Runs a whole handshake between two identities; returns both channels and the bodies exchanged. */
+/**
+ * Runs a whole handshake between two identities; returns both channels, the
+ * bodies exchanged and the bridge's signature (which travels sealed in
+ * `e2e.info`; the IDE has not verified it yet).
+ */
 async function pair(ide = ideIdentity, bridge = bridgeIdentity, pairingId = PAIRING) {
   const { handshake: ideSide, hello } = await IdeHandshake.start(ide, pairingId);
   const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridge, pairingId, wire(hello));
-  const { channel: ideChannel, confirm } = await ideSide.finish(wire(reply));
-  const bridgeChannel = await bridgeSide.finish(wire(confirm));
-  return { ideChannel, bridgeChannel, hello, reply, confirm };
+  const { channel: ideChannel, bridgeIdentity, confirm } = await ideSide.finish(wire(reply));
+  const { channel: bridgeChannel, signature } = await bridgeSide.finish(wire(confirm));
+  return { ideChannel, bridgeChannel, bridgeIdentity, hello, reply, confirm, signature };
 }
 
-/** What a relay could compute from the cleartext handshake: the transcript hash. */
-async function transcriptHash(hello: HelloBody, reply: ReplyBody): Promise<Uint8Array> {
-  const b = (s: string) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+/** What a relay can compute from the cleartext handshake: the transcript hash. */
+async function transcriptHash(confirm: ConfirmBody, reply: ReplyBody, pairingId = PAIRING): Promise<Uint8Array> {
   const t = transcript({
-    pairingId: hello.pairingId,
-    ideIdentity: b(hello.identity),
-    ideEphemeral: b(hello.ephemeral),
-    bridgeIdentity: b(reply.identity),
-    bridgeEphemeral: b(reply.ephemeral),
+    pairingId,
+    ideIdentity: fromBase64Url(confirm.identity),
+    ideEphemeral: fromBase64Url(confirm.ephemeral),
+    bridgeIdentity: fromBase64Url(reply.identity),
+    bridgeEphemeral: fromBase64Url(reply.ephemeral),
   });
   return new Uint8Array(await crypto.subtle.digest("SHA-256", t as BufferSource));
 }
 
 /** A fresh raw X25519 public key (base64url), as a relay would substitute it. */
 async function otherEphemeral(): Promise<string> {
-  const pair = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]) as CryptoKeyPair;
-  return toBase64Url(await rawPublicKey(pair.publicKey));
+  return toBase64Url(await rawPublicKey((await generateEphemeral()).publicKey));
+}
+
+/** A base64url value with one bit flipped. */
+function flipped(text: string, byte = 0): string {
+  const bytes = fromBase64Url(text);
+  bytes[byte] ^= 1;
+  return toBase64Url(bytes);
+}
+
+/** Expects an E2eError whose message matches `pattern`. */
+async function refused(promise: Promise<unknown>, pattern: RegExp, what?: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof E2eError, `${what ?? ""}: ${error}`);
+    assert.match(error.message, pattern, what ?? String(pattern));
+    return true;
+  });
+}
+
+/**
+ * A relay posing as an IDE, built from the primitives: unlike IdeHandshake it
+ * can answer any number of replies with the keys it committed to, and it
+ * learns each SAS from the reply alone.
+ */
+async function committedIde(identity: CryptoKeyPair, pairingId = PAIRING) {
+  const ephemeral = await generateEphemeral();
+  const mine = { identity: await rawPublicKey(identity.publicKey), ephemeral: await rawPublicKey(ephemeral.publicKey) };
+  const commit = await commitment({ pairingId, ideIdentity: mine.identity, ideEphemeral: mine.ephemeral });
+  const hello: HelloBody = { pairingId, commitment: toBase64Url(commit) };
+  const answer = async (reply: ReplyBody): Promise<{ sas: string; confirm: ConfirmBody }> => {
+    const bridgeEphemeral = fromBase64Url(reply.ephemeral);
+    const t = transcript({
+      pairingId,
+      ideIdentity: mine.identity,
+      ideEphemeral: mine.ephemeral,
+      bridgeIdentity: fromBase64Url(reply.identity),
+      bridgeEphemeral,
+    });
+    const keys = await deriveSessionKeys("ide", ephemeral.privateKey, bridgeEphemeral, t);
+    const signature = await signTranscript("ide", identity.privateKey, keys.transcriptHash);
+    return {
+      sas: keys.sas,
+      confirm: {
+        identity: toBase64Url(mine.identity),
+        ephemeral: toBase64Url(mine.ephemeral),
+        signature: toBase64Url(signature),
+      },
+    };
+  };
+  return { hello, answer };
 }
 
 /** Re-encodes a frame with changed header fields and/or body. */
@@ -65,72 +128,134 @@ async function sealed(channel: E2eChannel, t: string, body: string, id?: string)
 
 // ---- Handshake ------------------------------------------------------------
 
-Deno.test("handshake: IDE and bridge agree on the SAS and learn each other's identity", async () => {
-  const { ideChannel, bridgeChannel, hello, reply, confirm } = await pair();
+Deno.test("handshake: IDE and bridge agree on the SAS, and the IDE verifies the bridge's signature", async () => {
+  const { ideChannel, bridgeChannel, bridgeIdentity: seen, hello, reply, confirm, signature } = await pair();
   assert.match(ideChannel.sas, /^\d{3} \d{3}$/);
   assert.equal(ideChannel.sas, bridgeChannel.sas);
-  assert.deepEqual(ideChannel.peerIdentity, await rawPublicKey(bridgeIdentity.publicKey));
+  const bridgeKey = await rawPublicKey(bridgeIdentity.publicKey);
+  assert.deepEqual(seen, bridgeKey);
+  assert.deepEqual(ideChannel.peerIdentity, bridgeKey);
   assert.deepEqual(bridgeChannel.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
+  // The hello carries no key, only a commitment; the confirm reveals the keys and the IDE's signature.
+  assert.deepEqual(Object.keys(hello).sort(), ["commitment", "pairingId"]);
   assert.equal(hello.pairingId, PAIRING);
-  assert.deepEqual(Object.keys(hello).sort(), ["ephemeral", "identity", "pairingId"]);
-  assert.deepEqual(Object.keys(reply).sort(), ["ephemeral", "identity", "signature"]);
-  assert.deepEqual(Object.keys(confirm), ["signature"]);
+  assert.deepEqual(Object.keys(reply).sort(), ["ephemeral", "identity"]);
+  assert.deepEqual(Object.keys(confirm).sort(), ["ephemeral", "identity", "signature"]);
+  assert.deepEqual(fromBase64Url(confirm.identity), await rawPublicKey(ideIdentity.publicKey));
+  assert.equal(fromBase64Url(signature).byteLength, 64);
+  // Both sides hash the same transcript, the one the cleartext bodies determine.
+  assert.deepEqual(ideChannel.transcriptHash, bridgeChannel.transcriptHash);
+  assert.deepEqual(ideChannel.transcriptHash, await transcriptHash(confirm, reply));
+  // The bridge's signature (sent sealed in e2e.info) verifies on the IDE's channel.
+  await IdeHandshake.verifyBridge(ideChannel, signature);
+  // The commitment, recomputed with node:crypto from the revealed keys.
+  const parts = [
+    Buffer.from("coder1 e2e commitment", "utf8"),
+    Buffer.from([PROTOCOL_VERSION]),
+    Buffer.from(PAIRING, "utf8"),
+    Buffer.from(confirm.identity, "base64url"),
+    Buffer.from(confirm.ephemeral, "base64url"),
+  ];
+  const input = Buffer.concat(parts.flatMap((p) => [Buffer.from([p.length >> 8, p.length & 0xff]), p]));
+  assert.equal(createHash("sha256").update(input).digest("base64url"), hello.commitment);
   // Keys work both ways.
   assert.equal(td.decode(await bridgeChannel.open(await sealed(ideChannel, "cmd.start", "up"))), "up");
   assert.equal(td.decode(await ideChannel.open(await sealed(bridgeChannel, "cmd.stdout", "down"))), "down");
 });
 
-Deno.test("handshake: every run uses fresh ephemerals, so the keys and SAS change", async () => {
+Deno.test("handshake: every run uses fresh ephemerals, so the commitment, keys and SAS change", async () => {
   const a = await pair();
   const b = await pair();
-  assert.notEqual(a.hello.ephemeral, b.hello.ephemeral);
+  assert.notEqual(a.hello.commitment, b.hello.commitment);
+  assert.notEqual(a.confirm.ephemeral, b.confirm.ephemeral);
+  assert.equal(a.confirm.identity, b.confirm.identity);
   assert.notEqual(a.reply.ephemeral, b.reply.ephemeral);
+  assert.notDeepEqual(a.ideChannel.transcriptHash, b.ideChannel.transcriptHash);
   // A frame from one session does not open in the other.
   await assert.rejects(b.bridgeChannel.open(await sealed(a.ideChannel, "cmd.start", "x")), E2eError);
 });
 
-Deno.test("handshake: the IDE rejects a reply whose signature covers another transcript", async () => {
-  // A relay swaps the bridge's ephemeral key in the reply (to hold the other end of the DH itself).
-  const { handshake, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
-  const { reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
-  await assert.rejects(handshake.finish({ ...reply, ephemeral: await otherEphemeral() }), E2eError);
-  // A relay swaps the IDE's ephemeral key in the hello: the bridge signs a transcript the IDE never had.
-  {
-    const { handshake, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
-    const { reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, {
-      ...hello,
-      ephemeral: await otherEphemeral(),
-    });
-    await assert.rejects(handshake.finish(wire(reply)), E2eError);
-  }
-  // Another identity presented with the real bridge's signature.
+Deno.test("handshake: the bridge refuses a confirm whose keys do not match the hello's commitment", async () => {
+  const { handshake: ideSide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
+  const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
+  const { confirm } = await ideSide.finish(wire(reply));
   const mallory = await generateIdentity();
   const malloryKey = toBase64Url(await rawPublicKey(mallory.publicKey));
-  await assert.rejects(handshake.finish({ ...reply, identity: malloryKey }), E2eError);
-  // A signature over the right transcript but with the IDE's role label (a reflected confirm) is no bridge signature.
-  const reflectedReply = { ...reply, identity: hello.identity };
-  const ideSigned = await signTranscript("ide", ideIdentity.privateKey, await transcriptHash(hello, reflectedReply));
-  await assert.rejects(handshake.finish({ ...reflectedReply, signature: toBase64Url(ideSigned) }), E2eError);
-  // The untouched reply still finishes: the rejections were about the changes.
-  const { channel } = await handshake.finish(wire(reply));
-  assert.deepEqual(channel.peerIdentity, await rawPublicKey(bridgeIdentity.publicKey));
+  // A relay that passed the IDE's hello on swaps in its own ephemeral (to hold the other end of the DH),
+  await refused(bridgeSide.finish({ ...confirm, ephemeral: await otherEphemeral() }), /commitment/, "ephemeral");
+  // or its own identity,
+  await refused(bridgeSide.finish({ ...confirm, identity: malloryKey }), /commitment/, "identity");
+  // or the two keys exchanged.
+  await refused(
+    bridgeSide.finish({ ...confirm, identity: confirm.ephemeral, ephemeral: confirm.identity }),
+    /commitment/,
+    "exchanged",
+  );
+  // A complete, correctly signed confirm for this reply, from a handshake committed to other keys:
+  // the relay's own, and one of the same IDE with another ephemeral.
+  for (const identity of [mallory, ideIdentity]) {
+    const other = await IdeHandshake.start(identity, PAIRING);
+    const { confirm: otherConfirm } = await other.handshake.finish(wire(reply));
+    await refused(bridgeSide.finish(wire(otherConfirm)), /commitment/, "another handshake's confirm");
+  }
+  // The untouched confirm still finishes: the refusals were about the changes.
+  const { channel } = await bridgeSide.finish(wire(confirm));
+  assert.deepEqual(channel.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
 });
 
-Deno.test("handshake: the bridge rejects a confirm signed by a different identity", async () => {
-  const { hello, handshake: ideSide } = await IdeHandshake.start(ideIdentity, PAIRING);
-  const { handshake, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
-  const hash = await transcriptHash(hello, reply);
+Deno.test("handshake: the bridge refuses a confirm whose IDE signature does not verify", async () => {
+  const { handshake: ideSide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
+  const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
+  const { channel: ideChannel, confirm } = await ideSide.finish(wire(reply));
+  const hash = ideChannel.transcriptHash;
+  const otherHash = hash.slice();
+  otherHash[0] ^= 1;
   const mallory = await generateIdentity();
-  const forged: ConfirmBody = { signature: toBase64Url(await signTranscript("ide", mallory.privateKey, hash)) };
-  await assert.rejects(handshake.finish(wire(forged)), E2eError);
-  // Nor does the bridge accept its own signature reflected back, or a signature with the wrong role label.
-  await assert.rejects(handshake.finish({ signature: reply.signature }), E2eError);
-  const wrongRole = await signTranscript("bridge", ideIdentity.privateKey, hash);
-  await assert.rejects(handshake.finish({ signature: toBase64Url(wrongRole) }), E2eError);
+  const signatures: [string, Uint8Array | string][] = [
+    ["signed by another identity", await signTranscript("ide", mallory.privateKey, hash)],
+    ["the IDE key with the bridge's role label", await signTranscript("bridge", ideIdentity.privateKey, hash)],
+    ["the IDE key over another transcript", await signTranscript("ide", ideIdentity.privateKey, otherHash)],
+    ["one bit flipped", flipped(confirm.signature, 5)],
+    ["all zero", new Uint8Array(64)],
+  ];
+  for (const [what, signature] of signatures) {
+    const text = typeof signature === "string" ? signature : toBase64Url(signature);
+    await refused(bridgeSide.finish({ ...confirm, signature: text }), /signature does not verify/, what);
+  }
   // The genuine confirm is accepted.
-  const { confirm } = await ideSide.finish(wire(reply));
-  const channel = await handshake.finish(wire(confirm));
+  const { channel } = await bridgeSide.finish(wire(confirm));
   assert.deepEqual(channel.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
+});
+
+Deno.test("handshake: verifyBridge refuses a wrong, missing or other-role signature", async () => {
+  const { ideChannel, bridgeChannel, confirm, signature } = await pair();
+  const other = await pair();
+  const hash = ideChannel.transcriptHash;
+  const mallory = await generateIdentity();
+  const bad: [string, unknown, RegExp][] = [
+    ["missing", undefined, /no handshake signature/],
+    ["null", null, /no handshake signature/],
+    ["a number", 42, /no handshake signature/],
+    ["empty", "", /expected 64 bytes/],
+    ["not base64url", "@@", /not base64url/],
+    ["63 bytes", toBase64Url(fromBase64Url(signature).subarray(0, 63)), /expected 64 bytes/],
+    ["one bit flipped", flipped(signature, 10), /does not verify/],
+    ["the IDE's own signature from the confirm", confirm.signature, /does not verify/],
+    [
+      "the bridge key with the IDE's role label",
+      toBase64Url(await signTranscript("ide", bridgeIdentity.privateKey, hash)),
+      /does not verify/,
+    ],
+    ["another identity", toBase64Url(await signTranscript("bridge", mallory.privateKey, hash)), /does not verify/],
+    ["the same bridge's signature from another session", other.signature, /does not verify/],
+  ];
+  for (const [what, value, pattern] of bad) await refused(IdeHandshake.verifyBridge(ideChannel, value), pattern, what);
+  // It checks against the channel's peer: on the bridge's own channel (peer: the IDE) it fails.
+  await refused(IdeHandshake.verifyBridge(bridgeChannel, signature), /does not verify/, "bridge channel");
+  // The genuine signature verifies, on its own channel only.
+  await IdeHandshake.verifyBridge(ideChannel, signature);
+  await IdeHandshake.verifyBridge(other.ideChannel, other.signature);
+  await refused(IdeHandshake.verifyBridge(other.ideChannel, signature), /does not verify/, "crossed sessions");
 });
 
 Deno.test("handshake: a relay in the middle with its own handshakes gets a different SAS on each side", async () => {
@@ -148,61 +273,137 @@ Deno.test("handshake: a relay in the middle with its own handshakes gets a diffe
   const { handshake: fakeIde, hello: fakeHello } = await IdeHandshake.start(relayIdentity, PAIRING);
   const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(fakeHello));
   const { channel: relayToBridge, confirm: fakeConfirm } = await fakeIde.finish(wire(reply));
-  const bridgeChannel = await bridgeSide.finish(wire(fakeConfirm));
-  // Each half agrees with the relay, but the two people comparing screens see different codes
-  // (equal only by a one-in-a-million coincidence) and the relay's identity, not their peer's.
-  assert.equal(ideChannel.sas, relayToIde.sas);
+  const { channel: bridgeChannel, signature } = await bridgeSide.finish(wire(fakeConfirm));
+  await IdeHandshake.verifyBridge(relayToBridge, signature);
+  // Each half is a valid handshake with the relay: the IDE even verifies the relay's signature...
+  await IdeHandshake.verifyBridge(ideChannel, relayToIde.signature);
+  assert.equal(ideChannel.sas, relayToIde.channel.sas);
   assert.equal(bridgeChannel.sas, relayToBridge.sas);
+  // ...but the two people comparing screens see different codes (equal only by a one-in-a-million
+  // coincidence) and the relay's identity, not their peer's.
   assert.notEqual(ideChannel.sas, bridgeChannel.sas);
   assert.deepEqual(ideChannel.peerIdentity, await rawPublicKey(relayIdentity.publicKey));
   assert.deepEqual(bridgeChannel.peerIdentity, await rawPublicKey(relayIdentity.publicKey));
+  // The real bridge's signature is over another transcript: passing it on does not help the relay.
+  await refused(IdeHandshake.verifyBridge(ideChannel, signature), /does not verify/);
   // Without re-sealing, the relay cannot pass the IDE's frames through.
   await assert.rejects(bridgeChannel.open(await sealed(ideChannel, "cmd.start", "ls")), E2eError);
 });
 
-Deno.test("handshake: the bridge rejects a hello for another pairing id", async () => {
-  const { hello } = await IdeHandshake.start(ideIdentity, "another-bridge");
-  await assert.rejects(BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello)), E2eError);
-  const { hello: good } = await IdeHandshake.start(ideIdentity, PAIRING);
-  await assert.rejects(
-    BridgeHandshake.respond(bridgeIdentity, PAIRING, { ...good, pairingId: `${PAIRING}x` }),
-    E2eError,
-  );
+Deno.test("handshake: the commitment makes a relay choose its keys before it can know the other side's", async () => {
+  const relayIdentity = await generateIdentity();
+  // Towards the IDE: all the relay sees before it must answer is a pairing id and a hash.
+  const ides = [];
+  for (let i = 0; i < 3; i++) ides.push(await IdeHandshake.start(ideIdentity, PAIRING));
+  for (const { hello } of ides) assert.deepEqual(Object.keys(hello).sort(), ["commitment", "pairingId"]);
+  // Answered with one and the same reply, the IDEs end up with different SAS values: the IDE's
+  // hidden ephemeral decides, so the relay cannot search for a reply that gives a SAS it wants.
+  const { handshake: fakeBridge, reply } = await BridgeHandshake.respond(relayIdentity, PAIRING, wire(ides[0].hello));
+  const finished = [];
+  for (const ide of ides) finished.push(await ide.handshake.finish(wire(reply)));
+  const ideSas = finished.map((f) => f.channel.sas);
+  assert.equal(new Set(ideSas).size, ideSas.length, ideSas.join(", "));
+  // The relay learns that SAS only from the confirm, when its keys are long fixed.
+  assert.equal((await fakeBridge.finish(wire(finished[0].confirm))).channel.sas, ideSas[0]);
+
+  // Towards the bridge: the relay's keys are fixed by its commitment before the bridge picks its
+  // ephemeral, so the same relay hello answered several times gives SAS values the relay did not choose.
+  const relay = await committedIde(relayIdentity);
+  const bridgeSas = [];
+  for (let i = 0; i < 3; i++) {
+    const { handshake, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(relay.hello));
+    const { sas, confirm } = await relay.answer(reply);
+    assert.equal((await handshake.finish(wire(confirm))).channel.sas, sas);
+    bridgeSas.push(sas);
+  }
+  assert.equal(new Set(bridgeSas).size, bridgeSas.length, bridgeSas.join(", "));
+  // Having seen the bridge's keys, the relay cannot reveal keys other than those it committed to.
+  const { handshake, reply: bridgeReply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(relay.hello));
+  const later = await committedIde(relayIdentity);
+  await refused(handshake.finish(wire((await later.answer(bridgeReply)).confirm)), /commitment/);
 });
 
-Deno.test("handshake: small-order and malformed X25519 keys are rejected with E2eError", async () => {
+Deno.test("handshake: the bridge refuses a hello for another pairing id, and keys committed for one", async () => {
+  const { hello } = await IdeHandshake.start(ideIdentity, "another-bridge");
+  await refused(BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello)), /another pairing/);
+  const { hello: good } = await IdeHandshake.start(ideIdentity, PAIRING);
+  await refused(
+    BridgeHandshake.respond(bridgeIdentity, PAIRING, { ...good, pairingId: `${PAIRING}x` }),
+    /another pairing/,
+  );
+  // A hello for another bridge relabelled with this one's id: the commitment covers the pairing id.
+  const { handshake: ideSide, hello: elsewhere } = await IdeHandshake.start(ideIdentity, "another-bridge");
+  const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, {
+    ...elsewhere,
+    pairingId: PAIRING,
+  });
+  const { confirm } = await ideSide.finish(wire(reply));
+  await refused(bridgeSide.finish(wire(confirm)), /commitment/);
+});
+
+Deno.test("handshake: small-order and malformed X25519 keys are refused with E2eError", async () => {
   const zero = toBase64Url(new Uint8Array(32));
   const one = toBase64Url(Uint8Array.from({ length: 32 }, (_, i) => i === 0 ? 1 : 0));
-  const { hello } = await IdeHandshake.start(ideIdentity, PAIRING);
-  for (
-    const ephemeral of [zero, one, toBase64Url(new Uint8Array(31)), toBase64Url(new Uint8Array(33)), "not base64!"]
-  ) {
-    await assert.rejects(
-      BridgeHandshake.respond(bridgeIdentity, PAIRING, { ...hello, ephemeral }),
-      E2eError,
-      ephemeral,
+  const malformed = [toBase64Url(new Uint8Array(31)), toBase64Url(new Uint8Array(33)), "not base64!", ""];
+  // The bridge side: a small-order ephemeral the IDE (or a relay) committed to honestly, so the
+  // commitment matches and the key itself is what fails.
+  const ideKey = await rawPublicKey(ideIdentity.publicKey);
+  for (const ephemeral of [zero, one]) {
+    const commit = await commitment({
+      pairingId: PAIRING,
+      ideIdentity: ideKey,
+      ideEphemeral: fromBase64Url(ephemeral),
+    });
+    const { handshake } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, {
+      pairingId: PAIRING,
+      commitment: toBase64Url(commit),
+    });
+    const confirm = { identity: toBase64Url(ideKey), ephemeral, signature: toBase64Url(new Uint8Array(64)) };
+    await refused(handshake.finish(confirm), /ephemeral key is invalid/, ephemeral);
+  }
+  // Malformed keys in a confirm, and a malformed commitment in a hello.
+  const { handshake: ideSide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
+  const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
+  for (const key of malformed) {
+    await refused(
+      BridgeHandshake.respond(bridgeIdentity, PAIRING, { ...hello, commitment: key }),
+      /Cannot read handshake/,
+      `commitment ${key}`,
     );
   }
-  // The IDE side: a reply carrying a small-order ephemeral (no honest bridge signs one, but it must fail cleanly).
-  const { handshake, hello: ideHello } = await IdeHandshake.start(ideIdentity, PAIRING);
-  const { reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(ideHello));
-  for (const ephemeral of [zero, one]) {
-    await assert.rejects(handshake.finish({ ...reply, ephemeral }), E2eError, ephemeral);
+  // The IDE side: a reply carrying a small-order or malformed ephemeral.
+  for (const ephemeral of [zero, one, ...malformed]) {
+    await assert.rejects(ideSide.finish({ ...reply, ephemeral }), E2eError, ephemeral);
   }
+  const { confirm } = await ideSide.finish(wire(reply));
+  for (const ephemeral of malformed) {
+    await refused(bridgeSide.finish({ ...confirm, ephemeral }), /Cannot read handshake/, `ephemeral ${ephemeral}`);
+  }
+  // The refusals spoiled neither side: the IDE finished above, and the bridge finishes now.
+  assert.equal((await bridgeSide.finish(wire(confirm))).channel.peerIdentity.byteLength, 32);
 });
 
-Deno.test("handshake: malformed bodies are rejected with E2eError", async () => {
+Deno.test("handshake: malformed bodies are refused with E2eError", async () => {
   const { handshake, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
-  const bad: unknown[] = [null, "hello", 42, [], {}, { ...hello, identity: 7 }, { identity: hello.identity }];
-  for (const body of bad) {
+  const badHellos: unknown[] = [null, "hello", 42, [], {}, { ...hello, commitment: 7 }, { pairingId: PAIRING }];
+  for (const body of badHellos) {
     await assert.rejects(BridgeHandshake.respond(bridgeIdentity, PAIRING, body), E2eError, JSON.stringify(body));
-    await assert.rejects(handshake.finish(body), E2eError, JSON.stringify(body));
   }
   const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
-  await assert.rejects(handshake.finish({ ...reply, signature: reply.signature.slice(0, -2) }), E2eError);
-  for (const body of [null, {}, { signature: 1 }, { signature: "" }, { signature: "@@" }]) {
-    await assert.rejects(bridgeSide.finish(body), E2eError, JSON.stringify(body));
-  }
+  const badReplies: unknown[] = [null, "reply", 42, [], {}, { ...reply, identity: 7 }, { identity: reply.identity }];
+  for (const body of badReplies) await assert.rejects(handshake.finish(body), E2eError, JSON.stringify(body));
+  const { confirm } = await handshake.finish(wire(reply));
+  const badConfirms: unknown[] = [
+    null,
+    {},
+    { signature: confirm.signature },
+    { identity: confirm.identity, ephemeral: confirm.ephemeral },
+    { ...confirm, signature: 1 },
+    { ...confirm, signature: "" },
+    { ...confirm, signature: "@@" },
+    { ...confirm, signature: confirm.signature.slice(0, -2) },
+  ];
+  for (const body of badConfirms) await assert.rejects(bridgeSide.finish(body), E2eError, JSON.stringify(body));
 });
 
 Deno.test("handshake: E2eError closes with the end-to-end failure code", async () => {
@@ -353,7 +554,21 @@ Deno.test("handshake: each side finishes at most once (no second channel reusing
   const { handshake: ide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
   const { handshake: bridge, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
   const { confirm } = await ide.finish(wire(reply));
-  await assert.rejects(ide.finish(wire(reply)), E2eError);
+  await refused(ide.finish(wire(reply)), /already finished/);
+  const { reply: otherReply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
+  await refused(ide.finish(wire(otherReply)), /already finished/);
   await bridge.finish(wire(confirm));
-  await assert.rejects(bridge.finish(wire(confirm)), E2eError);
+  await refused(bridge.finish(wire(confirm)), /already finished/);
+  // Two finishes racing: exactly one gets a channel.
+  {
+    const { handshake: ide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
+    const { handshake: bridge, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
+    const ideRace = await Promise.allSettled([ide.finish(wire(reply)), ide.finish(wire(reply))]);
+    assert.equal(ideRace.filter((r) => r.status === "fulfilled").length, 1);
+    const { confirm } = (ideRace.find((r) => r.status === "fulfilled") as PromiseFulfilledResult<
+      Awaited<ReturnType<IdeHandshake["finish"]>>
+    >).value;
+    const bridgeRace = await Promise.allSettled([bridge.finish(wire(confirm)), bridge.finish(wire(confirm))]);
+    assert.equal(bridgeRace.filter((r) => r.status === "fulfilled").length, 1);
+  }
 });

@@ -6,15 +6,17 @@
  * @module
  */
 import {
+  commitment,
   deriveSessionKeys,
   fingerprint,
   fromBase64Url,
   type SessionKeys,
   signTranscript,
+  toBase64Url,
   transcript,
   verifyTranscript,
 } from "./e2e_crypto.ts";
-import { E2eChannel } from "./e2e_session.ts";
+import { E2eChannel, IdeHandshake } from "./e2e_session.ts";
 import { decodeFrame } from "./frame_codec.ts";
 import { PROTOCOL_VERSION } from "./protocol.ts";
 
@@ -31,6 +33,12 @@ export interface E2eVectors {
   protocolVersion: number;
   pairingId: string;
   keys: { ideIdentity: VectorJwk; bridgeIdentity: VectorJwk; ideEphemeral: VectorJwk; bridgeEphemeral: VectorJwk };
+  handshake: {
+    hello: { pairingId: string; commitment: string };
+    reply: { identity: string; ephemeral: string };
+    confirm: { identity: string; ephemeral: string; signature: string };
+  };
+  commitment: string;
   transcript: string;
   transcriptHash: string;
   sas: string;
@@ -92,6 +100,21 @@ export async function checkVectors(vectors: E2eVectors): Promise<VectorCheck[]> 
   };
 
   await check("protocol version", () => vectors.protocolVersion === PROTOCOL_VERSION);
+  await check("commitment", async () => {
+    const commit = await commitment({
+      pairingId: vectors.pairingId,
+      ideIdentity: pub.ideIdentity,
+      ideEphemeral: pub.ideEphemeral,
+    });
+    return _hex(commit) === vectors.commitment && toBase64Url(commit) === vectors.handshake.hello.commitment;
+  });
+  await check("handshake bodies", () => {
+    const { hello, reply, confirm } = vectors.handshake;
+    return hello.pairingId === vectors.pairingId &&
+      reply.identity === vectors.keys.bridgeIdentity.x && reply.ephemeral === vectors.keys.bridgeEphemeral.x &&
+      confirm.identity === vectors.keys.ideIdentity.x && confirm.ephemeral === vectors.keys.ideEphemeral.x &&
+      confirm.signature === vectors.signatures.ide;
+  });
   const t = transcript({ pairingId: vectors.pairingId, ...pub });
   await check("transcript", () => _hex(t) === vectors.transcript);
   let keys: Record<"ide" | "bridge", SessionKeys> | undefined;
@@ -130,6 +153,16 @@ export async function checkVectors(vectors: E2eVectors): Promise<VectorCheck[]> 
   }
   if (!keys) return results;
   const k = keys;
+  await check("e2e.info carries the bridge signature, and the IDE verifies it", async () => {
+    const info = vectors.frames.find((f) => f.header.t === "e2e.info" && f.direction === "bridge->ide");
+    if (!info?.bodyText) return "no e2e.info frame";
+    const signature = (JSON.parse(info.bodyText) as { signature?: unknown }).signature;
+    if (signature !== vectors.signatures.bridge) return "signature is not signatures.bridge";
+    await IdeHandshake.verifyBridge(new E2eChannel(k.ide, pub.bridgeIdentity), signature);
+    // The IDE's own signature is no bridge signature.
+    return await IdeHandshake.verifyBridge(new E2eChannel(k.ide, pub.bridgeIdentity), vectors.signatures.ide)
+      .then(() => "the IDE signature passed as the bridge's", () => true);
+  });
   const sender = (direction: string) =>
     direction === "ide->bridge" ? new E2eChannel(k.ide, pub.bridgeIdentity) : new E2eChannel(k.bridge, pub.ideIdentity);
   const receiver = (direction: string) =>

@@ -21,6 +21,7 @@ import { Buffer } from "node:buffer";
 import vectors from "./e2e_vectors.json" with { type: "json" };
 import { makeE2eVectors, type VectorSeed } from "../tools/make_e2e_vectors.ts";
 import {
+  commitment,
   deriveSessionKeys,
   type E2eRole,
   fingerprint,
@@ -162,6 +163,32 @@ Deno.test("vectors: every field is described", () => {
   assert.deepEqual([...new Set(undescribed)], []);
 });
 
+Deno.test("vectors: commitment() reproduces the commitment in the hello", async () => {
+  const commit = await commitment({
+    pairingId: vectors.pairingId,
+    ideIdentity: pub.ideIdentity,
+    ideEphemeral: pub.ideEphemeral,
+  });
+  assert.equal(toHex(commit), vectors.commitment);
+  assert.equal(toBase64Url(commit), vectors.handshake.hello.commitment);
+  assert.equal(
+    toHex(new Uint8Array(await subtle.digest("SHA-256", hex(vectors.commitmentInput) as BufferSource))),
+    vectors.commitment,
+  );
+  // It binds each input: another pairing id or another key gives another commitment.
+  const otherKey = pub.ideEphemeral.slice();
+  otherKey[31] ^= 1;
+  for (
+    const changed of [
+      { pairingId: `${vectors.pairingId}x`, ideIdentity: pub.ideIdentity, ideEphemeral: pub.ideEphemeral },
+      { pairingId: vectors.pairingId, ideIdentity: pub.ideIdentity, ideEphemeral: otherKey },
+      { pairingId: vectors.pairingId, ideIdentity: pub.ideEphemeral, ideEphemeral: pub.ideIdentity },
+    ]
+  ) {
+    assert.notEqual(toHex(await commitment(changed)), vectors.commitment);
+  }
+});
+
 Deno.test("vectors: transcript, hash, SAS and fingerprints match the shared modules", async () => {
   assert.equal(vectors.protocolVersion, PROTOCOL_VERSION);
   const t = transcript({ pairingId: vectors.pairingId, ...pub });
@@ -209,11 +236,20 @@ Deno.test("vectors: the handshake classes send exactly the vector bodies", async
     () => BridgeHandshake.respond(bridgeIdentity, vectors.pairingId, vectors.handshake.hello),
   );
   assert.deepEqual(bridgeSide.reply, vectors.handshake.reply);
-  const { channel: ideChannel, confirm } = await handshake.finish(vectors.handshake.reply);
-  assert.deepEqual(confirm, vectors.handshake.confirm);
-  const bridgeChannel = await bridgeSide.handshake.finish(vectors.handshake.confirm);
+  const ideSide = await handshake.finish(vectors.handshake.reply);
+  assert.deepEqual(ideSide.confirm, vectors.handshake.confirm);
+  assert.equal(toHex(ideSide.bridgeIdentity), toHex(pub.bridgeIdentity));
+  const { channel: bridgeChannel, signature } = await bridgeSide.handshake.finish(vectors.handshake.confirm);
+  assert.equal(signature, vectors.signatures.bridge);
+  const ideChannel = ideSide.channel;
+  await IdeHandshake.verifyBridge(ideChannel, signature);
   assert.equal(ideChannel.sas, vectors.sas);
   assert.equal(bridgeChannel.sas, vectors.sas);
+  assert.equal(toHex(ideChannel.transcriptHash), vectors.transcriptHash);
+  assert.equal(toHex(bridgeChannel.transcriptHash), vectors.transcriptHash);
+  // The e2e.info vector carries exactly the signature the bridge handshake returned.
+  const info = frames.find((f) => f.header.t === "e2e.info")!;
+  assert.equal(JSON.parse(info.bodyText!).signature, signature);
   // The channels the real handshake yields seal the vector frames byte for byte.
   const senders = { "ide->bridge": ideChannel, "bridge->ide": bridgeChannel };
   for (const f of sealedInOrder) {
@@ -225,6 +261,25 @@ Deno.test("vectors: the handshake classes send exactly the vector bodies", async
     });
     assert.equal(toHex(sealed), f.frame, f.name);
   }
+});
+
+Deno.test("vectors: the bridge refuses the vector confirm unless it matches the hello's commitment", async () => {
+  const bridgeIdentity = await identityPair(vectors.keys.bridgeIdentity);
+  const bridgeEphemeral = await ephemeralPair(vectors.keys.bridgeEphemeral);
+  const respond = (hello: unknown) =>
+    withEphemerals([bridgeEphemeral], () => BridgeHandshake.respond(bridgeIdentity, vectors.pairingId, hello));
+  // A hello committing to other keys (one bit of the commitment changed).
+  const commit = fromBase64Url(vectors.handshake.hello.commitment);
+  commit[0] ^= 1;
+  const other = await respond({ ...vectors.handshake.hello, commitment: toBase64Url(commit) });
+  await assert.rejects(other.handshake.finish(vectors.handshake.confirm), E2eError, "commitment");
+  // The vector hello, with the confirm's ephemeral swapped for the bridge's.
+  const swapped = await respond(vectors.handshake.hello);
+  await assert.rejects(
+    swapped.handshake.finish({ ...vectors.handshake.confirm, ephemeral: vectors.keys.bridgeEphemeral.x }),
+    E2eError,
+    "commitment",
+  );
 });
 
 Deno.test("vectors: E2eChannel seals the frames byte for byte and opens them in order", async () => {
@@ -342,6 +397,28 @@ Deno.test("node:crypto: each JWK's d belongs to its x", () => {
   }
 });
 
+Deno.test("node:crypto: the commitment is SHA-256 of the length-prefixed pairing id and IDE keys", () => {
+  const parts = [
+    Buffer.from("coder1 e2e commitment", "utf8"),
+    Buffer.from([vectors.protocolVersion]),
+    Buffer.from(vectors.pairingId, "utf8"),
+    Buffer.from(vectors.keys.ideIdentity.x, "base64url"),
+    Buffer.from(vectors.keys.ideEphemeral.x, "base64url"),
+  ];
+  const input = Buffer.concat(parts.flatMap((p) => {
+    const length = Buffer.alloc(2);
+    length.writeUInt16BE(p.length);
+    return [length, p];
+  }));
+  assert.equal(input.toString("hex"), vectors.commitmentInput);
+  const digest = createHash("sha256").update(input).digest();
+  assert.equal(digest.toString("hex"), vectors.commitment);
+  assert.equal(digest.toString("base64url"), vectors.handshake.hello.commitment);
+  // The keys the confirm reveals are the ones committed to.
+  assert.equal(vectors.handshake.confirm.identity, vectors.keys.ideIdentity.x);
+  assert.equal(vectors.handshake.confirm.ephemeral, vectors.keys.ideEphemeral.x);
+});
+
 Deno.test("node:crypto: transcript, X25519, HKDF and SAS agree with the vectors", () => {
   const { shared, okm, sas, hash } = nodeKeyMaterial();
   assert.equal(nodeTranscript().toString("hex"), vectors.transcript);
@@ -376,8 +453,9 @@ Deno.test("node:crypto: Ed25519 signatures verify, are reproduced, and are bound
     const reflected = Buffer.concat([Buffer.from(`coder1 e2e ${other} signature`, "utf8"), hash]);
     assert.equal(verify(null, reflected, nodePublic(jwk), signature), false, role);
   }
-  assert.equal(vectors.handshake.reply.signature, vectors.signatures.bridge);
   assert.equal(vectors.handshake.confirm.signature, vectors.signatures.ide);
+  const info = frames.find((f) => f.header.t === "e2e.info")!;
+  assert.equal(JSON.parse(info.bodyText!).signature, vectors.signatures.bridge);
 });
 
 Deno.test("node:crypto: AES-256-GCM opens every good frame with the node-derived key and no bad one", () => {
@@ -411,4 +489,10 @@ Deno.test("vectors: the browser-safe checker (shared/e2e_vectors_check.ts) passe
   const broken = structuredClone(vectors) as unknown as Parameters<typeof checkVectors>[0];
   broken.sas = "000 000";
   assert.ok((await checkVectors(broken)).some((r) => !r.ok));
+  const badCommitment = structuredClone(vectors) as unknown as Parameters<typeof checkVectors>[0];
+  badCommitment.commitment = "00".repeat(32);
+  assert.deepEqual((await checkVectors(badCommitment)).filter((r) => !r.ok).map((r) => r.name), ["commitment"]);
+  const unsignedInfo = structuredClone(vectors) as unknown as Parameters<typeof checkVectors>[0];
+  unsignedInfo.signatures.bridge = unsignedInfo.signatures.ide;
+  assert.ok((await checkVectors(unsignedInfo)).some((r) => !r.ok && r.name.startsWith("e2e.info")));
 });

@@ -686,3 +686,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a relay that sends hello after hello (never confirming) to collect SAS values is cut off after 10",
+  ...SANITIZE,
+  async fn() {
+    const dirs = await makeTestDirs();
+    const { relay, dataDir, setTap } = await tappedRelay();
+    const relayIde = await generateIdentity();
+    let pairingId = "";
+    const hello = async (c: number) => {
+      const started = await IdeHandshake.start(relayIde, pairingId);
+      return encodeFrame({ t: FrameType.E2eHello, c, body: { ...started.hello } });
+    };
+    let replies = 0;
+    setTap(async (direction, bytes, channel) => {
+      const frame = decodeFrame(bytes);
+      if (direction === "ide-to-bridge") {
+        if (frame.t !== FrameType.E2eHello) return [];
+        pairingId = String(jsonBody(frame).pairingId);
+        return [await hello(channel)];
+      }
+      // Each reply is one SAS value the relay can compute; ask for another.
+      if (frame.t === FrameType.E2eReply) {
+        replies++;
+        return { back: [await hello(channel)] };
+      }
+      return [];
+    });
+    const { ide, code } = await ideWithCode(relay.url);
+    const bridge = startBridgeProcess(dirs, relay.url, { code });
+    try {
+      const status = await bridge.status;
+      assert.equal(status.code, 1);
+      assert.equal(replies, 10);
+      assert.match(bridge.stderr.text, /10 handshakes were started before any IDE was approved/);
+    } finally {
+      ide.close();
+      await bridge.stop();
+      await relay.shutdown();
+      await Deno.remove(dataDir, { recursive: true });
+      await dirs.cleanup();
+    }
+  },
+});

@@ -21,6 +21,7 @@
  * @module
  */
 import {
+  commitment,
   deriveSessionKeys,
   type E2eRole,
   fingerprint,
@@ -34,9 +35,9 @@ import {
   transcript,
   verifyTranscript,
 } from "../shared/e2e_crypto.ts";
-import { E2eChannel } from "../shared/e2e_session.ts";
+import { E2eChannel, IdeHandshake } from "../shared/e2e_session.ts";
 import { decodeFrame, encodeFrame, withChannel } from "../shared/frame_codec.ts";
-import { type FrameHeader, PROTOCOL_VERSION } from "../shared/protocol.ts";
+import { type E2eInfoBody, type FrameHeader, PROTOCOL_VERSION } from "../shared/protocol.ts";
 
 /** Where the vectors live, next to the modules they test. */
 const VECTORS_URL = new URL("../shared/e2e_vectors.json", import.meta.url);
@@ -72,6 +73,8 @@ interface _FrameSpec {
   id?: string;
   text?: string;
   hex?: string;
+  /** An `e2e.info` body without its signature: the bridge's transcript signature is added as `signature`. */
+  info?: Omit<E2eInfoBody, "signature">;
 }
 
 /**
@@ -89,11 +92,11 @@ const FRAME_SPECS: readonly _FrameSpec[] = [
   },
   { name: "ide sends binary stdin", direction: "ide->bridge", t: "cmd.stdin", id: "a1", hex: "000102037f80c3fffe0a" },
   {
-    name: "bridge sends its info (c set by the bridge)",
+    name: "bridge sends its info and signature (c set by the bridge)",
     direction: "bridge->ide",
     t: "e2e.info",
     c: 5,
-    text: '{"name":"build-box","os":"linux","version":"0.1.0","approval":"needed"}',
+    info: { name: "build-box", os: "linux", version: "0.1.0", approval: "needed" },
   },
   {
     name: "bridge sends stdout (non-ASCII UTF-8)",
@@ -184,15 +187,25 @@ const DESCRIPTION: Record<string, string> = {
     "Hex is lowercase; base64url has no padding; every key and value below is fixed, and all outputs are " +
     "deterministic (Ed25519 signatures, AES-GCM with counter nonces).",
   protocolVersion: "PROTOCOL_VERSION: the v of every frame header and the one-byte version field of the transcript.",
-  pairingId: "The pairing id both sides bind (the bridge id the relay assigned); in the hello and the transcript.",
+  pairingId: "The pairing id both sides bind (the bridge id the relay assigned); in the hello, the commitment " +
+    "and the transcript.",
   keys: "The four private keys as JWKs (kty OKP; x = raw public key, d = private key, base64url). " +
     "ideIdentity and bridgeIdentity are Ed25519 identity keys; ideEphemeral and bridgeEphemeral are the X25519 " +
     "ephemeral keys of this one handshake. Import with WebCrypto importKey('jwk', ...).",
-  "handshake.hello": "Body of e2e.hello (IDE -> bridge, cleartext JSON): IDE identity and ephemeral public keys " +
-    "(base64url of the raw 32 bytes) and the pairing id.",
+  "handshake.hello": "Body of e2e.hello (IDE -> bridge, cleartext JSON): the pairing id and the IDE's commitment " +
+    "to the keys it reveals later (base64url of the 32-byte commitment below). It carries no key.",
   "handshake.reply": "Body of e2e.reply (bridge -> IDE, cleartext JSON): bridge identity and ephemeral public keys " +
-    "and the bridge's signature (= signatures.bridge).",
-  "handshake.confirm": "Body of e2e.confirm (IDE -> bridge, cleartext JSON): the IDE's signature (= signatures.ide).",
+    "(base64url of the raw 32 bytes). No signature: the bridge signs once the IDE has revealed its keys, and sends " +
+    "its signature (= signatures.bridge) sealed, as the signature field of its first e2e.info (see frames).",
+  "handshake.confirm": "Body of e2e.confirm (IDE -> bridge, cleartext JSON): the IDE reveals its identity and " +
+    "ephemeral public keys (base64url of the raw 32 bytes; the bridge refuses them unless they reproduce " +
+    "hello.commitment) and signs the transcript (signature = signatures.ide).",
+  commitmentInput: "Hex of the bytes commitment() hashes: each of these parts as a u16 big-endian length then its " +
+    "bytes: the UTF-8 label 'coder1 e2e commitment', one byte protocolVersion, the UTF-8 pairingId, then the raw " +
+    "IDE identity and IDE ephemeral public keys.",
+  commitment: "Hex of SHA-256(commitmentInput): the IDE's commitment to its keys, sent before it sees the " +
+    "bridge's, so a relay in the middle must pick its own keys before it can know the IDE's. hello.commitment " +
+    "is its base64url.",
   transcript: "Hex of transcript(): each of these parts as a u16 big-endian length then its bytes: the UTF-8 label " +
     "'coder1 e2e transcript', one byte protocolVersion, the UTF-8 pairingId, then the raw IDE identity, IDE " +
     "ephemeral, bridge identity and bridge ephemeral public keys.",
@@ -210,12 +223,15 @@ const DESCRIPTION: Record<string, string> = {
   "signedMessages.bridge": "Hex of what the bridge signs: UTF-8 'coder1 e2e bridge signature' followed by " +
     "transcriptHash.",
   "signatures.ide": "Ed25519 signature (base64url, 64 bytes) of signedMessages.ide with keys.ideIdentity.",
-  "signatures.bridge": "Ed25519 signature (base64url, 64 bytes) of signedMessages.bridge with keys.bridgeIdentity.",
+  "signatures.bridge": "Ed25519 signature (base64url, 64 bytes) of signedMessages.bridge with keys.bridgeIdentity; " +
+    "the bridge sends it as the signature field of its sealed e2e.info body, and the IDE trusts nothing on the " +
+    "channel before it verifies.",
   "fingerprints.ide": "fingerprint() of the raw IDE identity public key: the first 16 bytes of its SHA-256 as " +
     "lowercase hex in groups of four, space-separated.",
   "fingerprints.bridge": "fingerprint() of the raw bridge identity public key.",
   frames: "Sealed frames that must open. They were sealed in this order, each direction by its own E2eChannel, " +
-    "so s counts up from 0 in each direction; entries with sameSealedBodyAs are relayed copies of an earlier frame.",
+    "so s counts up from 0 in each direction; entries with sameSealedBodyAs are relayed copies of an earlier frame. " +
+    "The bridge's first frame is its e2e.info, whose JSON body carries signatures.bridge as signature.",
   "frames[].name": "What the frame is.",
   "frames[].direction":
     "'ide->bridge' (sealed with keyMaterial.ideToBridge) or 'bridge->ide' (keyMaterial.bridgeToIde).",
@@ -259,6 +275,20 @@ export async function makeE2eVectors(seed: VectorSeed): Promise<Record<string, u
     bridgeEphemeral: fromBase64Url(keys.bridgeEphemeral.x),
   };
 
+  const commitmentInput = _lengthPrefixed([
+    te.encode("coder1 e2e commitment"),
+    new Uint8Array([PROTOCOL_VERSION]),
+    te.encode(pairingId),
+    pub.ideIdentity,
+    pub.ideEphemeral,
+  ]);
+  const commit = await commitment({ pairingId, ideIdentity: pub.ideIdentity, ideEphemeral: pub.ideEphemeral });
+  _same(
+    _hex(new Uint8Array(await subtle.digest("SHA-256", commitmentInput as BufferSource))),
+    _hex(commit),
+    "commitment from its spelled-out input",
+  );
+
   const t = transcript({ pairingId, ...pub });
   const ideKeys = await deriveSessionKeys("ide", ideDh, pub.bridgeEphemeral, t);
   const bridgeKeys = await deriveSessionKeys("bridge", bridgeDh, pub.ideEphemeral, t);
@@ -291,6 +321,9 @@ export async function makeE2eVectors(seed: VectorSeed): Promise<Record<string, u
   const bridgeSignature = await signTranscript("bridge", bridgeSign, transcriptHash);
   if (!await verifyTranscript("ide", pub.ideIdentity, transcriptHash, ideSignature)) _fail("IDE signature");
   if (!await verifyTranscript("bridge", pub.bridgeIdentity, transcriptHash, bridgeSignature)) _fail("bridge signature");
+  // What the IDE runs on the signature from e2e.info.
+  await IdeHandshake.verifyBridge(new E2eChannel(ideKeys, pub.bridgeIdentity), toBase64Url(bridgeSignature))
+    .catch(() => _fail("bridge signature (IdeHandshake.verifyBridge)"));
 
   const senders = {
     "ide->bridge": new E2eChannel(ideKeys, pub.bridgeIdentity),
@@ -303,7 +336,10 @@ export async function makeE2eVectors(seed: VectorSeed): Promise<Record<string, u
   const frames: Record<string, unknown>[] = [];
   const sealed = new Map<string, { direction: Direction; bytes: Uint8Array }>();
   for (const spec of FRAME_SPECS) {
-    const plaintext = spec.hex !== undefined ? _fromHex(spec.hex) : te.encode(spec.text ?? "");
+    const text = spec.info !== undefined
+      ? JSON.stringify({ ...spec.info, signature: toBase64Url(bridgeSignature) } satisfies E2eInfoBody)
+      : spec.text;
+    const plaintext = spec.hex !== undefined ? _fromHex(spec.hex) : te.encode(text ?? "");
     const bytes = await senders[spec.direction].seal({ t: spec.t, c: spec.c, id: spec.id, body: plaintext });
     const frame = decodeFrame(bytes);
     const s = frame.s!;
@@ -342,14 +378,16 @@ export async function makeE2eVectors(seed: VectorSeed): Promise<Record<string, u
     pairingId,
     keys,
     handshake: {
-      hello: { identity: keys.ideIdentity.x, ephemeral: keys.ideEphemeral.x, pairingId },
-      reply: {
-        identity: keys.bridgeIdentity.x,
-        ephemeral: keys.bridgeEphemeral.x,
-        signature: toBase64Url(bridgeSignature),
+      hello: { pairingId, commitment: toBase64Url(commit) },
+      reply: { identity: keys.bridgeIdentity.x, ephemeral: keys.bridgeEphemeral.x },
+      confirm: {
+        identity: keys.ideIdentity.x,
+        ephemeral: keys.ideEphemeral.x,
+        signature: toBase64Url(ideSignature),
       },
-      confirm: { signature: toBase64Url(ideSignature) },
     },
+    commitmentInput: _hex(commitmentInput),
+    commitment: _hex(commit),
     transcript: _hex(t),
     transcriptHash: _hex(transcriptHash),
     sharedSecret: _hex(sharedSecret),
@@ -422,6 +460,18 @@ async function _openAt(key: CryptoKey, f: { v: number; t: string; id?: string; s
       f.body as BufferSource,
     ),
   );
+}
+
+/** Each part as a u16 big-endian length then its bytes (as the transcript and the commitment are built). */
+function _lengthPrefixed(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + 2 + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    new DataView(out.buffer).setUint16(at, p.byteLength);
+    out.set(p, at + 2);
+    at += 2 + p.byteLength;
+  }
+  return out;
 }
 
 function _signedMessage(role: E2eRole, transcriptHash: Uint8Array): Uint8Array {
