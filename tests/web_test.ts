@@ -72,6 +72,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
+    await Deno.remove(ARTIFACTS, { recursive: true }).catch(() => {});
     const dirs = await makeTestDirs();
     const work = `${dirs.root}/work`;
     await Deno.mkdir(work);

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { FitAddon } from "@xterm/addon-fit";
 import { Terminal } from "@xterm/xterm";
 
 /** What the terminal asks of the page. */
@@ -49,7 +50,19 @@ export class TerminalView {
       screenReaderMode: true,
       theme: { background: "#111418", foreground: "#e6e6e6" },
     });
+    // Columns and rows follow the element's size (window resizes, zoom).
+    const fit = new FitAddon();
+    this.term.loadAddon(fit);
     this.term.open(element);
+    const refit = () => {
+      try {
+        fit.fit();
+      } catch {
+        // Not laid out yet.
+      }
+    };
+    refit();
+    new ResizeObserver(refit).observe(element);
     this.term.onData((data) => this.#input(data));
     // Ctrl-Shift-C copies the selection (plain Ctrl-C interrupts, as in a shell).
     this.term.attachCustomKeyEventHandler((event) => {
