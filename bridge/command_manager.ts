@@ -1,5 +1,5 @@
 /**
- * Runs the IDE's commands: one entry per (channel, command id), output
+ * Runs the IDE's commands: one entry per (stream, command id), output
  * streamed as it arrives (stdout and stderr apart), stdin and signals passed
  * through, a cap on concurrent commands, an optional timeout, and an exit
  * report with code or signal and duration.
@@ -118,18 +118,9 @@ export class CommandManager {
     }
   }
 
-  /** Hangs up every command of an IDE socket that left. */
+  /** Hangs up every command of a stream (`c` is the stream's local number) whose IDE is gone for good. */
   closeChannel(channel: number): void {
     for (const r of this.#running.values()) if (r.channel === channel) this.#terminate(r, "SIGHUP");
-  }
-
-  /**
-   * Hangs up every command whose IDE socket is not among `live` (after a
-   * reconnect, the relay lists the IDE sockets open now; the others left while
-   * the bridge was away).
-   */
-  retainChannels(live: ReadonlySet<number>): void {
-    for (const r of this.#running.values()) if (!live.has(r.channel)) this.#terminate(r, "SIGHUP");
   }
 
   /**

@@ -130,7 +130,7 @@ Deno.test("duplicate ids and the cap are refused; stopAll ends every process gro
   assert.ok(await gone(pid), `the background grandchild ${pid} is gone too`);
 });
 
-Deno.test("retainChannels hangs up the commands of IDE sockets that are gone", async () => {
+Deno.test("closeChannel hangs up the commands of one stream only", async () => {
   const root = Deno.realPathSync(Deno.cwd());
   const h = harness(new ShellRunner(() => "/bin/sh"), root);
   h.manager.handle(
@@ -139,7 +139,7 @@ Deno.test("retainChannels hangs up the commands of IDE sockets that are gone", a
   h.manager.handle(
     decodeFrame(encodeFrame({ t: FrameType.CmdStart, c: 2, id: "drop", body: { command: "sleep 30" } })),
   );
-  h.manager.retainChannels(new Set([1]));
+  h.manager.closeChannel(2);
   const r = await h.result("drop");
   assert.equal(r.body.signal, "SIGHUP");
   assert.equal(h.manager.size, 1);

@@ -14,7 +14,17 @@
 import { fingerprint } from "../shared/e2e_crypto.ts";
 import { BridgeHandshake, type E2eChannel, E2eError } from "../shared/e2e_session.ts";
 import { bodyBytes, encodeFrame, type FrameInit } from "../shared/frame_codec.ts";
-import { type E2eInfoBody, type Frame, FrameType, HANDSHAKE } from "../shared/protocol.ts";
+import {
+  type E2eInfoBody,
+  type Frame,
+  FrameType,
+  HANDSHAKE,
+  STREAM_TYPES,
+  type StreamAckBody,
+  type StreamResumeBody,
+} from "../shared/protocol.ts";
+import type { StreamFrame } from "../shared/stream.ts";
+import type { StreamTable } from "./stream_table.ts";
 
 /** What a channel is waiting for. */
 type ChannelState =
@@ -59,10 +69,15 @@ export interface E2eGateOptions {
   onUnpinnedHello: () => boolean;
   /** An IDE with an identity other than the pinned one was refused. */
   onRefused: (ideFingerprint: string) => void;
-  /** Authenticated, approved command frames (bodies in plaintext). */
+  /** The bridge's streams (they outlive this connection). */
+  streams: StreamTable;
+  /**
+   * Authenticated, approved command frames (bodies in plaintext), each once
+   * and in order; `c` is the stream's local number.
+   */
   deliver: (frame: Frame) => void;
-  /** Sends bytes on the relay socket, in call order. */
-  send: (bytes: Uint8Array) => Promise<void>;
+  /** Sends bytes on the relay socket for IDE channel `channel`, in call order. */
+  send: (bytes: Uint8Array, channel?: number) => Promise<void>;
   /** Verbose events (no content). */
   debug: (message: string) => void;
 }
@@ -104,7 +119,7 @@ export class E2eGate {
       );
       this.#channels.set(c, { phase: "confirming", handshake });
       this.#opts.debug(`IDE channel ${c}: handshake started`);
-      await this.#opts.send(encodeFrame({ t: FrameType.E2eReply, c, body: { ...reply } }));
+      await this.#opts.send(encodeFrame({ t: FrameType.E2eReply, c, body: { ...reply } }), c);
       return;
     }
     const state = this.#channels.get(c);
@@ -132,28 +147,71 @@ export class E2eGate {
       case FrameType.E2eReject:
         this.#opts.onRejected();
         return;
-      default:
-        if (state.phase !== "ready") throw new E2eError(`Cannot accept ${frame.t} on channel ${c}: not approved`);
-        this.#opts.deliver({ ...frame, body: plaintext });
     }
+    if (state.phase !== "ready") throw new E2eError(`Cannot accept ${frame.t} on channel ${c}: not approved`);
+    switch (frame.t) {
+      case FrameType.StreamResume:
+        return await this.#resume(c, state.channel, plaintext);
+      case FrameType.StreamAck: {
+        const received = _object(frame.t, plaintext).received as StreamAckBody["received"];
+        const stream = this.#opts.streams.byChannel(c);
+        if (!stream) throw new E2eError(`Cannot accept stream.ack on channel ${c}: no stream resumed`);
+        stream.sender.ack(received);
+        return;
+      }
+      case FrameType.StreamClose:
+        this.#opts.debug(`IDE channel ${c}: stream closed by the IDE`);
+        this.#opts.streams.close(c);
+        return;
+    }
+    if (!STREAM_TYPES.has(frame.t)) return; // A newer IDE's frame type: skipped.
+    const stream = this.#opts.streams.byChannel(c);
+    if (!stream) throw new E2eError(`Cannot accept ${frame.t} on channel ${c}: no stream resumed`);
+    if (!stream.receiver.accept({ t: frame.t, q: frame.q, body: plaintext })) return; // Already had it.
+    this.#opts.deliver({ ...frame, c: stream.handle, body: plaintext });
+  }
+
+  /** Forgets a channel whose IDE socket left (its stream lingers). */
+  closeChannel(c: number): void {
+    this.#channels.delete(c);
+    this.#opts.streams.detachChannel(c);
   }
 
   /**
-   * Seals a frame for the IDE channel `frame.c` and sends it. Frames for a
-   * channel that is not approved are dropped: nothing but the handshake and
-   * `e2e.info` goes to an unapproved IDE.
+   * `stream.resume` from an approved channel: attach the IDE's stream here,
+   * answer with what this side has received (and whether it knew the
+   * stream), then resend what the IDE has not received.
    */
-  async send(frame: FrameInit): Promise<void> {
-    const state = frame.c === undefined ? undefined : this.#channels.get(frame.c);
-    if (state?.phase !== "ready") return;
+  async #resume(c: number, channel: E2eChannel, plaintext: Uint8Array): Promise<void> {
+    const body = _object(FrameType.StreamResume, plaintext);
+    const id = body.stream, received = body.received;
+    if (typeof id !== "string" || !/^[A-Za-z0-9_-]{16,64}$/.test(id)) {
+      throw new E2eError("Cannot accept stream.resume: bad stream id");
+    }
+    if (!Number.isSafeInteger(received) || (received as number) < 0) {
+      throw new E2eError("Cannot accept stream.resume: bad received count");
+    }
+    const { stream, known } = this.#opts.streams.open(id, channel.peerIdentity, c);
+    this.#opts.debug(`IDE channel ${c}: stream ${stream.handle} ${known ? "resumed" : "started"}`);
+    const reply: StreamResumeBody = { stream: id, received: stream.receiver.received, known };
     await this.#opts.send(
-      await state.channel.seal({ t: frame.t, c: frame.c, id: frame.id, body: bodyBytes(frame.body) }),
+      await channel.seal({ t: FrameType.StreamResume, c, body: bodyBytes({ ...reply }) }),
+      c,
     );
+    stream.receiver.setAckSender((n) => {
+      const ack: StreamAckBody = { received: n };
+      this.#sealAndSend(c, channel, { t: FrameType.StreamAck, body: bodyBytes({ ...ack }) }).catch(() => {});
+    });
+    // A new stream has sent nothing: the IDE's count refers to an earlier bridge run.
+    stream.sender.attach((f: StreamFrame) => this.#sealAndSend(c, channel, f), known ? received as number : 0);
   }
 
-  /** Forgets a channel whose IDE socket left. */
-  closeChannel(c: number): void {
-    this.#channels.delete(c);
+  #sealAndSend(c: number, channel: E2eChannel, frame: FrameInit & { q?: number }): Promise<void> {
+    // Only while this channel still has these keys: a re-keyed channel gets the resent frames instead.
+    const state = this.#channels.get(c);
+    if (!state || state.phase === "confirming" || state.channel !== channel) return Promise.resolve();
+    return channel.seal({ t: frame.t, c, id: frame.id, q: frame.q, body: bodyBytes(frame.body) })
+      .then((bytes) => this.#opts.send(bytes, c));
   }
 
   async #confirmed(c: number, channel: E2eChannel): Promise<void> {
@@ -216,8 +274,21 @@ export class E2eGate {
     const info: E2eInfoBody = approval === "refused"
       ? { name: "", os: "", version: "", approval, signature }
       : { ...this.#opts.info, approval, signature };
-    await this.#opts.send(await channel.seal({ t: FrameType.E2eInfo, c, body: bodyBytes({ ...info }) }));
+    await this.#opts.send(await channel.seal({ t: FrameType.E2eInfo, c, body: bodyBytes({ ...info }) }), c);
   }
+}
+
+function _object(type: string, plaintext: Uint8Array): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
+  } catch {
+    throw new E2eError(`Cannot read ${type}: body is not JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new E2eError(`Cannot read ${type}: body is not an object`);
+  }
+  return value as Record<string, unknown>;
 }
 
 function _json(frame: Frame): unknown {

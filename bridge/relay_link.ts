@@ -10,7 +10,7 @@
  */
 import WebSocket from "ws";
 import { E2eError } from "../shared/e2e_session.ts";
-import { decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
 import {
   type AuthBody,
   type AuthOkBody,
@@ -26,11 +26,15 @@ import {
 import type { RelayUrl } from "../shared/relay_url.ts";
 import type { CommandManager } from "./command_manager.ts";
 import { E2eGate, type E2eGateOptions } from "./e2e_gate.ts";
+import { StreamTable } from "./stream_table.ts";
+import { FlowGate } from "../shared/stream.ts";
 
 /** Above this many unsent bytes, senders wait for the socket to drain. */
 const SEND_HIGH_WATER = 1024 * 1024;
 /** How long the WebSocket handshake (TCP + TLS + upgrade) may take. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** On stop, how long the exit reports of stopped commands may take to go out. */
+const STOP_FLUSH_MS = 1_000;
 
 /** Who the bridge says it is (the relay learns only the version; the rest goes sealed to the IDE). */
 export interface BridgeIdentity {
@@ -43,7 +47,7 @@ export interface BridgeIdentity {
 }
 
 /** End-to-end settings: the identity key, the pin and the approval callbacks. */
-export type LinkE2eOptions = Omit<E2eGateOptions, "bridgeId" | "info" | "deliver" | "send" | "debug">;
+export type LinkE2eOptions = Omit<E2eGateOptions, "bridgeId" | "info" | "deliver" | "send" | "debug" | "streams">;
 
 /** How {@linkcode runRelayLink} ended. */
 export interface LinkExit {
@@ -82,6 +86,8 @@ export interface RelayLinkOptions {
   signal: AbortSignal;
   /** Heartbeat silence limit (tests shrink it). */
   heartbeatTimeoutMs?: number;
+  /** How long a stream whose IDE is away is kept (tests shrink it). */
+  streamLingerMs?: number;
 }
 
 interface Attempt {
@@ -100,12 +106,24 @@ interface Attempt {
  * @returns How and why it ended.
  */
 export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit> {
-  let gate: E2eGate | undefined;
-  // Commands write through the current connection's gate, which seals for
-  // approved channels only. While reconnecting there is no gate; output is
-  // dropped until the lossless stream layer lands (docs/PROTOCOL.md, "Limits").
-  const send = async (frame: FrameInit): Promise<void> => await gate?.send(frame);
+  // Commands write into their IDE's stream, which outlives connections: it
+  // numbers and keeps every frame until the IDE acknowledges it, and makes the
+  // command wait (stop reading the child) while a window is unacknowledged.
+  const streams = new StreamTable({
+    onForget: (handle) => manager.closeChannel(handle),
+    lingerMs: options.streamLingerMs,
+    debug: options.debug,
+  });
+  const send = (frame: FrameInit): Promise<void> =>
+    streams.push(frame.c ?? 0, { t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
   const manager = options.commands(send);
+  const stopCommands = async () => {
+    // Stop the children first (their exit reports go into the streams), give
+    // the reports a moment to reach the relay, then hang up.
+    await manager.stopAll();
+    const deadline = Date.now() + STOP_FLUSH_MS;
+    while (Date.now() < deadline && streams.unacknowledged) await new Promise((r) => setTimeout(r, 20));
+  };
   let auth: AuthBody = { ...options.auth, version: options.identity.version };
   let failures = 0;
   let connectedOnce = false;
@@ -118,13 +136,13 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
       options.print(
         connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
       );
-      const attempt = await _connect(options, auth, manager, (g) => (gate = g), async (ok) => {
+      const attempt = await _connect(options, auth, manager, streams, stopCommands, async (ok) => {
         if (ok.token) auth = { token: ok.token, version: options.identity.version };
         await options.onAuthenticated(ok, !connectedOnce);
         connectedOnce = true;
         failures = 0;
       });
-      gate = undefined;
+      streams.detachAll();
       if (options.signal.aborted) break;
       const pairing = "code" in options.auth && !connectedOnce;
       const why = attempt.closeReason || attempt.error || `closed with code ${attempt.closeCode}`;
@@ -167,6 +185,7 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
     return _linkExit(options.signal.reason) ?? { code: 0, message: "" };
   } finally {
     await manager.stopAll();
+    streams.clear();
   }
 }
 
@@ -197,7 +216,8 @@ function _connect(
   options: RelayLinkOptions,
   auth: AuthBody,
   manager: CommandManager,
-  setGate: (gate: E2eGate) => void,
+  streams: StreamTable,
+  beforeClose: () => Promise<void>,
   onAuthed: (ok: AuthOkBody) => Promise<void>,
 ): Promise<Attempt> {
   const result: Attempt = { authed: false };
@@ -210,10 +230,17 @@ function _connect(
   });
   ws.binaryType = "arraybuffer";
   let gate: E2eGate | undefined;
-  const rawSend = async (bytes: Uint8Array): Promise<void> => {
+  const socketSend = async (bytes: Uint8Array): Promise<void> => {
     if (ws.readyState !== WebSocket.OPEN) return;
     if (ws.bufferedAmount < SEND_HIGH_WATER) return ws.send(bytes);
     await new Promise<void>((resolve) => ws.send(bytes, () => resolve()));
+  };
+  // The relay pauses channels whose IDE is behind (`flow`); frames for a
+  // paused channel wait, in order, behind one another.
+  const flows = new Map<number, FlowGate>();
+  const rawSend = (bytes: Uint8Array, channel?: number): Promise<void> => {
+    const flow = channel === undefined ? undefined : flows.get(channel);
+    return flow ? flow.send(() => socketSend(bytes)) : socketSend(bytes);
   };
   let lastSeen = Date.now();
   const limit = options.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_MS;
@@ -223,7 +250,10 @@ function _connect(
       ws.terminate();
     }
   }, Math.min(1000, limit / 4));
-  const onAbort = () => ws.close(CloseCode.Normal, "bridge stopping");
+  const onAbort = () => {
+    // Bounded: stopAll waits at most the kill grace, the flush STOP_FLUSH_MS.
+    beforeClose().catch(() => {}).finally(() => ws.close(CloseCode.Normal, "bridge stopping"));
+  };
   options.signal.addEventListener("abort", onAbort, { once: true });
 
   ws.on("open", () => {
@@ -246,16 +276,15 @@ function _connect(
         if (frame.t !== FrameType.AuthOk) return;
         const body = jsonBody(frame) as unknown as AuthOkBody;
         result.authed = true;
-        manager.retainChannels(new Set(Array.isArray(body.channels) ? body.channels : []));
         gate = new E2eGate({
           ...options.e2e,
           bridgeId: body.bridgeId,
           info: options.identity,
+          streams,
           deliver: (f) => manager.handle(f),
           send: rawSend,
           debug: options.debug,
         });
-        setGate(gate);
         await onAuthed(body);
         return;
       }
@@ -265,8 +294,16 @@ function _connect(
         options.debug(`IDE socket ${frame.c} left`);
         if (frame.c !== undefined) {
           gate?.closeChannel(frame.c);
-          manager.closeChannel(frame.c);
+          flows.get(frame.c)?.resume();
+          flows.delete(frame.c);
         }
+      } else if (frame.t === FrameType.Flow) {
+        if (frame.c === undefined) return;
+        const paused = jsonBody(frame).paused === true;
+        let flow = flows.get(frame.c);
+        if (!flow) flows.set(frame.c, flow = new FlowGate());
+        if (paused) flow.pause();
+        else flow.resume();
       } else if (END_TO_END.has(frame.t)) await gate?.handle(frame);
       // Unknown types from a newer relay are skipped.
     }).catch((error) => {
@@ -282,6 +319,7 @@ function _connect(
   });
   ws.on("close", (code: number, reason: Uint8Array) => {
     clearInterval(watchdog);
+    for (const flow of flows.values()) flow.resume();
     options.signal.removeEventListener("abort", onAbort);
     if (code !== 1006 && code !== 1005) result.closeCode = code;
     result.closeReason = new TextDecoder().decode(reason);

@@ -15,6 +15,9 @@ import {
   BRIDGE_TO_RELAY,
   type BridgeStatusBody,
   CloseCode,
+  FLOW_HIGH_BYTES,
+  FLOW_LOW_BYTES,
+  type FlowBody,
   type Frame,
   FrameType,
   HEARTBEAT_INTERVAL_MS,
@@ -34,13 +37,19 @@ export interface HubTimings {
   heartbeatTimeoutMs: number;
   /** Time a bridge socket has to send `auth`. */
   authDeadlineMs: number;
+  /** A receiver whose send buffer has not shrunk for this long is closed (4508). */
+  receiverStuckMs: number;
 }
+
+/** How often the hub checks whether paused senders may go on. */
+const FLOW_POLL_MS = 10;
 
 /** Default timings from protocol.ts. */
 export const DEFAULT_TIMINGS: HubTimings = {
   heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
   heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
   authDeadlineMs: AUTH_DEADLINE_MS,
+  receiverStuckMs: 60_000,
 };
 
 interface Peer {
@@ -48,6 +57,12 @@ interface Peer {
   lastSeen: number;
   /** Keeps tapped frames in order (only with a {@linkcode FrameTap}). */
   tapChain?: Promise<void>;
+  /** This peer is a congested receiver: its senders were told to pause. */
+  congested?: boolean;
+  /** Since when its send buffer has not shrunk (stuck-receiver check). */
+  stuckSince?: number;
+  /** Its send buffer at the last check. */
+  lastBuffered?: number;
 }
 
 interface IdePeer extends Peer {
@@ -109,6 +124,9 @@ export class Hub {
   #log: Logger;
   #timings: HubTimings;
   #heartbeat?: ReturnType<typeof setInterval>;
+  #flowTimer?: ReturnType<typeof setInterval>;
+  /** Congested receivers and the room each is in. */
+  #congested = new Map<Peer, SessionRoom>();
   #tap?: FrameTap;
   /** What the hub has done so far. */
   readonly counters: HubCounters = { framesToBridge: 0, framesToIde: 0, closes: {} };
@@ -132,6 +150,8 @@ export class Hub {
   /** Stops the heartbeat and closes every socket with `code`. */
   stop(code: number = CloseCode.GoingAway, reason = "relay shutting down"): void {
     clearInterval(this.#heartbeat);
+    clearInterval(this.#flowTimer);
+    this.#congested.clear();
     for (const peer of this.#allPeers()) _close(peer.socket, code, reason);
   }
 
@@ -177,6 +197,8 @@ export class Hub {
       this.#log.info("ide.open", { channel: peer.channel });
       this.#sendStatus(room, peer);
       if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeOpen, c: peer.channel }));
+      // The bridge is behind on reading: this socket waits like the others.
+      if (room.bridge?.congested) this.#send(peer, _flow(true));
     };
     socket.onmessage = (event) => {
       peer.lastSeen = Date.now();
@@ -188,6 +210,7 @@ export class Hub {
     };
     socket.onclose = () => {
       const room = this.#rooms.get(sid);
+      this.#congested.delete(peer);
       if (!room || room.ides.get(peer.channel) !== peer) return;
       room.ides.delete(peer.channel);
       this.#log.info("ide.close", { channel: peer.channel });
@@ -224,6 +247,8 @@ export class Hub {
     socket.onclose = () => {
       clearTimeout(deadline);
       this.#bridges.delete(peer);
+      if (peer.congested && peer.sid) this.#releaseSenders(peer, this.#rooms.get(peer.sid));
+      this.#congested.delete(peer);
       if (!peer.sid) return;
       const room = this.#rooms.get(peer.sid);
       if (!room || room.bridge !== peer) return;
@@ -288,7 +313,17 @@ export class Hub {
 
   #forward(from: Peer, to: Peer, bytes: Uint8Array, direction: TapDirection, channel: number): void {
     const tap = this.#tap;
-    if (!tap) return this.#send(to, bytes);
+    if (!tap) {
+      if (to.socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+        // Its receiver is far behind and it was told to pause: honest peers stop
+        // within their stream window, well below this. Protect the relay.
+        this.#closePeer(from, CloseCode.IgnoredPause, "kept sending while paused");
+        return;
+      }
+      this.#send(to, bytes);
+      this.#checkCongestion(to, direction === "bridge-to-ide" ? channel : undefined);
+      return;
+    }
     from.tapChain = (from.tapChain ?? Promise.resolve()).then(async () => {
       const result = await tap(direction, bytes, channel);
       const { forward = [], back = [] } = Array.isArray(result) ? { forward: result } : result;
@@ -310,19 +345,67 @@ export class Hub {
 
   #send(peer: Peer, bytes: Uint8Array): void {
     if (peer.socket.readyState !== WebSocket.OPEN) return;
-    if (peer.socket.bufferedAmount > MAX_BUFFERED_BYTES) {
-      this.#closePeer(peer, CloseCode.SlowConsumer, "receiver too slow");
-      return;
-    }
     peer.socket.send(bytes);
+  }
+
+  /**
+   * Pushback: when a receiver has more than {@linkcode FLOW_HIGH_BYTES} waiting
+   * to be sent to it, its senders get `flow {paused: true}` (the bridge for
+   * that IDE channel, or every IDE socket of the session for a bridge) and
+   * hold their end-to-end frames back until it is down to
+   * {@linkcode FLOW_LOW_BYTES}.
+   */
+  #checkCongestion(receiver: Peer, channel: number | undefined): void {
+    if (receiver.congested || receiver.socket.bufferedAmount <= FLOW_HIGH_BYTES) return;
+    const sid = channel === undefined ? (receiver as BridgePeer).sid : (receiver as IdePeer).sid;
+    const room = sid === undefined ? undefined : this.#rooms.get(sid);
+    if (!room) return;
+    receiver.congested = true;
+    this.#congested.set(receiver, room);
+    if (channel !== undefined) {
+      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.Flow, c: channel, body: _flowBody(true) }));
+    } else {
+      for (const ide of room.ides.values()) this.#send(ide, _flow(true));
+    }
+    this.#flowTimer ??= setInterval(() => this.#pollCongestion(), FLOW_POLL_MS);
+  }
+
+  #pollCongestion(): void {
+    for (const [receiver, room] of this.#congested) {
+      if (receiver.socket.readyState === WebSocket.OPEN && receiver.socket.bufferedAmount > FLOW_LOW_BYTES) continue;
+      this.#releaseSenders(receiver, room);
+    }
+    if (this.#congested.size === 0) {
+      clearInterval(this.#flowTimer);
+      this.#flowTimer = undefined;
+    }
+  }
+
+  #releaseSenders(receiver: Peer, room: SessionRoom | undefined): void {
+    receiver.congested = false;
+    this.#congested.delete(receiver);
+    if (!room) return;
+    if ("channel" in receiver) {
+      const c = (receiver as IdePeer).channel;
+      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.Flow, c, body: _flowBody(false) }));
+    } else {
+      for (const ide of room.ides.values()) this.#send(ide, _flow(false));
+    }
   }
 
   #beat(): void {
     const now = Date.now();
     const ping = encodeFrame({ t: FrameType.Ping });
     for (const peer of this.#allPeers()) {
+      const buffered = peer.socket.bufferedAmount;
+      if (buffered === 0 || (peer.lastBuffered !== undefined && buffered < peer.lastBuffered)) {
+        peer.stuckSince = undefined;
+      } else peer.stuckSince ??= now;
+      peer.lastBuffered = buffered;
       if (now - peer.lastSeen > this.#timings.heartbeatTimeoutMs) {
         this.#closePeer(peer, CloseCode.HeartbeatTimeout, "heartbeat timeout");
+      } else if (peer.stuckSince !== undefined && now - peer.stuckSince > this.#timings.receiverStuckMs) {
+        this.#closePeer(peer, CloseCode.SlowConsumer, "receiver stuck: nothing read for too long");
       } else if (!("authed" in peer) || peer.authed) {
         this.#send(peer, ping);
       }
@@ -378,6 +461,15 @@ function _parseAuth(body: Record<string, unknown>): AuthBody {
     token: token as string | undefined,
     version: text(version, 32, "version"),
   };
+}
+
+function _flowBody(paused: boolean): Record<string, unknown> {
+  const body: FlowBody = { paused };
+  return { ...body };
+}
+
+function _flow(paused: boolean): Uint8Array {
+  return encodeFrame({ t: FrameType.Flow, body: _flowBody(paused) });
 }
 
 function _badFrame(what: string): Coder1Error {

@@ -82,9 +82,15 @@ export async function relayServe(flags: FlagValues): Promise<number> {
   const why = await Promise.race([stop.promise, relay.finished.then(() => "server ended")]);
   for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
   log.info("relay.stop", { reason: why });
-  await relay.shutdown();
+  // Going-away closes (1001) to every socket, then at most SHUTDOWN_GRACE_MS
+  // for the close handshakes before the process exits anyway.
+  const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS));
+  await Promise.race([relay.shutdown(), grace]);
   return 0;
 }
+
+/** Longest a SIGTERM/SIGINT shutdown waits for sockets to close. */
+export const SHUTDOWN_GRACE_MS = 3_000;
 
 async function _readFile(path: string, what: string): Promise<string> {
   try {

@@ -100,13 +100,13 @@ export class E2eChannel {
    * @param init Type, channel, id and plaintext body.
    * @returns The encoded frame, in call order.
    */
-  seal(init: { t: string; c?: number; id?: string; body?: Uint8Array }): Promise<Uint8Array> {
+  seal(init: { t: string; c?: number; id?: string; q?: number; body?: Uint8Array }): Promise<Uint8Array> {
     const s = this.#sendSeq++;
     const plaintext = init.body ?? new Uint8Array(0);
-    const aad = frameAad({ v: PROTOCOL_VERSION, t: init.t, id: init.id, s });
+    const aad = frameAad({ v: PROTOCOL_VERSION, t: init.t, id: init.id, s, q: init.q });
     const sealed = this.#sealing.then(() => sealBody(this.#keys.send, s, aad, plaintext));
     this.#sealing = sealed.catch(() => {});
-    return sealed.then((body) => encodeFrame({ t: init.t, c: init.c, id: init.id, s, body }));
+    return sealed.then((body) => encodeFrame({ t: init.t, c: init.c, id: init.id, s, q: init.q, body }));
   }
 
   /**
@@ -126,7 +126,7 @@ export class E2eChannel {
         return await openBody(
           this.#keys.receive,
           expected,
-          frameAad({ v: frame.v, t: frame.t, id: frame.id, s: expected }),
+          frameAad({ v: frame.v, t: frame.t, id: frame.id, s: expected, q: frame.q }),
           frame.body,
         );
       } catch {

@@ -31,8 +31,10 @@ export interface FrameInit {
   c?: number;
   /** Command id. */
   id?: string;
-  /** Sequence number. */
+  /** Sequence number (AES-GCM counter). */
   s?: number;
+  /** Stream sequence number (lossless streams). */
+  q?: number;
   /** Body: bytes, a string (UTF-8) or a JSON-serialisable object. */
   body?: Uint8Array | string | Record<string, unknown>;
 }
@@ -55,6 +57,7 @@ export function encodeFrame(init: FrameInit): Uint8Array {
   if (init.c !== undefined) header.c = init.c;
   if (init.id !== undefined) header.id = init.id;
   if (init.s !== undefined) header.s = init.s;
+  if (init.q !== undefined) header.q = init.q;
   const headerBytes = encoder.encode(JSON.stringify(header));
   if (headerBytes.byteLength > MAX_HEADER_BYTES) {
     throw new RangeError(`Cannot encode frame: header is ${headerBytes.byteLength} bytes`);
@@ -79,7 +82,7 @@ export function encodeFrame(init: FrameInit): Uint8Array {
 export function withChannel(frame: Frame, channel: number | undefined): Uint8Array {
   let bytes: Uint8Array;
   try {
-    bytes = encodeFrame({ t: frame.t, c: channel, id: frame.id, s: frame.s, body: frame.body });
+    bytes = encodeFrame({ t: frame.t, c: channel, id: frame.id, s: frame.s, q: frame.q, body: frame.body });
   } catch {
     throw _bad("header too long once stamped with its channel");
   }
@@ -140,6 +143,10 @@ export function decodeFrame(data: unknown): Frame {
   if (h.s !== undefined) {
     if (!Number.isSafeInteger(h.s) || (h.s as number) < 0) throw _bad("bad sequence");
     frame.s = h.s as number;
+  }
+  if (h.q !== undefined) {
+    if (!Number.isSafeInteger(h.q) || (h.q as number) < 1) throw _bad("bad stream sequence");
+    frame.q = h.q as number;
   }
   return frame;
 }

@@ -41,6 +41,7 @@ import { fingerprint, fromBase64Url, generateIdentity, toBase64Url } from "./e2e
 import { type E2eChannel, E2eError, IdeHandshake } from "./e2e_session.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "./frame_codec.ts";
 import {
+  BRIDGE_RESUME_TIMEOUT_MS,
   type BridgeStatusBody,
   CloseCode,
   type CmdExitBody,
@@ -51,7 +52,11 @@ import {
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
   SESSION_COOKIE,
+  STREAM_TYPES,
+  type StreamAckBody,
+  type StreamResumeBody,
 } from "./protocol.ts";
+import { FlowGate, type StreamFrame, StreamReceiver, StreamSender } from "./stream.ts";
 
 /** The WebSocket surface the client needs (browser WebSocket and npm:ws both fit). */
 export interface WebSocketLike {
@@ -88,6 +93,12 @@ export interface IdeClientOptions {
   pins?: PinStore;
   /** Outside browsers: a session cookie from another client of the same session (a second tab). */
   sessionCookie?: string;
+  /**
+   * How long commands stay pending while no bridge is reachable (the bridge,
+   * the relay or this socket is away); after it they fail with reason
+   * `bridge-lost`. Default {@linkcode BRIDGE_RESUME_TIMEOUT_MS}.
+   */
+  resumeTimeoutMs?: number;
 }
 
 /** Pinned bridge identity keys (raw Ed25519, base64url) by bridge id. */
@@ -191,6 +202,15 @@ export interface RunOptions {
   onStdout?: (bytes: Uint8Array) => void;
   /** Receives stderr bytes as they arrive. */
   onStderr?: (bytes: Uint8Array) => void;
+  /**
+   * The bridge became unreachable while the command runs (bridge, relay or
+   * network away): the command stays pending, and its output resumes without
+   * loss when the bridge is back, or it fails with `bridge-lost` after
+   * {@linkcode IdeClientOptions.resumeTimeoutMs}.
+   */
+  onSuspended?: () => void;
+  /** The bridge is reachable again; missed output follows. */
+  onResumed?: () => void;
 }
 
 /** A command running on the bridge. */
@@ -199,13 +219,13 @@ export class RemoteCommand {
   readonly id: string;
   /** Resolves with the exit status; rejects with {@linkcode IdeClientError} if it could not run or the bridge was lost. */
   readonly exited: Promise<CommandResult>;
-  #send: (frame: FrameInit) => void;
+  #send: (frame: FrameInit) => Promise<void>;
   #settle: PromiseWithResolvers<CommandResult>;
   /** @internal */
   readonly options: RunOptions;
 
   /** @internal Created by {@linkcode IdeClient.run}. */
-  constructor(id: string, options: RunOptions, send: (frame: FrameInit) => void) {
+  constructor(id: string, options: RunOptions, send: (frame: FrameInit) => Promise<void>) {
     this.id = id;
     this.options = options;
     this.#send = send;
@@ -214,9 +234,12 @@ export class RemoteCommand {
     this.exited.catch(() => {}); // Callers that never await still see no unhandled rejection.
   }
 
-  /** Writes to the command's stdin. */
-  write(data: string | Uint8Array): void {
-    this.#send({
+  /**
+   * Writes to the command's stdin. Awaiting the result keeps a writer within
+   * the send window (the bridge acknowledges what it received).
+   */
+  write(data: string | Uint8Array): Promise<void> {
+    return this.#send({
       t: FrameType.CmdStdin,
       id: this.id,
       body: typeof data === "string" ? new TextEncoder().encode(data) : data,
@@ -224,13 +247,13 @@ export class RemoteCommand {
   }
 
   /** Closes the command's stdin (end of input). */
-  closeStdin(): void {
-    this.#send({ t: FrameType.CmdEof, id: this.id });
+  closeStdin(): Promise<void> {
+    return this.#send({ t: FrameType.CmdEof, id: this.id });
   }
 
   /** Sends a signal to the command's process group (`SIGINT` is Ctrl-C). */
-  signal(signal: CommandSignal = "SIGINT"): void {
-    this.#send({ t: FrameType.CmdSignal, id: this.id, body: { signal } });
+  signal(signal: CommandSignal = "SIGINT"): Promise<void> {
+    return this.#send({ t: FrameType.CmdSignal, id: this.id, body: { signal } });
   }
 
   /** @internal */
@@ -247,6 +270,8 @@ export class RemoteCommand {
 /** Sealed types a bridge sends; everything else from the relay is cleartext or skipped. */
 const SEALED_FROM_BRIDGE: ReadonlySet<string> = new Set([
   FrameType.E2eInfo,
+  FrameType.StreamResume,
+  FrameType.StreamAck,
   FrameType.CmdStdout,
   FrameType.CmdStderr,
   FrameType.CmdExit,
@@ -278,6 +303,14 @@ export class IdeClient {
   #bridgeVerified = false;
   #abandoned = 0;
   #epoch = 0;
+  /** This client's stream: commands and their output, numbered and kept across reconnects. */
+  #streamId = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+  #sender = new StreamSender();
+  #receiver = new StreamReceiver();
+  #flow = new FlowGate();
+  #resumeTimeoutMs: number;
+  #resumeTimer?: ReturnType<typeof setTimeout>;
+  #suspended = false;
   /** The latest bridge status from the relay. */
   bridge?: BridgeStatusBody;
   /** Where the end-to-end link stands. */
@@ -298,6 +331,7 @@ export class IdeClient {
       ((url) => new (globalThis as unknown as { WebSocket: new (u: string) => WebSocketLike }).WebSocket(url));
     this.#origin = options.origin ?? new URL(this.#base).origin;
     if (options.identity) this.#identity = Promise.resolve(options.identity);
+    this.#resumeTimeoutMs = options.resumeTimeoutMs ?? BRIDGE_RESUME_TIMEOUT_MS;
     this.#pins = options.pins ?? new MemoryPinStore();
     this.#cookie = options.sessionCookie;
   }
@@ -396,8 +430,10 @@ export class IdeClient {
       if (this.#socket === socket) {
         this.#resetE2e();
         this.#setState("disconnected", error.message);
+        this.#flow.resume();
+        // Commands wait for the relay and the bridge to come back (connect() again).
+        this.#suspend();
       }
-      this.#failAll("relay-lost", error.message);
       for (const fn of this.#closeListeners) fn(error);
     };
     socket.onerror = () => {};
@@ -460,7 +496,7 @@ export class IdeClient {
    */
   run(command: string, options: RunOptions = {}): RemoteCommand {
     const id = `c${this.#nextId++}`;
-    const cmd = new RemoteCommand(id, options, (frame) => void this.#sendSealed(frame).catch(() => {}));
+    const cmd = new RemoteCommand(id, options, (frame) => this.#push(frame));
     if (this.state !== "ready") {
       const reason = this.bridge?.state === "connected" ? "not-approved" : "no-bridge";
       cmd.reject(
@@ -475,14 +511,28 @@ export class IdeClient {
     const body: CmdStartBody = { command };
     if (options.cwd !== undefined) body.cwd = options.cwd;
     if (options.timeoutMs !== undefined) body.timeoutMs = options.timeoutMs;
-    this.#sendSealed({ t: FrameType.CmdStart, id, body: { ...body } });
+    void this.#push({ t: FrameType.CmdStart, id, body: { ...body } });
     return cmd;
   }
 
-  /** Closes the IDE socket. */
+  /** Commands started and not yet ended. */
+  get pendingCommands(): number {
+    return this.#commands.size;
+  }
+
+  /**
+   * Closes the IDE socket. The bridge is told the stream is over (its
+   * commands are hung up now rather than after the linger time) and pending
+   * commands fail with reason `closed`.
+   */
   close(): void {
     clearInterval(this.#watchdog);
-    this.#socket?.close(1000, "IDE closing");
+    clearTimeout(this.#resumeTimer);
+    const socket = this.#socket;
+    const finish = () => socket?.close(1000, "IDE closing");
+    if (this.state === "ready") this.#sendSealed({ t: FrameType.StreamClose }).finally(finish);
+    else finish();
+    this.#failAll("closed", "the IDE client was closed");
   }
 
   async #onFrame(socket: WebSocketLike, frame: Frame, first: PromiseWithResolvers<BridgeStatusBody>): Promise<void> {
@@ -490,13 +540,18 @@ export class IdeClient {
     switch (frame.t) {
       case FrameType.Ping:
         return this.#sendRaw({ t: FrameType.Pong });
+      case FrameType.Flow:
+        if (jsonBody(frame).paused === true) this.#flow.pause();
+        else this.#flow.resume();
+        return;
       case FrameType.BridgeStatus: {
         this.bridge = jsonBody(frame) as unknown as BridgeStatusBody;
         first.resolve(this.bridge);
         // A handshake cut short before the bridge proved itself counts against the next one.
         if (this.#handshake || (this.#channel && !this.#bridgeVerified)) this.#abandoned++;
         this.#resetE2e();
-        this.#failAll("bridge-lost", "the bridge disconnected");
+        // Running commands wait for the stream to resume on the new keys.
+        this.#suspend();
         if (this.bridge.state === "connected" && this.bridge.bridgeId) {
           // Every bridge connection gets fresh keys: a new handshake.
           this.#setState("handshaking");
@@ -513,8 +568,79 @@ export class IdeClient {
     if (!this.#channel) throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
     const plaintext = await this.#channel.open(frame);
     if (frame.t === FrameType.E2eInfo) return await this.#onInfo(plaintext);
+    if (frame.t === FrameType.StreamResume) return this.#onResume(plaintext);
     if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
+    if (frame.t === FrameType.StreamAck) return this.#sender.ack(_object(frame.t, plaintext).received as number);
+    if (!STREAM_TYPES.has(frame.t)) return;
+    if (!this.#receiver.accept({ t: frame.t, q: frame.q, body: plaintext })) return; // A resent duplicate.
     this.#onCommandFrame({ ...frame, body: plaintext });
+  }
+
+  /** Keys agreed and the bridge trusts this IDE: pick up the stream where it stopped. */
+  #resumeStream(): void {
+    const body: StreamResumeBody = { stream: this.#streamId, received: this.#receiver.received };
+    this.#sendSealed({ t: FrameType.StreamResume, body: { ...body } }).catch(() => {});
+  }
+
+  /** The bridge's answer to `stream.resume`: resend what it missed; then commands may run. */
+  #onResume(plaintext: Uint8Array): void {
+    const body = _object(FrameType.StreamResume, plaintext) as unknown as StreamResumeBody;
+    if (body.stream !== this.#streamId || !Number.isSafeInteger(body.received) || body.received < 0) {
+      throw new E2eError("Cannot accept stream.resume: not this client's stream");
+    }
+    if (this.state === "ready") throw new E2eError("Cannot accept stream.resume: stream already resumed");
+    if (!body.known && (this.#sender.nextSeq > 1 || this.#receiver.received > 0)) {
+      // The bridge has no record of this stream: it restarted (or kept it past
+      // its linger time). What ran there is gone; say so, and start afresh.
+      this.#failAll("bridge-lost", "the bridge restarted; the command's outcome is unknown");
+      this.#sender.reset();
+      this.#receiver.reset();
+    }
+    const channel = this.#channel!;
+    this.#receiver.setAckSender((received) => {
+      const ack: StreamAckBody = { received };
+      if (this.#channel === channel) this.#sendSealed({ t: FrameType.StreamAck, body: { ...ack } }).catch(() => {});
+    });
+    this.#sender.attach(
+      (f: StreamFrame) => this.#channel === channel ? this.#sendSealed(f) : Promise.resolve(),
+      body.known ? body.received : 0,
+    );
+    clearTimeout(this.#resumeTimer);
+    this.#resumeTimer = undefined;
+    this.#setState("ready");
+    if (this.#suspended) {
+      this.#suspended = false;
+      for (const cmd of this.#commands.values()) cmd.options.onResumed?.();
+    }
+  }
+
+  /** Numbers a command frame into the stream (sent now, or resent after a reconnect). */
+  #push(frame: FrameInit): Promise<void> {
+    return this.#sender.push({ t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
+  }
+
+  /** No bridge reachable: commands wait, for {@linkcode IdeClientOptions.resumeTimeoutMs} at most. */
+  #suspend(): void {
+    this.#sender.detach();
+    this.#receiver.setAckSender(undefined);
+    if (this.#commands.size === 0) return;
+    if (!this.#suspended) {
+      this.#suspended = true;
+      for (const cmd of this.#commands.values()) cmd.options.onSuspended?.();
+    }
+    this.#resumeTimer ??= setTimeout(() => {
+      this.#resumeTimer = undefined;
+      if (this.state === "ready") return;
+      this.#suspended = false;
+      this.#failAll(
+        "bridge-lost",
+        `the bridge was unreachable for ${Math.round(this.#resumeTimeoutMs / 1000)} s; the command's outcome is unknown`,
+      );
+      this.#sender.reset();
+      this.#receiver.reset();
+      // A bridge that still has the stream must not run anything more of it.
+      this.#streamId = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+    }, this.#resumeTimeoutMs);
   }
 
   /**
@@ -583,7 +709,8 @@ export class IdeClient {
     const bridgeId = this.bridge!.bridgeId!;
     const key = toBase64Url(this.#bridgeKey!);
     if (info.approval === "pinned" && (await this.#pins.get(bridgeId)) === key) {
-      this.#setState("ready");
+      // Ready once the stream is resumed (the bridge answers stream.resume).
+      if (this.state !== "ready") this.#resumeStream();
       return;
     }
     const channel = this.#channel!;
@@ -662,18 +789,25 @@ export class IdeClient {
     socket.send(encodeFrame(frame));
   }
 
-  /** Seals a frame for the bridge; frames go out in call order. Dropped without keys. */
-  async #sendSealed(frame: FrameInit): Promise<void> {
+  /**
+   * Seals a frame for the bridge; frames go out in call order, held back
+   * while the relay says the bridge is behind (`flow`). Dropped without keys.
+   */
+  async #sendSealed(frame: FrameInit & { q?: number }): Promise<void> {
     const channel = this.#channel, socket = this.#socket;
     if (!channel || !socket) return;
-    const bytes = await channel.seal({ t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
-    if (this.#channel === channel && socket.readyState === 1) socket.send(bytes);
+    const sealed = channel.seal({ t: frame.t, id: frame.id, q: frame.q, body: bodyBytes(frame.body) });
+    await this.#flow.send(async () => {
+      const bytes = await sealed;
+      if (this.#channel === channel && socket.readyState === 1) socket.send(bytes);
+    });
   }
 
   #failAll(reason: string, message: string): void {
     for (const cmd of this.#commands.values()) cmd.reject(new IdeClientError(message, { status: 0, reason }));
     this.#commands.clear();
   }
+
 
   async #api(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {
     const headers: Record<string, string> = {};
@@ -694,4 +828,18 @@ export class IdeClient {
       retryAfter: retry ? Number(retry) : undefined,
     });
   }
+}
+
+
+function _object(type: string, plaintext: Uint8Array): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
+  } catch {
+    throw new E2eError(`Cannot read ${type}: body is not JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new E2eError(`Cannot read ${type}: body is not an object`);
+  }
+  return value as Record<string, unknown>;
 }

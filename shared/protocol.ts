@@ -56,8 +56,45 @@
  *   (X25519, Ed25519 signatures, HKDF), a short authentication string and
  *   approval in the IDE, and every end-to-end body sealed with AES-256-GCM
  *   (counter `s` in the header, header as associated data).
+ * - 3: lossless streams: command frames carry a stream sequence number `q`,
+ *   `stream.resume` / `stream.ack` / `stream.close` (sealed) resend what the
+ *   peer missed after any reconnect, a send window bounds what is unacknowledged,
+ *   and the relay's `flow` frame pauses a sender whose receiver is behind.
+ *   Telemetry (compatible additions, no version change needed): `auth` may
+ *   carry `telemetry: false`, `auth.ok` says `crashReports: true` when the
+ *   relay takes `crash` frames (bridge -> relay, scrubbed metadata).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
+
+/**
+ * Most unacknowledged stream bytes (command frame bodies plus
+ * {@linkcode STREAM_FRAME_OVERHEAD} each) a sender keeps per direction of one
+ * stream. When it is full the bridge stops reading its children's output (they
+ * block on write) and the IDE holds stdin back, until acknowledgements arrive.
+ */
+export const STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+/** What one buffered frame counts for besides its body. */
+export const STREAM_FRAME_OVERHEAD = 64;
+/** A receiver acknowledges after this many bytes ... */
+export const ACK_EVERY_BYTES = 512 * 1024;
+/** ... or this long after the first unacknowledged frame. */
+export const ACK_DELAY_MS = 20;
+/**
+ * How long the bridge keeps a stream whose IDE is away (socket closed without
+ * `stream.close`): its commands keep running, their output is kept up to the
+ * window, and an IDE that comes back within this time gets all of it. After
+ * it, the commands get SIGHUP and the stream is forgotten.
+ */
+export const STREAM_LINGER_MS = 10 * 60_000;
+/**
+ * How long an IDE keeps its commands pending while no bridge is connected;
+ * after it they fail with reason `bridge-lost`.
+ */
+export const BRIDGE_RESUME_TIMEOUT_MS = 2 * 60_000;
+/** The relay pauses a sender (`flow`) when its receiver has this much unsent ... */
+export const FLOW_HIGH_BYTES = 2 * 1024 * 1024;
+/** ... and resumes it when the receiver is down to this. */
+export const FLOW_LOW_BYTES = 512 * 1024;
 
 /** Largest WebSocket message either side accepts, header included. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -103,7 +140,7 @@ export const BROWSER_SESSION_TTL_MS = 7 * 24 * 60 * 60_000;
 /** Name of the browser session cookie. */
 export const SESSION_COOKIE = "coder1_session";
 
-/** A relay stops forwarding to a socket whose send buffer exceeds this. */
+/** A sender whose receiver has this much waiting at the relay, despite `flow` pauses, is closed (4509). */
 export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
 /** Longest command timeout (the largest delay timers take: about 24.8 days). */
@@ -157,8 +194,17 @@ export const CloseCode = {
   E2eFailure: 4420,
   /** Too many redemption attempts; the reason says when to retry. */
   RateLimited: 4429,
-  /** The receiver did not read fast enough ({@linkcode MAX_BUFFERED_BYTES}). */
+  /**
+   * The receiver read nothing for too long: its send buffer at the relay did
+   * not shrink for the stuck-receiver limit (60 s). Reconnect; streams resume.
+   */
   SlowConsumer: 4508,
+  /**
+   * The sender kept sending after `flow {paused: true}` until its receiver had
+   * {@linkcode MAX_BUFFERED_BYTES} waiting (honest peers stop within their
+   * stream window).
+   */
+  IgnoredPause: 4509,
 } as const;
 /** One of the {@linkcode CloseCode} values. */
 export type CloseCodeValue = typeof CloseCode[keyof typeof CloseCode];
@@ -180,6 +226,16 @@ export const FrameType = {
   IdeOpen: "ide.open",
   /** Relay -> bridge: the IDE socket with channel `c` left; empty body. */
   IdeClose: "ide.close",
+  /**
+   * Relay -> peer: {@linkcode FlowBody}: stop (or start again) sending end-to-end
+   * frames, for channel `c` (to a bridge) or for the whole socket (to an IDE).
+   */
+  Flow: "flow",
+  /**
+   * Bridge -> relay: {@linkcode CrashBody}, a scrubbed crash report (no `c`).
+   * Sent only when `auth.ok` said `crashReports: true`.
+   */
+  Crash: "crash",
 
   // End to end, handshake (the relay forwards; bodies hold public values only).
   /** IDE -> bridge: start a key exchange; body `HelloBody` (shared/e2e_session.ts). */
@@ -195,6 +251,14 @@ export const FrameType = {
   E2eApprove: "e2e.approve",
   /** IDE -> bridge: sealed, empty: the user rejected this bridge. */
   E2eReject: "e2e.reject",
+
+  // End to end, stream control (sealed).
+  /** Both ways, sealed {@linkcode StreamResumeBody}: IDE first, then the bridge's answer; then both resend. */
+  StreamResume: "stream.resume",
+  /** Both ways, sealed {@linkcode StreamAckBody}: cumulative acknowledgement. */
+  StreamAck: "stream.ack",
+  /** IDE -> bridge, sealed, empty: the IDE is done with this stream (hang up its commands now). */
+  StreamClose: "stream.close",
 
   // End to end, commands (sealed; the relay forwards; the body is opaque to it).
   /** IDE -> bridge: start command `id`; body {@linkcode CmdStartBody}. */
@@ -224,6 +288,9 @@ export const IDE_TO_RELAY: ReadonlySet<string> = new Set([
   FrameType.E2eConfirm,
   FrameType.E2eApprove,
   FrameType.E2eReject,
+  FrameType.StreamResume,
+  FrameType.StreamAck,
+  FrameType.StreamClose,
   FrameType.CmdStart,
   FrameType.CmdStdin,
   FrameType.CmdEof,
@@ -232,8 +299,11 @@ export const IDE_TO_RELAY: ReadonlySet<string> = new Set([
 /** Types a bridge socket may send once authenticated. */
 export const BRIDGE_TO_RELAY: ReadonlySet<string> = new Set([
   FrameType.Pong,
+  FrameType.Crash,
   FrameType.E2eReply,
   FrameType.E2eInfo,
+  FrameType.StreamResume,
+  FrameType.StreamAck,
   FrameType.CmdStdout,
   FrameType.CmdStderr,
   FrameType.CmdExit,
@@ -247,6 +317,9 @@ export const END_TO_END: ReadonlySet<string> = new Set([
   FrameType.E2eInfo,
   FrameType.E2eApprove,
   FrameType.E2eReject,
+  FrameType.StreamResume,
+  FrameType.StreamAck,
+  FrameType.StreamClose,
   FrameType.CmdStart,
   FrameType.CmdStdin,
   FrameType.CmdEof,
@@ -269,6 +342,13 @@ export interface FrameHeader {
   id?: string;
   /** Sequence number: the AES-GCM counter of a sealed end-to-end frame, per direction and connection. */
   s?: number;
+  /**
+   * Stream sequence number of a command frame (`cmd.*`): 1, 2, 3 ... per
+   * direction of one IDE stream, kept across connections, so a frame resent
+   * after a reconnect keeps its number and duplicates are dropped. Part of the
+   * associated data when present.
+   */
+  q?: number;
 }
 
 /** A decoded frame: its header fields and its body bytes. */
@@ -289,6 +369,12 @@ export interface AuthBody {
    * `name` and `os`; the relay ignores them.
    */
   version: string;
+  /**
+   * `false` when the bridge runs with `CODER1_TELEMETRY=false`: the relay then
+   * stores no telemetry about this connection and takes no crash reports.
+   * Absent (older bridges) means true.
+   */
+  telemetry?: boolean;
 }
 
 /** Body of `auth.ok`. */
@@ -301,6 +387,35 @@ export interface AuthOkBody {
   expiresAt: number;
   /** Channels of the IDE sockets already open for the session. */
   channels: number[];
+  /**
+   * True when the relay stores telemetry and this bridge did not opt out:
+   * the bridge may then send `crash` frames. Absent otherwise (and from relays
+   * that do not know `crash`, which would close the socket with 4400).
+   */
+  crashReports?: boolean;
+}
+
+/** At most this many `crash` frames per bridge connection are kept; more are ignored. */
+export const MAX_CRASH_REPORTS_PER_CONNECTION = 3;
+
+/**
+ * Body of `crash` (bridge -> relay, JSON, at most
+ * {@linkcode MAX_CONTROL_BODY_BYTES}): an uncaught error of an earlier bridge
+ * run. Scrubbed of home directories, paths, quoted strings, tokens and long
+ * numbers by the bridge before sending and by the relay again before storing
+ * (shared/scrub.ts).
+ */
+export interface CrashBody {
+  /** The error's class name, e.g. `TypeError`. */
+  errorClass: string;
+  /** The scrubbed message. */
+  message: string;
+  /** The scrubbed stack. */
+  stack?: string;
+  /** The coder1 version that crashed. */
+  version: string;
+  /** `Deno.build.os` of the bridge. */
+  os: string;
 }
 
 /** Body of `bridge.status`. */
@@ -339,6 +454,40 @@ export interface E2eInfoBody {
    */
   signature: string;
 }
+
+/** Body of `flow` (relay -> peer, JSON). */
+export interface FlowBody {
+  /** True: hold end-to-end frames back; false: send again. */
+  paused: boolean;
+}
+
+/** Plaintext of `stream.resume`. */
+export interface StreamResumeBody {
+  /** The IDE's stream id (random, base64url, chosen by the IDE once per client). */
+  stream: string;
+  /** How many command frames of this stream the sender has received (the highest `q`). */
+  received: number;
+  /** Bridge only: false when it has no state for this stream (it restarted, or the stream expired). */
+  known?: boolean;
+}
+
+/** Plaintext of `stream.ack`. */
+export interface StreamAckBody {
+  /** The highest `q` received so far (cumulative). */
+  received: number;
+}
+
+/** Types that travel in a stream (numbered with `q`, resent after reconnects). */
+export const STREAM_TYPES: ReadonlySet<string> = new Set([
+  FrameType.CmdStart,
+  FrameType.CmdStdin,
+  FrameType.CmdEof,
+  FrameType.CmdSignal,
+  FrameType.CmdStdout,
+  FrameType.CmdStderr,
+  FrameType.CmdExit,
+  FrameType.CmdError,
+]);
 
 /** Body of `cmd.start`. */
 export interface CmdStartBody {

@@ -382,7 +382,7 @@ Deno.test({
         assert.equal(await lines(`${work}/replay`), 1);
       });
 
-      await t.step("reorder: swapped command frames are refused, neither runs", async () => {
+      await t.step("reorder: swapped command frames are refused; after re-keying each runs once, in order", async () => {
         let held: Uint8Array | undefined;
         setTap((direction, bytes) => {
           if (direction !== "ide-to-bridge" || typeOf(bytes) !== FrameType.CmdStart) return [bytes];
@@ -393,13 +393,15 @@ Deno.test({
           return [bytes, held];
         });
         const before = failures();
-        ide.run(`touch ${work}/first`).exited.catch(() => {});
-        ide.run(`touch ${work}/second`).exited.catch(() => {});
+        const first = ide.run(`echo first >> ${work}/order`);
+        const second = ide.run(`echo second >> ${work}/order`);
         await bridge.stderr.waitFor(new RegExp(`(end-to-end check failed[\\s\\S]*){${before + 1}}`));
         setTap(undefined);
         await recovered();
-        assert.equal(await exists(`${work}/first`), false);
-        assert.equal(await exists(`${work}/second`), false);
+        // The swapped frames never ran; the IDE's stream resent both (lossless) on the new keys.
+        assert.equal((await first.exited).code, 0);
+        assert.equal((await second.exited).code, 0);
+        assert.equal(await Deno.readTextFile(`${work}/order`), "first\nsecond\n");
       });
 
       await t.step("injection: a forged unsealed command never runs", async () => {

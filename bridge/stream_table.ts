@@ -1,0 +1,165 @@
+/**
+ * The bridge's streams: one per IDE client (its random stream id), kept
+ * across relay connections so that commands keep running and nothing of their
+ * output is lost while the IDE, the relay or the network is away. A stream is
+ * attached to at most one IDE channel of the current connection; detached, it
+ * lingers for {@linkcode STREAM_LINGER_MS}, after which its commands are hung
+ * up. Each stream has a small local number, the "channel" the
+ * {@linkcode CommandManager} keys commands by.
+ *
+ * @module
+ */
+import { E2eError } from "../shared/e2e_session.ts";
+import { STREAM_LINGER_MS, STREAM_WINDOW_BYTES } from "../shared/protocol.ts";
+import { StreamReceiver, StreamSender } from "../shared/stream.ts";
+
+/** One IDE client's stream. */
+export interface BridgeStream {
+  /** The IDE's stream id. */
+  readonly id: string;
+  /** Local number (the command manager's channel). */
+  readonly handle: number;
+  /** The identity key of the IDE that opened it; only that IDE may resume it. */
+  readonly ideIdentity: Uint8Array;
+  /** Bridge -> IDE frames. */
+  readonly sender: StreamSender;
+  /** IDE -> bridge frames. */
+  readonly receiver: StreamReceiver;
+  /** The IDE channel it is attached to now. */
+  channel?: number;
+  /** Timer that forgets it while detached. */
+  linger?: ReturnType<typeof setTimeout>;
+}
+
+/** Options for {@linkcode StreamTable}. */
+export interface StreamTableOptions {
+  /** A stream was forgotten (linger over, or closed by the IDE): hang up its commands. */
+  onForget: (handle: number) => void;
+  /** How long a detached stream is kept. */
+  lingerMs?: number;
+  /** Send window per stream. */
+  windowBytes?: number;
+  /** Verbose events (no content). */
+  debug?: (message: string) => void;
+}
+
+/** All streams of this bridge process. */
+export class StreamTable {
+  #byId = new Map<string, BridgeStream>();
+  #byHandle = new Map<number, BridgeStream>();
+  #nextHandle = 1;
+  #opts: StreamTableOptions;
+
+  /** @param options Callbacks and limits. */
+  constructor(options: StreamTableOptions) {
+    this.#opts = options;
+  }
+
+  /** Number of streams kept. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Whether an attached stream still waits for the IDE to acknowledge frames. */
+  get unacknowledged(): boolean {
+    return [...this.#byId.values()].some((s) => s.channel !== undefined && s.sender.unackedFrames > 0);
+  }
+
+  /**
+   * Finds or creates the stream `id` for an IDE and attaches it to `channel`
+   * (detaching it from any other channel).
+   *
+   * @returns The stream, and whether it existed (false: a new stream; the IDE
+   *   learns its earlier commands are gone).
+   * @throws {E2eError} When another IDE identity owns the stream id.
+   */
+  open(id: string, ideIdentity: Uint8Array, channel: number): { stream: BridgeStream; known: boolean } {
+    let stream = this.#byId.get(id);
+    const known = stream !== undefined;
+    if (stream && !_equal(stream.ideIdentity, ideIdentity)) {
+      throw new E2eError("Cannot resume stream: it belongs to another IDE identity");
+    }
+    if (!stream) {
+      stream = {
+        id,
+        handle: this.#nextHandle++,
+        ideIdentity,
+        sender: new StreamSender(this.#opts.windowBytes ?? STREAM_WINDOW_BYTES),
+        receiver: new StreamReceiver(),
+      };
+      this.#byId.set(id, stream);
+      this.#byHandle.set(stream.handle, stream);
+    }
+    // Whatever channel had it before (an older socket of the same IDE) lets go.
+    for (const other of this.#byId.values()) if (other !== stream && other.channel === channel) this.#detach(other);
+    this.#detach(stream);
+    clearTimeout(stream.linger);
+    stream.linger = undefined;
+    stream.channel = channel;
+    return { stream, known };
+  }
+
+  /** The stream attached to IDE channel `channel`, if any. */
+  byChannel(channel: number): BridgeStream | undefined {
+    for (const s of this.#byId.values()) if (s.channel === channel) return s;
+    return undefined;
+  }
+
+  /**
+   * Queues a frame of the command manager for the stream with local number
+   * `handle`; resolves when the stream's window has room. Frames for a
+   * forgotten stream are dropped.
+   */
+  push(handle: number, frame: { t: string; id?: string; body: Uint8Array }): Promise<void> {
+    const stream = this.#byHandle.get(handle);
+    if (!stream) return Promise.resolve();
+    return stream.sender.push(frame);
+  }
+
+  /** The IDE socket on `channel` left: its stream lingers. */
+  detachChannel(channel: number): void {
+    const stream = this.byChannel(channel);
+    if (stream) this.#detach(stream);
+  }
+
+  /** The relay connection is gone: every stream lingers. */
+  detachAll(): void {
+    for (const stream of this.#byId.values()) this.#detach(stream);
+  }
+
+  /** The IDE on `channel` is done with its stream: forget it now. */
+  close(channel: number): void {
+    const stream = this.byChannel(channel);
+    if (stream) this.#forget(stream);
+  }
+
+  /** Forgets every stream (the bridge is stopping). */
+  clear(): void {
+    for (const stream of [...this.#byId.values()]) this.#forget(stream);
+  }
+
+  #detach(stream: BridgeStream): void {
+    if (stream.channel === undefined && stream.linger) return;
+    stream.channel = undefined;
+    stream.sender.detach();
+    stream.receiver.setAckSender(undefined);
+    clearTimeout(stream.linger);
+    stream.linger = setTimeout(() => {
+      this.#opts.debug?.(`stream ${stream.handle}: IDE away for too long; hanging up its commands`);
+      this.#forget(stream);
+    }, this.#opts.lingerMs ?? STREAM_LINGER_MS);
+  }
+
+  #forget(stream: BridgeStream): void {
+    clearTimeout(stream.linger);
+    stream.sender.reset();
+    stream.receiver.reset();
+    this.#byId.delete(stream.id);
+    this.#byHandle.delete(stream.handle);
+    this.#opts.onForget(stream.handle);
+  }
+}
+
+function _equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
+}
