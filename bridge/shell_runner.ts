@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { OrphanGuard } from "./orphan_guard.ts";
 
 /** Exit of a process: a code, or the signal that ended it. */
 export interface ProcessExit {
@@ -51,8 +52,14 @@ export class ShellRunner implements CommandRunner {
   #shell: string;
   #args: (command: string) => string[];
 
-  /** @param env Environment lookup for SHELL / ComSpec. */
-  constructor(env: (name: string) => string | undefined = (n) => Deno.env.get(n)) {
+  #guard?: OrphanGuard;
+
+  /**
+   * @param env Environment lookup for SHELL / ComSpec.
+   * @param guard Told about each command's process group, to end it if the bridge dies.
+   */
+  constructor(env: (name: string) => string | undefined = (n) => Deno.env.get(n), guard?: OrphanGuard) {
+    this.#guard = guard;
     if (Deno.build.os === "windows") {
       this.#shell = env("ComSpec") ?? "cmd.exe";
       this.#args = (c) => ["/d", "/s", "/c", c];
@@ -78,12 +85,17 @@ export class ShellRunner implements CommandRunner {
       detached: Deno.build.os !== "windows",
     }).spawn();
     const pid = child.pid;
+    const guard = Deno.build.os === "windows" ? undefined : this.#guard;
+    guard?.add(pid);
     return {
       pid,
       stdout: child.stdout,
       stderr: child.stderr,
       stdin: child.stdin,
-      exited: child.status.then((s) => ({ code: s.signal ? null : s.code, signal: s.signal ?? null })),
+      exited: child.status.then((s) => {
+        guard?.remove(pid);
+        return { code: s.signal ? null : s.code, signal: s.signal ?? null };
+      }),
       kill(signal) {
         try {
           if (Deno.build.os === "windows") child.kill(signal);
