@@ -258,6 +258,9 @@ class App {
     const cmd = this.#ide.run(line, {
       onStdout: (b) => this.#terminal.output(b, "out"),
       onStderr: (b) => this.#terminal.output(b, "err"),
+      // The command keeps running on the bridge; its output resumes without loss.
+      onSuspended: () => this.#notice("[bridge unreachable; waiting for it, output will resume]"),
+      onResumed: () => this.#notice("[bridge back; resuming output]"),
     });
     this.#running = cmd;
     cmd.exited.then((r) => {
@@ -268,6 +271,11 @@ class App {
     }).finally(() => {
       if (this.#running === cmd) this.#running = undefined;
     });
+  }
+
+  /** A line of information between a running command's output lines. */
+  #notice(text: string): void {
+    this.#terminal.output(new TextEncoder().encode(`\r\n${text}\r\n`), "out");
   }
 
   async #copy(text: string, buttonId: string): Promise<void> {
