@@ -6,7 +6,6 @@
  */
 import { parseFlags, usage, UsageError } from "./cli/args.ts";
 import { COMMANDS, TOP_USAGE } from "./cli/specs.ts";
-import { VERSION } from "./shared/version.ts";
 
 /**
  * Runs coder1 with `args` and returns the exit code.
@@ -28,7 +27,8 @@ export async function main(args: string[]): Promise<number> {
     return first === undefined ? 2 : 0;
   }
   if (first === "--version" || first === "-V" || first === "version") {
-    console.log(`coder1 ${VERSION}`);
+    const { versionInfo, versionLine } = await import("./cli/version_text.ts");
+    console.log(versionLine(await versionInfo()));
     return 0;
   }
   const name = `${first} ${second ?? ""}`.trim();
@@ -47,6 +47,8 @@ export async function main(args: string[]): Promise<number> {
     switch (name) {
       case "relay serve":
         return await (await import("./relay/serve_command.ts")).relayServe(flags);
+      case "relay telemetry":
+        return await (await import("./relay/telemetry_command.ts")).relayTelemetry(flags);
       case "bridge start":
         return await (await import("./bridge/start_command.ts")).bridgeStart(flags);
       case "bridge status":

@@ -15,6 +15,7 @@ import {
   type AuthBody,
   type AuthOkBody,
   CloseCode,
+  type CrashBody,
   END_TO_END,
   type Frame,
   FrameType,
@@ -88,6 +89,14 @@ export interface RelayLinkOptions {
   heartbeatTimeoutMs?: number;
   /** How long a stream whose IDE is away is kept (tests shrink it). */
   streamLingerMs?: number;
+  /** False with `CODER1_TELEMETRY=false`: `auth` says so and no crash report is sent. */
+  telemetry?: boolean;
+  /**
+   * A crash report from an earlier run, sent once a relay offers
+   * `crashReports` (bridge/crash_report.ts): `take` returns it (scrubbed),
+   * `sent` deletes it.
+   */
+  crashReport?: { take(): CrashBody | undefined; sent(): void };
 }
 
 interface Attempt {
@@ -124,7 +133,8 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
     const deadline = Date.now() + STOP_FLUSH_MS;
     while (Date.now() < deadline && streams.unacknowledged) await new Promise((r) => setTimeout(r, 20));
   };
-  let auth: AuthBody = { ...options.auth, version: options.identity.version };
+  const telemetry = options.telemetry === false ? { telemetry: false } : {};
+  let auth: AuthBody = { ...options.auth, version: options.identity.version, ...telemetry };
   let failures = 0;
   let connectedOnce = false;
   const stopped = new Promise<void>((resolve) =>
@@ -137,7 +147,7 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
         connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
       );
       const attempt = await _connect(options, auth, manager, streams, stopCommands, async (ok) => {
-        if (ok.token) auth = { token: ok.token, version: options.identity.version };
+        if (ok.token) auth = { token: ok.token, version: options.identity.version, ...telemetry };
         await options.onAuthenticated(ok, !connectedOnce);
         connectedOnce = true;
         failures = 0;
@@ -286,6 +296,15 @@ function _connect(
           debug: options.debug,
         });
         await onAuthed(body);
+        // Only to a relay that asked for them, and never with telemetry off.
+        const crash = body.crashReports === true && options.telemetry !== false
+          ? options.crashReport?.take()
+          : undefined;
+        if (crash && ws.readyState === WebSocket.OPEN) {
+          ws.send(encodeFrame({ t: FrameType.Crash, body: { ...crash } }));
+          options.crashReport!.sent();
+          options.debug("sent the crash report of an earlier run");
+        }
         return;
       }
       if (frame.t === FrameType.Ping) ws.send(encodeFrame({ t: FrameType.Pong }));

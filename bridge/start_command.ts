@@ -12,12 +12,15 @@ import { BRIDGE_START } from "../cli/specs.ts";
 import { fingerprint, fromBase64Url, toBase64Url } from "../shared/e2e_crypto.ts";
 import { APPROVAL_TIMEOUT_MS, DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
+import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { CommandManager } from "./command_manager.ts";
+import { CrashReports } from "./crash_report.ts";
 import { CredentialStore } from "./credentials.ts";
 import { loadIdentityKey } from "./identity_key.ts";
 import { LineReader } from "./stdin_lines.ts";
 import { resolveRelay } from "./relay_choice.ts";
 import { endLink, type LinkExit, runRelayLink } from "./relay_link.ts";
+import { OrphanGuard } from "./orphan_guard.ts";
 import { ShellRunner } from "./shell_runner.ts";
 
 /**
@@ -39,6 +42,17 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
   const root = _resolveRoot((flags.cwd as string | undefined) ?? Deno.cwd());
   const verbose = Boolean(flags.verbose);
   const say = (m: string) => console.log(m);
+  let telemetry: boolean;
+  try {
+    telemetry = telemetryEnabled(Deno.env.get(TELEMETRY_ENV));
+  } catch (error) {
+    throw new UsageError((error as Error).message, BRIDGE_START);
+  }
+  // Crash reports hide these besides paths, quotes and tokens (bridge/crash_report.ts).
+  const home = Deno.env.get("HOME");
+  const crashes = new CrashReports(store.dir, [home, home?.split("/").pop(), _hostname(), root]);
+  if (telemetry) crashes.install();
+  else crashes.discard();
 
   if (asRoot) console.error("Warning: running as root (--allow-root): commands from the IDE run as root.");
 
@@ -60,7 +74,9 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     auth = { code };
   }
 
-  const runner = new ShellRunner();
+  // Ends the commands' process groups should this process die without cleaning up.
+  const guard = OrphanGuard.start((m) => verbose && console.error(m));
+  const runner = new ShellRunner(undefined, guard);
   if (!flags["no-banner"]) {
     say(`coder1 bridge ${VERSION}`);
     say(`  Relay:    ${relay.http}`);
@@ -74,6 +90,11 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     );
   }
 
+  say(
+    telemetry
+      ? `Telemetry: on (the relay keeps connection times, version, command counts and crash reports, never commands or output; turn it off with ${TELEMETRY_ENV}=false)`
+      : `Telemetry: off (${TELEMETRY_ENV}=false): the relay is asked to keep nothing about this bridge, and no crash reports are sent`,
+  );
   const identityKey = await loadIdentityKey(store.dir);
   // The approved IDE's key; a new pairing (a code) starts without one.
   let pinned = "code" in auth || !stored?.pinnedIde ? undefined : fromBase64Url(stored.pinnedIde);
@@ -99,6 +120,8 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       ca,
       identity: { name: (flags.name as string | undefined) ?? _hostname(), version: VERSION, os: Deno.build.os },
       auth,
+      telemetry,
+      crashReport: { take: () => crashes.take(), sent: () => crashes.discard() },
       e2e: {
         identity: identityKey.keyPair,
         pinned: () => pinned,
@@ -228,6 +251,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     else say("Bridge stopped.");
     return exit.code;
   } finally {
+    await guard.stop();
     stopApprovalClock();
     lines.cancel();
     Deno.removeSignalListener("SIGINT", stop);

@@ -19,7 +19,7 @@
  */
 import { parseFlags } from "./args.ts";
 import { defaultConfigDir, defaultDataDir, type EnvLookup } from "./paths.ts";
-import { BRIDGE_LOGOUT, BRIDGE_START, BRIDGE_STATUS, RELAY_SERVE } from "./specs.ts";
+import { BRIDGE_LOGOUT, BRIDGE_START, BRIDGE_STATUS, RELAY_SERVE, RELAY_TELEMETRY } from "./specs.ts";
 
 /** Which part of coder1 a process plays. */
 export type Role = "relay" | "bridge" | "cli";
@@ -130,9 +130,8 @@ export function roleFor(args: string[], options: { env: EnvLookup; cwd: string }
   if (group === "relay" && command === "serve") {
     const f = tryParse(RELAY_SERVE);
     const dataDir = abs((f["data-dir"] as string | undefined) ?? defaultDataDir(options.env));
-    const files = ["tls-cert", "tls-key", "jwt-key-file"].map((k) => f[k] as string | undefined).filter((v) =>
-      v !== undefined
-    ).map(abs);
+    const files = ["tls-cert", "tls-key", "jwt-key-file", "metrics-token-file"].map((k) => f[k] as string | undefined)
+      .filter((v) => v !== undefined).map(abs);
     return { role: "relay", scope: { read: [dataDir, ...files], write: [dataDir] } };
   }
   if (group === "bridge") {
@@ -143,6 +142,12 @@ export function roleFor(args: string[], options: { env: EnvLookup; cwd: string }
     if (typeof f["ca-file"] === "string") read.push(abs(f["ca-file"]));
     if (command === "start") read.push(abs((f.cwd as string | undefined) ?? options.cwd));
     return { role: "bridge", scope: { read, write: [configDir] } };
+  }
+  if (group === "relay" && command === "telemetry") {
+    // Reads the telemetry file (read-only SQLite); writes nothing.
+    const f = tryParse(RELAY_TELEMETRY);
+    const dataDir = abs((f["data-dir"] as string | undefined) ?? defaultDataDir(options.env));
+    return { role: "relay", scope: { read: [dataDir], write: [] } };
   }
   if (group === "relay") return { role: "relay", scope: { read: [], write: [] } };
   return { role: "cli", scope: { read: [], write: [] } };

@@ -59,7 +59,7 @@ export const RELAY_SERVE: CommandSpec = {
       name: "data-dir",
       kind: "string",
       value: "DIR",
-      help: "Where the signing key and revocations live (default $XDG_DATA_HOME/coder1)",
+      help: "Where the signing key, revocations and telemetry live (default $XDG_DATA_HOME/coder1)",
     },
     {
       name: "jwt-key-file",
@@ -84,9 +84,59 @@ export const RELAY_SERVE: CommandSpec = {
           ? undefined
           : `must be debug, info, warn, error or silent, got "${v}"`,
     },
+    {
+      name: "log-format",
+      kind: "string",
+      value: "FORMAT",
+      help: "text (default) or json (one object per line)",
+      check: (v) => ["text", "json"].includes(v) ? undefined : `must be text or json, got "${v}"`,
+    },
+    {
+      name: "metrics-token",
+      kind: "string",
+      value: "TOKEN",
+      help: "Require Authorization: Bearer TOKEN on GET /metrics (visible in ps; prefer the file)",
+      check: (v) => /^[\x21-\x7e]{16,}$/.test(v) ? undefined : "must be at least 16 printable characters",
+    },
+    {
+      name: "metrics-token-file",
+      kind: "string",
+      value: "FILE",
+      help: "Read the /metrics bearer token from FILE",
+    },
+    {
+      name: "trust-proxy",
+      kind: "boolean",
+      help: "Rate-limit by the rightmost X-Forwarded-For address (only behind a proxy that sets it)",
+    },
   ],
-  notes: "State (sessions, codes, rate windows) is kept in memory; the data dir holds only the\n" +
-    "token signing key and the revocation list. Env: CODER1_TELEMETRY=false turns telemetry off.",
+  notes: "State (sessions, codes, rate windows) is kept in memory; the data dir holds the token\n" +
+    "signing key, the revocation list and telemetry.sqlite (metadata only, 30 days; see it with\n" +
+    "coder1 relay telemetry). Env: CODER1_TELEMETRY=false stores no telemetry at all.\n" +
+    "Operators: GET /healthz (alive), GET /readyz (accepting), GET /metrics (Prometheus).",
+};
+
+/** `coder1 relay telemetry`. */
+export const RELAY_TELEMETRY: CommandSpec = {
+  name: "relay telemetry",
+  summary: "Print everything the relay's telemetry file holds (metadata only).",
+  flags: [
+    {
+      name: "data-dir",
+      kind: "string",
+      value: "DIR",
+      help: "The relay's data dir (default $XDG_DATA_HOME/coder1)",
+    },
+    {
+      name: "since",
+      kind: "string",
+      value: "AGE",
+      help: "Only rows from the last AGE: 30m, 12h, 7d (default: everything stored)",
+      check: (v) => /^[1-9]\d{0,5}[mhd]$/.test(v) ? undefined : `must be a number and m, h or d (e.g. 7d), got "${v}"`,
+    },
+    { name: "json", kind: "boolean", help: "Print JSON instead of tables" },
+  ],
+  notes: "Reads <data dir>/telemetry.sqlite read-only; the relay may be running (it writes every 5 s).",
 };
 
 /** `coder1 bridge start`. */
@@ -151,7 +201,8 @@ export const BRIDGE_START: CommandSpec = {
   notes: 'First pairing: the bridge prints "Check that the IDE shows: 123 456". If the IDE shows the same\n' +
     "digits, type y here and approve in the IDE; both are needed before anything runs. Later starts\n" +
     "reuse the stored token and the approved IDE key (--pair starts over).\n" +
-    "Env: CODER1_RELAY_URL (default relay), CODER1_TELEMETRY=false (no crash reports).",
+    "Env: CODER1_RELAY_URL (default relay), CODER1_TELEMETRY=false (the relay keeps no telemetry\n" +
+    "about this bridge, and it sends no crash reports).",
 };
 
 /** `coder1 bridge status`. */
@@ -171,6 +222,7 @@ export const BRIDGE_LOGOUT: CommandSpec = {
 /** All subcommands by their two-word name. */
 export const COMMANDS: Record<string, CommandSpec> = {
   "relay serve": RELAY_SERVE,
+  "relay telemetry": RELAY_TELEMETRY,
   "bridge start": BRIDGE_START,
   "bridge status": BRIDGE_STATUS,
   "bridge logout": BRIDGE_LOGOUT,
@@ -181,6 +233,7 @@ export const TOP_USAGE = `coder1: run commands on your machine from a browser ID
 
 Usage:
   coder1 relay serve [options]     Run the relay (self-hostable)
+  coder1 relay telemetry [options] Show what the relay's telemetry holds
   coder1 bridge start [options]    Pair this machine and run the IDE's commands
   coder1 bridge status [options]   Show relay reachability, pairing and token expiry
   coder1 bridge logout [options]   Revoke and delete this machine's token

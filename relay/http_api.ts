@@ -1,6 +1,6 @@
 /**
  * The relay's HTTP surface: the IDE-facing API (`/api/...`), the two WebSocket
- * endpoints and `/healthz`. docs/PROTOCOL.md documents every route; web IDEs
+ * endpoints, and for operators `/healthz`, `/readyz` and `/metrics`. docs/PROTOCOL.md documents every route; web IDEs
  * integrate against these names.
  *
  * @module
@@ -11,6 +11,7 @@ import { SESSION_COOKIE, SESSIONS_PER_ADDRESS_PER_WINDOW } from "../shared/proto
 import { VERSION } from "../shared/version.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./logger.ts";
+import { METRICS_CONTENT_TYPE, type RelayMetrics } from "./metrics.ts";
 import type { Pairing } from "./pairing.ts";
 import type { RelayStore } from "./store.ts";
 import type { TokenService } from "./token_service.ts";
@@ -30,9 +31,49 @@ export interface HttpApiDeps {
   secureCookies: boolean;
   /** The client address to rate-limit by. */
   addressOf(request: Request, info: Deno.ServeHandlerInfo): string;
+  /** What `GET /metrics` renders (absent: 404). */
+  metrics?: RelayMetrics;
+  /** When set, `GET /metrics` needs `Authorization: Bearer <this>`. */
+  metricsToken?: string;
+  /** Whether the relay accepts connections now (`GET /readyz`); default always. */
+  ready?: () => boolean;
+}
+
+/**
+ * The client address to rate-limit by: the TCP peer, or with `trustProxy` the
+ * rightmost `X-Forwarded-For` entry, which is the one the proxy in front
+ * appended (entries to its left come from the client and may be forged).
+ * A missing or malformed header falls back to the TCP peer.
+ *
+ * @param request The request.
+ * @param info Its connection info.
+ * @param trustProxy Whether a trusted reverse proxy is the only client.
+ * @returns An address string.
+ *
+ * @example
+ * ```ts
+ * import { clientAddress } from "./http_api.ts";
+ * const request = new Request("http://relay/", { headers: { "x-forwarded-for": "10.0.0.1, 192.0.2.7" } });
+ * const info = { remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 } } as Deno.ServeHandlerInfo;
+ * console.log(clientAddress(request, info, true), clientAddress(request, info, false)); // 192.0.2.7 127.0.0.1
+ * ```
+ */
+export function clientAddress(request: Request, info: Deno.ServeHandlerInfo, trustProxy: boolean): string {
+  const peer = (info.remoteAddr as Deno.NetAddr).hostname;
+  if (!trustProxy) return peer;
+  const last = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim() ?? "";
+  return /^[0-9A-Fa-f:.]{2,45}$/.test(last) ? last : peer;
 }
 
 const SESSION_WINDOW_MS = 60_000;
+
+/**
+ * Deno's own keep-alive (a ping, then close 1001 "No response from ping
+ * frame." after 30 s by default) is off: the hub's heartbeat decides, after
+ * HEARTBEAT_TIMEOUT_MS, with the documented close code 4000. Otherwise a peer
+ * that is slow to read for 30 s would be told the relay is going away.
+ */
+const UPGRADE_OPTIONS: Deno.UpgradeWebSocketOptions = { idleTimeout: 0 };
 
 /**
  * Builds the request handler.
@@ -87,6 +128,22 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
   const routes: Record<string, (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response> = {
     "GET /healthz": () => json({ status: "ok", version: VERSION }),
 
+    "GET /readyz": () =>
+      deps.ready?.() === false ? json({ status: "stopping" }, 503) : json({ status: "ready", version: VERSION }),
+
+    "GET /metrics": (request) => {
+      if (!deps.metrics) throw new Coder1Error("Cannot find /metrics", { status: 404, reason: "not-found" });
+      if (deps.metricsToken !== undefined && !_bearerMatches(request, deps.metricsToken)) {
+        throw new Coder1Error("Cannot show metrics: bearer token missing or wrong", {
+          status: 401,
+          reason: "unauthorized",
+        });
+      }
+      return new Response(deps.metrics.render(), {
+        headers: { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" },
+      });
+    },
+
     ...Object.fromEntries(
       Object.keys(WEB_ASSETS).map((path) => [`GET ${path}`, (request: Request) => _asset(request, path, deps)]),
     ),
@@ -101,6 +158,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
         deps.clock.now(),
       );
       if (!rate.allowed) {
+        deps.metrics?.rateLimited("session_create");
         const retryAfterSeconds = Math.ceil(rate.retryAfterMs / 1000);
         throw new Coder1Error(`Cannot create session: too many from this address; retry in ${retryAfterSeconds}s`, {
           status: 429,
@@ -169,7 +227,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       checkOrigin(request, true);
       const sid = await requireSession(request);
       _requireUpgrade(request);
-      const { socket, response } = Deno.upgradeWebSocket(request);
+      const { socket, response } = Deno.upgradeWebSocket(request, UPGRADE_OPTIONS);
       deps.hub.acceptIde(socket, sid);
       return response;
     },
@@ -178,7 +236,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       _requireUpgrade(request);
       // The peer address is unreadable once the request is upgraded.
       const address = deps.addressOf(request, info);
-      const { socket, response } = Deno.upgradeWebSocket(request);
+      const { socket, response } = Deno.upgradeWebSocket(request, UPGRADE_OPTIONS);
       deps.hub.acceptBridge(socket, address);
       return response;
     },
@@ -264,6 +322,17 @@ function _asset(request: Request, path: string, deps: HttpApiDeps): Response {
   };
   if (request.headers.get("if-none-match") === asset.etag) return new Response(null, { status: 304, headers });
   return new Response(asset.body, { headers });
+}
+
+/** Compares the bearer token in constant time (for equal lengths). */
+function _bearerMatches(request: Request, expected: string): boolean {
+  const m = /^Bearer (\S+)$/.exec(request.headers.get("authorization") ?? "");
+  if (!m) return false;
+  const a = new TextEncoder().encode(m[1]), b = new TextEncoder().encode(expected);
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
 }
 
 function _requireUpgrade(request: Request): void {

@@ -24,9 +24,13 @@ import {
   HEARTBEAT_TIMEOUT_MS,
   IDE_TO_RELAY,
   MAX_BUFFERED_BYTES,
+  MAX_CRASH_REPORTS_PER_CONNECTION,
 } from "../shared/protocol.ts";
+import { sanitizeCrash } from "../shared/scrub.ts";
 import type { Logger } from "./logger.ts";
+import type { RelayMetrics } from "./metrics.ts";
 import type { Pairing } from "./pairing.ts";
+import { NO_TELEMETRY, type TelemetryRecorder } from "./telemetry.ts";
 import type { TokenService } from "./token_service.ts";
 
 /** Timing knobs; tests shrink them. */
@@ -78,6 +82,10 @@ interface BridgePeer extends Peer {
   jti?: string;
   expiresAt?: number;
   version?: string;
+  /** False when the bridge said `telemetry: false`: nothing about it is recorded. */
+  telemetry?: boolean;
+  /** Crash reports taken on this connection. */
+  crashes?: number;
 }
 
 interface SessionRoom {
@@ -128,14 +136,26 @@ export class Hub {
   /** Congested receivers and the room each is in. */
   #congested = new Map<Peer, SessionRoom>();
   #tap?: FrameTap;
+  #metrics?: RelayMetrics;
+  #telemetry: TelemetryRecorder;
   /** What the hub has done so far. */
   readonly counters: HubCounters = { framesToBridge: 0, framesToIde: 0, closes: {} };
 
-  /** @param deps Pairing, tokens, logger, timings and (tests only) a frame tap. */
+  /** @param deps Pairing, tokens, logger, timings, metrics, telemetry and (tests only) a frame tap. */
   constructor(
-    deps: { pairing: Pairing; tokens: TokenService; log: Logger; timings?: Partial<HubTimings>; tap?: FrameTap },
+    deps: {
+      pairing: Pairing;
+      tokens: TokenService;
+      log: Logger;
+      timings?: Partial<HubTimings>;
+      tap?: FrameTap;
+      metrics?: RelayMetrics;
+      telemetry?: TelemetryRecorder;
+    },
   ) {
     this.#tap = deps.tap;
+    this.#metrics = deps.metrics;
+    this.#telemetry = deps.telemetry ?? NO_TELEMETRY;
     this.#pairing = deps.pairing;
     this.#tokens = deps.tokens;
     this.#log = deps.log;
@@ -208,7 +228,8 @@ export class Hub {
         this.#fail(peer, error);
       }
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
+      this.#metrics?.socketClosed("ide", event.code);
       const room = this.#rooms.get(sid);
       this.#congested.delete(peer);
       if (!room || room.ides.get(peer.channel) !== peer) return;
@@ -244,8 +265,10 @@ export class Hub {
         }
       });
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       clearTimeout(deadline);
+      this.#metrics?.socketClosed("bridge", event.code);
+      if (peer.authed && peer.telemetry) this.#telemetry.connection(peer.bridgeId!, peer.version!, "disconnect");
       this.#bridges.delete(peer);
       if (peer.congested && peer.sid) this.#releaseSenders(peer, this.#rooms.get(peer.sid));
       this.#congested.delete(peer);
@@ -276,7 +299,8 @@ export class Hub {
       bridgeId = claims.sub;
     }
     if (peer.socket.readyState !== WebSocket.OPEN) return;
-    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, version: body.version });
+    const telemetry = body.telemetry !== false;
+    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, version: body.version, telemetry });
     const room = this.#room(sid);
     const previous = room.bridge;
     room.bridge = peer;
@@ -285,7 +309,9 @@ export class Hub {
     }
     const ok: AuthOkBody = { bridgeId, expiresAt, channels: [...room.ides.keys()] };
     if (token) ok.token = token;
+    if (telemetry && this.#telemetry.enabled) ok.crashReports = true;
     this.#send(peer, encodeFrame({ t: FrameType.AuthOk, body: { ...ok } }));
+    if (telemetry) this.#telemetry.connection(bridgeId, body.version, "connect");
     this.#log.info("bridge.connect", { bridgeId, version: body.version });
     for (const ide of room.ides.values()) this.#sendStatus(room, ide);
   }
@@ -293,12 +319,33 @@ export class Hub {
   #onBridgeFrame(peer: BridgePeer, frame: Frame): void {
     if (!BRIDGE_TO_RELAY.has(frame.t)) throw _badFrame(`bridges may not send ${frame.t}`);
     if (frame.t === FrameType.Pong) return;
+    if (frame.t === FrameType.Crash) return this.#onCrash(peer, frame);
     if (frame.c === undefined) throw _badFrame(`${frame.t} needs a channel`);
+    // Counted from the header type alone; the body is sealed.
+    if (frame.t === FrameType.CmdExit || frame.t === FrameType.CmdError) {
+      this.#metrics?.commandEnded(frame.t === FrameType.CmdExit ? "exit" : "error");
+      if (peer.telemetry) this.#telemetry.commandEnded(peer.bridgeId!);
+    }
     const ide = this.#rooms.get(peer.sid!)?.ides.get(frame.c);
     // The IDE socket may have left; its frames have nowhere to go.
     if (!ide) return;
     this.counters.framesToIde++;
-    this.#forward(peer, ide, withChannel(frame, undefined), "bridge-to-ide", frame.c);
+    const bytes = withChannel(frame, undefined);
+    this.#metrics?.relayed("bridge_to_ide", bytes.byteLength);
+    this.#forward(peer, ide, bytes, "bridge-to-ide", frame.c);
+  }
+
+  /** A crash report: scrubbed again and kept, unless telemetry is off or the cap is reached. */
+  #onCrash(peer: BridgePeer, frame: Frame): void {
+    const report = sanitizeCrash(jsonBody(frame));
+    if (!report) throw _badFrame("crash body malformed");
+    peer.crashes = (peer.crashes ?? 0) + 1;
+    if (!peer.telemetry || !this.#telemetry.enabled || peer.crashes > MAX_CRASH_REPORTS_PER_CONNECTION) {
+      this.#metrics?.crashReport("dropped");
+      return;
+    }
+    this.#telemetry.crash(report);
+    this.#metrics?.crashReport("stored");
   }
 
   #onIdeFrame(peer: IdePeer, frame: Frame): void {
@@ -308,7 +355,14 @@ export class Hub {
     // No bridge: the IDE knows from bridge.status and tells its user.
     if (!bridge) return;
     this.counters.framesToBridge++;
-    this.#forward(peer, bridge, withChannel(frame, peer.channel), "ide-to-bridge", peer.channel);
+    // Counted from the header type alone; the body is sealed.
+    if (frame.t === FrameType.CmdStart) {
+      this.#metrics?.commandStarted();
+      if (bridge.telemetry) this.#telemetry.commandStarted(bridge.bridgeId!);
+    }
+    const bytes = withChannel(frame, peer.channel);
+    this.#metrics?.relayed("ide_to_bridge", bytes.byteLength);
+    this.#forward(peer, bridge, bytes, "ide-to-bridge", peer.channel);
   }
 
   #forward(from: Peer, to: Peer, bytes: Uint8Array, direction: TapDirection, channel: number): void {
@@ -403,6 +457,7 @@ export class Hub {
       } else peer.stuckSince ??= now;
       peer.lastBuffered = buffered;
       if (now - peer.lastSeen > this.#timings.heartbeatTimeoutMs) {
+        this.#metrics?.heartbeatTimeout();
         this.#closePeer(peer, CloseCode.HeartbeatTimeout, "heartbeat timeout");
       } else if (peer.stuckSince !== undefined && now - peer.stuckSince > this.#timings.receiverStuckMs) {
         this.#closePeer(peer, CloseCode.SlowConsumer, "receiver stuck: nothing read for too long");
@@ -448,10 +503,11 @@ export class Hub {
 }
 
 function _parseAuth(body: Record<string, unknown>): AuthBody {
-  const { code, token, version } = body;
+  const { code, token, version, telemetry } = body;
   if ((code === undefined) === (token === undefined)) throw _badFrame("auth needs exactly one of code and token");
   if (code !== undefined && typeof code !== "string") throw _badFrame("auth code must be a string");
   if (token !== undefined && typeof token !== "string") throw _badFrame("auth token must be a string");
+  if (telemetry !== undefined && typeof telemetry !== "boolean") throw _badFrame("auth telemetry must be a boolean");
   const text = (v: unknown, max: number, field: string) => {
     if (typeof v !== "string" || v.length === 0 || v.length > max) throw _badFrame(`auth ${field} missing or too long`);
     return v;
@@ -460,6 +516,7 @@ function _parseAuth(body: Record<string, unknown>): AuthBody {
     code: code as string | undefined,
     token: token as string | undefined,
     version: text(version, 32, "version"),
+    ...(telemetry === false ? { telemetry: false } : {}),
   };
 }
 

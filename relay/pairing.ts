@@ -21,6 +21,7 @@ import {
   REDEEM_PER_ADDRESS_PER_WINDOW,
   REDEEM_RATE_WINDOW_MS,
 } from "../shared/protocol.ts";
+import type { RelayMetrics } from "./metrics.ts";
 import type { RelayStore } from "./store.ts";
 
 /** Fills a byte array with random bytes (crypto.getRandomValues by default). */
@@ -57,12 +58,30 @@ export class Pairing {
   #store: RelayStore;
   #clock: Clock;
   #random: RandomSource;
+  #metrics?: RelayMetrics;
+  /** Expiry of each code issued here and not yet redeemed or retired (for the `expired` count). */
+  #live = new Map<string, number>();
 
-  /** @param deps Store, clock and random source. */
-  constructor(deps: { store: RelayStore; clock: Clock; random: RandomSource }) {
+  /** @param deps Store, clock, random source and (optionally) metrics to count code events in. */
+  constructor(deps: { store: RelayStore; clock: Clock; random: RandomSource; metrics?: RelayMetrics }) {
     this.#store = deps.store;
     this.#clock = deps.clock;
     this.#random = deps.random;
+    this.#metrics = deps.metrics;
+  }
+
+  /**
+   * Counts (in the metrics) the codes issued here whose time ran out unused,
+   * and forgets them. The relay calls it on its sweep and before rendering
+   * metrics.
+   */
+  countExpired(): void {
+    const now = this.#clock.now();
+    for (const [code, expiresAt] of this.#live) {
+      if (expiresAt > now) continue;
+      this.#live.delete(code);
+      this.#metrics?.pairing("expired");
+    }
   }
 
   /**
@@ -79,6 +98,7 @@ export class Pairing {
       now,
     );
     if (!bySession.allowed) {
+      this.#metrics?.rateLimited("code_issue");
       throw _rateLimited("Cannot issue pairing code: 5 codes a minute per session", bySession.retryAfterMs);
     }
     const byAddress = await this.#store.hit(
@@ -88,16 +108,27 @@ export class Pairing {
       now,
     );
     if (!byAddress.allowed) {
+      this.#metrics?.rateLimited("code_issue");
       throw _rateLimited("Cannot issue pairing code: too many codes from this address", byAddress.retryAfterMs);
     }
 
     const previous = await this.#store.sessionCode(sessionId);
-    if (previous !== undefined) await this.#store.deleteCode(previous, sessionId);
+    if (previous !== undefined) {
+      await this.#store.deleteCode(previous, sessionId);
+      // A retired code that had run out unused counts as expired.
+      const previousExpiry = this.#live.get(previous);
+      this.#live.delete(previous);
+      if (previousExpiry !== undefined && previousExpiry <= now) this.#metrics?.pairing("expired");
+    }
     const expiresAt = now + CODE_TTL_MS;
     for (let attempt = 0; attempt < 100; attempt++) {
       const code = drawCode(this.#random);
       if (await this.#store.putCode(code, { sessionId, expiresAt }, now)) {
         await this.#store.setSessionCode(sessionId, code, expiresAt);
+        if (this.#metrics) {
+          this.#live.set(code, expiresAt);
+          this.#metrics.pairing("issued");
+        }
         return { code, expiresAt };
       }
     }
@@ -124,17 +155,29 @@ export class Pairing {
       now,
     );
     if (!byAddress.allowed) {
+      this.#metrics?.rateLimited("code_redeem");
       throw _rateLimited("Cannot redeem pairing code: too many attempts from this address", byAddress.retryAfterMs);
     }
     const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);
     if (!global.allowed) {
+      this.#metrics?.rateLimited("code_redeem");
       throw _rateLimited("Cannot redeem pairing code: relay-wide attempt budget spent", global.retryAfterMs);
     }
 
-    if (!/^\d{6}$/.test(code)) throw _badCode();
+    if (!/^\d{6}$/.test(code)) throw this.#rejected();
     const entry = await this.#store.takeCode(code);
-    if (!entry || entry.expiresAt <= now) throw _badCode();
+    if (entry) {
+      this.#live.delete(code);
+      if (entry.expiresAt <= now) this.#metrics?.pairing("expired");
+    }
+    if (!entry || entry.expiresAt <= now) throw this.#rejected();
+    this.#metrics?.pairing("redeemed");
     return entry.sessionId;
+  }
+
+  #rejected(): Coder1Error {
+    this.#metrics?.pairing("rejected");
+    return _badCode();
   }
 }
 

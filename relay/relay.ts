@@ -5,10 +5,12 @@
  * @module
  */
 import { type Clock, systemClock } from "../shared/clock.ts";
-import { createHttpHandler } from "./http_api.ts";
+import { clientAddress, createHttpHandler } from "./http_api.ts";
 import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { RelayMetrics } from "./metrics.ts";
 import { Pairing, type RandomSource } from "./pairing.ts";
+import { TelemetryStore } from "./telemetry.ts";
 import { MemoryStore, type RelayStore } from "./store.ts";
 import { loadSigningKey, TokenService } from "./token_service.ts";
 
@@ -40,6 +42,18 @@ export interface RelayOptions {
   timings?: Partial<HubTimings>;
   /** Tests only: see, alter, drop or forge forwarded end-to-end frames ({@linkcode FrameTap}). */
   tap?: FrameTap;
+  /** Keep telemetry in `<dataDir>/telemetry.sqlite` (default true; relay/telemetry.ts). */
+  telemetry?: boolean;
+  /** Telemetry flush and prune intervals (tests shrink them). */
+  telemetryIntervals?: { flushMs?: number; pruneMs?: number };
+  /** When set, `GET /metrics` needs `Authorization: Bearer <this>`. */
+  metricsToken?: string;
+  /**
+   * Take the client address for rate limits from the rightmost
+   * `X-Forwarded-For` entry (the one the proxy in front added). Only for a
+   * relay that nothing but that proxy can reach.
+   */
+  trustProxy?: boolean;
 }
 
 /** A running relay. */
@@ -54,6 +68,10 @@ export interface RelayHandle {
   hub: Hub;
   /** The store. */
   store: RelayStore;
+  /** The metrics `GET /metrics` renders. */
+  metrics: RelayMetrics;
+  /** The telemetry file (undefined when telemetry is off). */
+  telemetry?: TelemetryStore;
   /** Stops accepting, closes every socket with 1001 and waits for the server to end. */
   shutdown(): Promise<void>;
   /** Resolves when the server has stopped. */
@@ -88,8 +106,26 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     create: options.jwtKeyFile === undefined,
   });
   const tokens = new TokenService(key, { clock, store });
-  const pairing = new Pairing({ store, clock, random: options.random ?? ((b) => crypto.getRandomValues(b)) });
-  const hub = new Hub({ pairing, tokens, log, timings: options.timings, tap: options.tap });
+  const metrics = new RelayMetrics();
+  let telemetry: TelemetryStore | undefined;
+  if (options.telemetry !== false) {
+    telemetry = new TelemetryStore(options.dataDir, {
+      clock,
+      onError: (error) => log.error("telemetry.error", { error: String(error) }),
+    });
+    // Retention is enforced at start too, not only on the hourly schedule.
+    const removed = telemetry.prune();
+    if (removed > 0) log.info("telemetry.prune", { removed });
+    telemetry.start({
+      flushIntervalMs: options.telemetryIntervals?.flushMs,
+      pruneIntervalMs: options.telemetryIntervals?.pruneMs,
+    });
+  }
+  const random = options.random ?? ((b: Uint8Array) => crypto.getRandomValues(b));
+  const pairing = new Pairing({ store, clock, random, metrics });
+  metrics.onRender(() => pairing.countExpired());
+  const hub = new Hub({ pairing, tokens, log, timings: options.timings, tap: options.tap, metrics, telemetry });
+  metrics.setGaugeSource(() => hub.stats);
 
   const hostname = options.hostname ?? "127.0.0.1";
   const scheme = options.tls ? "https" : "http";
@@ -97,19 +133,27 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   // Compare origins as browsers send them: no trailing slash, no default port.
   const allowed = new Set<string>((options.allowedOrigins ?? []).map((o) => new URL(o).origin));
   let handler: Deno.ServeHandler = () => new Response("starting", { status: 503 });
+  let ready = false;
 
   const listening = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
-    hostname,
-    port: options.port ?? 8787,
-    signal: abort.signal,
-    ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
-    onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
-    onError: (error) => {
-      log.error("http.error", { error: String(error) });
-      return Response.json({ error: "internal", message: "Internal error" }, { status: 500 });
-    },
-  }, (request, info) => handler(request, info));
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname,
+      port: options.port ?? 8787,
+      signal: abort.signal,
+      ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
+      onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
+      onError: (error) => {
+        log.error("http.error", { error: String(error) });
+        return Response.json({ error: "internal", message: "Internal error" }, { status: 500 });
+      },
+    }, (request, info) => handler(request, info));
+  } catch (error) {
+    // Not listening (the port is taken, say): stop the telemetry timers too.
+    telemetry?.close();
+    throw error;
+  }
   const addr = await listening.promise;
 
   const hostForUrl = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
@@ -132,20 +176,33 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     log,
     allowedOrigins: allowed,
     secureCookies: Boolean(options.tls) || publicOrigin?.startsWith("https:") === true,
-    addressOf: (_request, info) => (info.remoteAddr as Deno.NetAddr).hostname,
+    addressOf: (request, info) => clientAddress(request, info, options.trustProxy === true),
+    metrics,
+    metricsToken: options.metricsToken,
+    ready: () => ready,
   });
   hub.start();
-  const sweeper = setInterval(() => store.sweep(clock.now()).catch(() => {}), 60_000);
+  ready = true;
+  const sweeper = setInterval(() => {
+    pairing.countExpired();
+    store.sweep(clock.now()).catch(() => {});
+  }, 60_000);
 
-  const finished = server.finished.then(() => clearInterval(sweeper));
+  const finished = server.finished.then(() => {
+    clearInterval(sweeper);
+    telemetry?.close();
+  });
   return {
     url,
     port: addr.port,
     allowedOrigins: [...allowed],
     hub,
     store,
+    metrics,
+    telemetry,
     finished,
     async shutdown() {
+      ready = false;
       hub.stop();
       abort.abort();
       await finished;

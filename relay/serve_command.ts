@@ -9,8 +9,9 @@ import { defaultDataDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { RELAY_SERVE } from "../cli/specs.ts";
 import { isLoopbackHost } from "../shared/relay_url.ts";
+import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { VERSION } from "../shared/version.ts";
-import { createLogger, type LogLevel } from "./logger.ts";
+import { createLogger, type LogFormat, type LogLevel } from "./logger.ts";
 import { startRelay } from "./relay.ts";
 
 /**
@@ -31,7 +32,17 @@ export async function relayServe(flags: FlagValues): Promise<number> {
     : undefined;
   const hostname = (flags.host as string | undefined) ?? "127.0.0.1";
   const dataDir = (flags["data-dir"] as string | undefined) ?? defaultDataDir();
-  const log = createLogger({ level: (flags["log-level"] as LogLevel | undefined) ?? "info" });
+  const log = createLogger({
+    level: (flags["log-level"] as LogLevel | undefined) ?? "info",
+    format: (flags["log-format"] as LogFormat | undefined) ?? "text",
+  });
+  let telemetry: boolean;
+  try {
+    telemetry = telemetryEnabled(Deno.env.get(TELEMETRY_ENV));
+  } catch (error) {
+    throw new UsageError((error as Error).message, RELAY_SERVE);
+  }
+  const metricsToken = await _metricsToken(flags);
 
   let relay;
   try {
@@ -44,6 +55,9 @@ export async function relayServe(flags: FlagValues): Promise<number> {
       jwtKeyFile: flags["jwt-key-file"] as string | undefined,
       allowedOrigins: flags["allowed-origin"] as string[],
       log,
+      telemetry,
+      metricsToken,
+      trustProxy: flags["trust-proxy"] === true,
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -60,6 +74,17 @@ export async function relayServe(flags: FlagValues): Promise<number> {
   console.log(`  To pair a bridge: get a 6-digit code in the IDE, then on the machine to control run`);
   console.log(`    coder1 bridge start --relay ${publicUrl}`);
   console.log(`  Data dir: ${dataDir} (signing key, revocations). Allowed origins: ${relay.allowedOrigins.join(", ")}`);
+  console.log(
+    telemetry
+      ? `  Telemetry: on, metadata only, kept 30 days in ${dataDir}/telemetry.sqlite ` +
+        `(see it: coder1 relay telemetry; turn it off: ${TELEMETRY_ENV}=false)`
+      : `  Telemetry: off (${TELEMETRY_ENV}=false): nothing is stored`,
+  );
+  console.log(
+    `  Health: ${relay.url}/healthz, ${relay.url}/readyz; metrics: ${relay.url}/metrics` +
+      (metricsToken === undefined ? " (no token: anyone who reaches this port can read them)" : " (bearer token)") +
+      (flags["trust-proxy"] ? "; client addresses from X-Forwarded-For (--trust-proxy)" : ""),
+  );
   if (!tls && !isLoopbackHost(hostname) && !flags["public-url"]) {
     console.log("  Warning: plain HTTP on a non-loopback address. Bridges refuse ws:// to other hosts;");
     console.log("  serve TLS with --tls-cert/--tls-key, or put a TLS proxy in front and set --public-url.");
@@ -86,7 +111,23 @@ export async function relayServe(flags: FlagValues): Promise<number> {
   // for the close handshakes before the process exits anyway.
   const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS));
   await Promise.race([relay.shutdown(), grace]);
+  // Whatever telemetry is still batched is written before the process exits.
+  relay.telemetry?.close();
   return 0;
+}
+
+async function _metricsToken(flags: FlagValues): Promise<string | undefined> {
+  const token = flags["metrics-token"] as string | undefined;
+  const file = flags["metrics-token-file"] as string | undefined;
+  if (token !== undefined && file !== undefined) {
+    throw new UsageError("--metrics-token and --metrics-token-file exclude each other", RELAY_SERVE);
+  }
+  if (file === undefined) return token;
+  const fromFile = (await _readFile(file, "metrics token file")).trim();
+  if (!/^[\x21-\x7e]{16,}$/.test(fromFile)) {
+    throw new UsageError(`${file} must hold one token of at least 16 printable characters`, RELAY_SERVE);
+  }
+  return fromFile;
 }
 
 /** Longest a SIGTERM/SIGINT shutdown waits for sockets to close. */

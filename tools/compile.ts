@@ -15,6 +15,13 @@
  * unless the `DENORT_BIN` environment variable names a local one; it reads
  * that variable itself, this script only checks and reports it.
  *
+ * The binaries carry the git commit and the build date for
+ * `coder1 --version`: this script writes them into cli/build_info.ts before
+ * `deno compile` and restores the file afterwards. The commit is
+ * `git rev-parse HEAD` (else `$GITHUB_SHA`), with `-dirty` when the tree has
+ * changes; the date is `$SOURCE_DATE_EPOCH` when set (reproducible builds),
+ * else now.
+ *
  * @module
  */
 import { compileFlags } from "../cli/permissions.ts";
@@ -30,6 +37,83 @@ export const TARGETS = [
 
 /** The repository root (absolute). */
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** The module the binary reads its commit and build date from. */
+const BUILD_INFO = `${ROOT}/cli/build_info.ts`;
+
+/** What `coder1 --version` of a built binary reports. */
+export interface BuildInfo {
+  /** The git commit (maybe with `-dirty`), or `unknown`. */
+  commit: string;
+  /** The build time, ISO 8601 UTC to the second. */
+  date: string;
+}
+
+/**
+ * The source of cli/build_info.ts for a build. Pure.
+ *
+ * @param info Commit and date.
+ * @returns TypeScript source with the two constants.
+ *
+ * @example
+ * ```ts
+ * import { buildInfoSource } from "./compile.ts";
+ * console.log(buildInfoSource({ commit: "abc", date: "2030-01-01T00:00:00Z" }).includes('"abc"')); // true
+ * ```
+ */
+export function buildInfoSource(info: BuildInfo): string {
+  return [
+    "/**",
+    " * Build facts baked into this binary by tools/compile.ts (generated; the",
+    " * committed version of this file leaves both undefined).",
+    " *",
+    " * @module",
+    " */",
+    "",
+    "/** The git commit the binary was built from. */",
+    `export const BUILD_COMMIT: string | undefined = ${JSON.stringify(info.commit)};`,
+    "/** When the binary was built (ISO 8601, UTC). */",
+    `export const BUILD_DATE: string | undefined = ${JSON.stringify(info.date)};`,
+    "",
+  ].join("\n");
+}
+
+/**
+ * The build date: `SOURCE_DATE_EPOCH` (seconds) when given, else `now`.
+ *
+ * @param sourceDateEpoch The variable's value, if set.
+ * @param now The current time (ms).
+ * @returns ISO 8601 UTC to the second, e.g. `2030-01-01T00:00:00Z`.
+ */
+export function buildDate(sourceDateEpoch: string | undefined, now = Date.now()): string {
+  const ms = sourceDateEpoch !== undefined && /^\d+$/.test(sourceDateEpoch) ? Number(sourceDateEpoch) * 1000 : now;
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/**
+ * The commit of the repository at `root`, with `-dirty` if it has changes.
+ *
+ * @param root The repository.
+ * @param env Fallback environment (`GITHUB_SHA`).
+ * @returns The commit, or `unknown` without git.
+ */
+export async function gitCommit(
+  root = ROOT,
+  env: (name: string) => string | undefined = Deno.env.get,
+): Promise<string> {
+  const git = async (...args: string[]) => {
+    try {
+      const out = await new Deno.Command("git", { args, cwd: root, stdin: "null", stdout: "piped", stderr: "null" })
+        .output();
+      return out.success ? new TextDecoder().decode(out.stdout).trim() : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const head = await git("rev-parse", "HEAD");
+  if (!head) return env("GITHUB_SHA") ?? "unknown";
+  const dirty = await git("status", "--porcelain", "--untracked-files=no");
+  return dirty ? `${head}-dirty` : head;
+}
 
 /** Where one binary goes and how `deno compile` is asked for it. */
 export interface CompileJob {
@@ -220,12 +304,28 @@ export async function main(args: string[]): Promise<number> {
     console.error(`compile: using DENORT_BIN=${denort} (deno compile embeds it instead of downloading denort)`);
   }
   const deno = Deno.execPath();
+  const info: BuildInfo = {
+    commit: await gitCommit(),
+    date: buildDate(Deno.env.get("SOURCE_DATE_EPOCH")),
+  };
   if (request.dryRun) {
+    console.error(`compile: would embed commit ${info.commit}, built ${info.date} (cli/build_info.ts)`);
     for (const job of jobs) {
       console.log(shellLine([...(denort === undefined ? [] : [`DENORT_BIN=${denort}`]), deno, ...job.args]));
     }
     return 0;
   }
+  const original = await Deno.readTextFile(BUILD_INFO);
+  await Deno.writeTextFile(BUILD_INFO, buildInfoSource(info));
+  console.error(`compile: embedding commit ${info.commit}, built ${info.date}`);
+  try {
+    return await _compileAll(jobs, deno, denort);
+  } finally {
+    await Deno.writeTextFile(BUILD_INFO, original);
+  }
+}
+
+async function _compileAll(jobs: CompileJob[], deno: string, denort: string | undefined): Promise<number> {
   for (const job of jobs) {
     const label = job.target ?? `this machine (${Deno.build.target})`;
     const outDir = job.output.slice(0, job.output.lastIndexOf("/")) || "/";
