@@ -1,0 +1,442 @@
+/**
+ * Items 1-3 of the bench: what a user feels through relay and bridge, each
+ * beside its baseline from the same run.
+ *
+ * - Command latency: `true` from the IDE client to its exit status through a
+ *   real relay process and a real `coder1 bridge start` process, against
+ *   OpenSSH running `true` over a multiplexed connection to localhost.
+ * - Throughput: a command writing N bytes, streamed to the IDE client,
+ *   against `ssh` running the same command and one direct WebSocket.
+ * - Round trip: a small frame IDE → relay → bridge → relay → IDE with a
+ *   bench-only bridge that echoes stdin in memory (bench/echo_bridge.ts),
+ *   against one direct WebSocket between the same kinds of endpoint.
+ *
+ * Everything goes through the public IDE client (shared/ide_client.ts) with
+ * npm:ws sockets, with end-to-end encryption on. Samples of coder1 and its
+ * baselines are taken in alternating rounds so that load from other
+ * processes on the machine falls on both alike.
+ *
+ * @module
+ */
+import { permissionFlags, roleFor } from "../cli/permissions.ts";
+import type { IdeClient } from "../shared/ide_client.ts";
+import {
+  approveBridge,
+  type Coder1Process,
+  ideClient,
+  makeTestDirs,
+  OutputWatcher,
+  ROOT,
+  startBridgeProcess,
+  startRelayProcess,
+} from "../tests/helpers.ts";
+import { DirectClient } from "./direct_client.ts";
+import { OpenSsh } from "./openssh.ts";
+import { cpuMs } from "./proc_stats.ts";
+import type { Row } from "./report.ts";
+import { ratio, round, type Summary, summarize } from "./stats.ts";
+
+/** Repetitions for items 1-3. */
+export interface LinkConfig {
+  /** Round trips per variant and frame size. */
+  roundTrips: number;
+  /** Frame sizes for the round trip, bytes (the first is the headline). */
+  frameSizes: number[];
+  /** `true` runs per variant (coder1, ssh multiplexed). */
+  commands: number;
+  /** `true` runs over a fresh (not multiplexed) ssh connection. */
+  freshSsh: number;
+  /** Bytes the throughput command writes. */
+  streamBytes: number;
+  /** Throughput runs per variant. */
+  streamRuns: number;
+  /** Rounds the samples are interleaved in. */
+  rounds: number;
+}
+
+/** What items 1-3 produced. */
+export interface LinkResults {
+  rows: Row[];
+  sections: Record<string, unknown>;
+  notes: string[];
+}
+
+const MB = 1e6;
+
+/** Formats a time summary: "0.61 ms (p99 1.20)". */
+export function fmtMs(s: Summary): string {
+  return `${_num(s.median)} ms (p99 ${_num(s.p99)})`;
+}
+
+/**
+ * Measures items 1-3.
+ *
+ * @param config Repetitions.
+ * @param ssh The OpenSSH baseline, or why it is missing.
+ * @param log Progress lines.
+ * @returns Rows, raw figures and notes.
+ */
+export async function measureLink(
+  config: LinkConfig,
+  ssh: OpenSsh | { missing: string },
+  log: (line: string) => void,
+): Promise<LinkResults> {
+  const rows: Row[] = [];
+  const sections: Record<string, unknown> = {};
+  const notes: string[] = [];
+  const sshOk = ssh instanceof OpenSsh ? ssh : undefined;
+  const sshMissing = sshOk ? undefined : (ssh as { missing: string }).missing;
+  // The bridge runs commands with the same shell sshd uses (the user's login
+  // shell), so both sides start the same program for `true`.
+  const shell = sshOk?.shell ?? "/bin/sh";
+
+  const dirs = await makeTestDirs();
+  const relay = await startRelayProcess(dirs);
+  const direct = await startDirectServer();
+  let bridge: Coder1Process | undefined;
+  let echo: Coder1Process | undefined;
+  const ide = ideClient(relay.url);
+  try {
+    await ide.createSession();
+    const { code } = await ide.requestPairingCode();
+    await ide.connect();
+    bridge = startBridgeProcess(dirs, relay.url, { code, env: { SHELL: shell } });
+    await approveBridge(ide, bridge);
+    log("link: paired a bridge (first pairing with SAS and approval)");
+
+    // Item 2: command latency.
+    const latency = { coder1: [] as number[], ssh: [] as number[], fresh: [] as number[] };
+    await _runTrue(ide); // Warm-up: the first spawn pays for caches.
+    if (sshOk) await sshOk.run("true");
+    for (let round = 0; round < config.rounds; round++) {
+      const n = _share(config.commands, config.rounds, round);
+      for (let i = 0; i < n; i++) latency.coder1.push(await _runTrue(ide));
+      if (sshOk) for (let i = 0; i < n; i++) latency.ssh.push((await sshOk.run("true")).ms);
+      if (sshOk) {
+        for (let i = 0; i < _share(config.freshSsh, config.rounds, round); i++) {
+          latency.fresh.push((await sshOk.run("true", { mux: false })).ms);
+        }
+      }
+    }
+    const lat = {
+      coder1: summarize(latency.coder1),
+      sshMux: latency.ssh.length ? summarize(latency.ssh) : null,
+      sshFresh: latency.fresh.length ? summarize(latency.fresh) : null,
+    };
+    sections.commandLatency = { ...lat, shell, skipped: sshMissing };
+    rows.push({
+      id: "command-latency",
+      item: 2,
+      measure: "`true`: IDE → exit status (relay + bridge) vs `ssh` multiplexed",
+      coder1: fmtMs(lat.coder1),
+      baseline: lat.sshMux ? `OpenSSH, multiplexed: ${fmtMs(lat.sshMux)}` : `OpenSSH: skipped (${sshMissing})`,
+      ratio: lat.sshMux ? ratio(lat.coder1.median, lat.sshMux.median) : null,
+      target: "faster than OpenSSH (ratio < 1)",
+      met: lat.sshMux ? lat.coder1.median < lat.sshMux.median : null,
+      ...(lat.sshMux ? {} : { skipped: sshMissing }),
+    });
+    if (lat.sshFresh) {
+      rows.push({
+        id: "command-latency-fresh-ssh",
+        item: 2,
+        measure: "`true` vs `ssh` with a new connection each time (no ControlMaster)",
+        coder1: fmtMs(lat.coder1),
+        baseline: `OpenSSH, new connection: ${fmtMs(lat.sshFresh)}`,
+        ratio: ratio(lat.coder1.median, lat.sshFresh.median),
+        target: "none (context)",
+        met: null,
+      });
+    }
+    log(`link: command latency coder1 ${fmtMs(lat.coder1)}${lat.sshMux ? `, ssh ${fmtMs(lat.sshMux)}` : ""}`);
+
+    // Item 3: throughput.
+    const command = `head -c ${config.streamBytes} /dev/zero`;
+    const tp = { coder1: [] as number[], ssh: [] as number[], sealed: [] as number[], plain: [] as number[] };
+    // CPU per MiB of each process on the path: where the time goes.
+    const cpu = { relay: [] as number[], bridge: [] as number[], ide: [] as number[], direct: [] as number[] };
+    const mib = config.streamBytes / 2 ** 20;
+    for (let run = 0; run < config.streamRuns; run++) {
+      const pids = { relay: relay.child.pid, bridge: bridge.child.pid, ide: Deno.pid };
+      const before = { relay: cpuMs(pids.relay), bridge: cpuMs(pids.bridge), ide: cpuMs(pids.ide) };
+      tp.coder1.push(await _streamCoder1(ide, command, config.streamBytes));
+      for (const k of ["relay", "bridge", "ide"] as const) cpu[k].push((cpuMs(pids[k]) - before[k]) / mib);
+      if (sshOk) {
+        const r = await sshOk.run(command);
+        if (r.bytes !== config.streamBytes) throw new Error(`ssh streamed ${r.bytes} bytes, not ${config.streamBytes}`);
+        tp.ssh.push(r.bytes / MB / (r.ms / 1000));
+      }
+      const d0 = cpuMs(direct.pid) + cpuMs(Deno.pid);
+      tp.sealed.push(await _streamDirect(direct.port, config.streamBytes, true));
+      cpu.direct.push((cpuMs(direct.pid) + cpuMs(Deno.pid) - d0) / mib);
+      tp.plain.push(await _streamDirect(direct.port, config.streamBytes, false));
+      log(`link: throughput run ${run + 1}/${config.streamRuns}: coder1 ${round(tp.coder1.at(-1)!, 0)} MB/s`);
+    }
+    const thr = {
+      bytes: config.streamBytes,
+      coder1: summarize(tp.coder1, 1),
+      ssh: tp.ssh.length ? summarize(tp.ssh, 1) : null,
+      directSealed: summarize(tp.sealed, 1),
+      directPlain: summarize(tp.plain, 1),
+    };
+    const cpuPerMiB = {
+      relay: summarize(cpu.relay, 2).median,
+      bridge: summarize(cpu.bridge, 2).median,
+      ide: summarize(cpu.ide, 2).median,
+      directSealed: summarize(cpu.direct, 2).median,
+    };
+    sections.throughput = {
+      ...thr,
+      unit: "MB/s (10^6 bytes per second), median over runs",
+      cpuMsPerMiB: cpuPerMiB,
+      skipped: sshMissing,
+    };
+    const size = `${round(mib, 1)} MiB`;
+    rows.push({
+      id: "throughput-ssh",
+      item: 3,
+      measure: `Output throughput, ${size} streamed to the IDE vs \`ssh localhost\``,
+      coder1: `${_num(thr.coder1.median)} MB/s`,
+      baseline: thr.ssh ? `OpenSSH: ${_num(thr.ssh.median)} MB/s` : `OpenSSH: skipped (${sshMissing})`,
+      ratio: thr.ssh ? ratio(thr.coder1.median, thr.ssh.median) : null,
+      target: "≥ 150 MB/s and ≥ 0.5× OpenSSH",
+      met: thr.ssh ? thr.coder1.median >= 150 && thr.coder1.median >= 0.5 * thr.ssh.median : null,
+      ...(thr.ssh ? {} : { skipped: sshMissing }),
+    });
+    rows.push({
+      id: "throughput-direct",
+      item: 3,
+      measure: `Output throughput, ${size} vs one direct WebSocket (sealed, no relay, no child process)`,
+      coder1: `${_num(thr.coder1.median)} MB/s`,
+      baseline: `direct WebSocket, sealed: ${_num(thr.directSealed.median)} MB/s; unsealed: ${
+        _num(thr.directPlain.median)
+      } MB/s`,
+      ratio: ratio(thr.coder1.median, thr.directSealed.median),
+      target: "≥ 150 MB/s",
+      met: thr.coder1.median >= 150,
+    });
+    const total = round(cpuPerMiB.relay + cpuPerMiB.bridge + cpuPerMiB.ide, 2);
+    rows.push({
+      id: "throughput-cpu",
+      item: 3,
+      measure: "Where the time goes: CPU per MiB streamed, by process (not counting the child)",
+      coder1: `${total} ms/MiB: bridge ${cpuPerMiB.bridge}, IDE client ${cpuPerMiB.ide}, relay ${cpuPerMiB.relay}`,
+      baseline: `direct WebSocket, sealed (server + client): ${cpuPerMiB.directSealed} ms/MiB`,
+      ratio: ratio(total, cpuPerMiB.directSealed),
+      target: "none (profile)",
+      met: null,
+    });
+
+    // Item 1: round trip, with the echo bridge in place of the real one.
+    await bridge.stop();
+    bridge = undefined;
+    await _until(() => ide.state !== "ready", 10_000, "the IDE to see the bridge leave");
+    echo = _startEchoBridge(dirs.env, relay.url);
+    await Promise.race([
+      ide.waitForBridge(20_000),
+      echo.status.then((s) => {
+        throw new Error(`echo bridge exited (${s.code}): ${echo!.stderr.text}`);
+      }),
+    ]);
+    log("link: echo bridge connected with the pinned keys");
+    const rtt: Record<string, unknown>[] = [];
+    for (const size of config.frameSizes) {
+      const payload = crypto.getRandomValues(new Uint8Array(size));
+      const samples = { coder1: [] as number[], sealed: [] as number[], plain: [] as number[] };
+      const echoCmd = _echoCommand(ide);
+      const sealedClient = await DirectClient.connect(`ws://127.0.0.1:${direct.port}/echo?sealed=1`, true);
+      const plainClient = await DirectClient.connect(`ws://127.0.0.1:${direct.port}/echo?sealed=0`, false);
+      const warm = Math.min(50, config.roundTrips);
+      for (let i = 0; i < warm; i++) {
+        await echoCmd.roundTrip(payload);
+        await sealedClient.roundTrip(payload);
+        await plainClient.roundTrip(payload);
+      }
+      for (let round = 0; round < config.rounds; round++) {
+        const n = _share(config.roundTrips, config.rounds, round);
+        for (let i = 0; i < n; i++) samples.coder1.push(await echoCmd.roundTrip(payload));
+        for (let i = 0; i < n; i++) samples.sealed.push(await sealedClient.roundTrip(payload));
+        for (let i = 0; i < n; i++) samples.plain.push(await plainClient.roundTrip(payload));
+      }
+      await echoCmd.close();
+      sealedClient.close();
+      plainClient.close();
+      const s = {
+        bytes: size,
+        coder1: summarize(samples.coder1),
+        directSealed: summarize(samples.sealed),
+        directPlain: summarize(samples.plain),
+      };
+      rtt.push(s);
+      const r = ratio(s.coder1.median, s.directSealed.median);
+      rows.push({
+        id: `round-trip-${size}`,
+        item: 1,
+        measure: `Round trip, ${_bytes(size)} frame: IDE → relay → bridge → relay → IDE vs direct WebSocket`,
+        coder1: fmtMs(s.coder1),
+        baseline: `direct, sealed: ${fmtMs(s.directSealed)}; unsealed: ${fmtMs(s.directPlain)}`,
+        ratio: r,
+        target: size === config.frameSizes[0] ? "≤ 2.5× direct (sealed)" : "none (context)",
+        met: size === config.frameSizes[0] ? r <= 2.5 : null,
+      });
+      log(`link: round trip ${_bytes(size)} coder1 ${fmtMs(s.coder1)}, direct sealed ${fmtMs(s.directSealed)}`);
+    }
+    sections.roundTrip = rtt;
+    notes.push(
+      "Round trip: the bridge is bench/echo_bridge.ts, the real bridge link and command manager with an in-memory " +
+        "process that echoes stdin to stdout (no child process). The baseline is an npm:ws client talking to a " +
+        "Deno.serve WebSocket server in another process with no relay, which runs the same end-to-end handshake and " +
+        "opens and re-seals every frame with the same AES-256-GCM channel as the bridge (sealed); the unsealed figure is " +
+        "the bare floor.",
+      `Command latency and throughput run through a real \`coder1 bridge start\` with SHELL=${shell} (the user's login ` +
+        "shell, which sshd uses too; sshd's sessions get SHLVL=1 so that bash skips ~/.bashrc, as the bridge's " +
+        "non-interactive shell does). OpenSSH is Debian's, default ciphers, a throwaway sshd on 127.0.0.1 with its own " +
+        "host key and one client key.",
+      "Throughput: MB/s is 10^6 bytes per second, from the IDE's `run()` to its exit status (coder1), from spawning " +
+        "`ssh` to its exit (OpenSSH, stdout read by the bench), from opening the socket to the last frame (direct).",
+    );
+  } finally {
+    ide.close();
+    await echo?.stop();
+    await bridge?.stop();
+    await relay.stop();
+    await direct.stop();
+    await dirs.cleanup();
+  }
+  return { rows, sections, notes };
+}
+
+/** Runs `true` and returns ms from `run()` to the exit status. */
+async function _runTrue(ide: IdeClient): Promise<number> {
+  const t0 = performance.now();
+  const result = await ide.run("true").exited;
+  const ms = performance.now() - t0;
+  if (result.code !== 0) throw new Error(`true exited with ${result.code ?? result.signal}`);
+  return ms;
+}
+
+/** Streams `command`'s output to the IDE; returns MB/s. */
+async function _streamCoder1(ide: IdeClient, command: string, bytes: number): Promise<number> {
+  let got = 0;
+  const t0 = performance.now();
+  const result = await ide.run(command, { onStdout: (b) => void (got += b.byteLength) }).exited;
+  const ms = performance.now() - t0;
+  if (result.code !== 0 || got !== bytes) throw new Error(`stream: exit ${result.code}, ${got} of ${bytes} bytes`);
+  return got / MB / (ms / 1000);
+}
+
+/** Receives `bytes` from the direct server; returns MB/s. */
+async function _streamDirect(port: number, bytes: number, sealed: boolean): Promise<number> {
+  const t0 = performance.now();
+  const client = await DirectClient.connect(`ws://127.0.0.1:${port}/stream?bytes=${bytes}&sealed=${+sealed}`, sealed);
+  const r = await client.receive(t0);
+  client.close();
+  if (r.bytes !== bytes) throw new Error(`direct stream: ${r.bytes} of ${bytes} bytes`);
+  return r.bytes / MB / (r.ms / 1000);
+}
+
+/** A long-running echo command on the echo bridge, timed one frame at a time. */
+function _echoCommand(ide: IdeClient): { roundTrip(payload: Uint8Array): Promise<number>; close(): Promise<void> } {
+  let waiting: ((b: Uint8Array) => void) | undefined;
+  const cmd = ide.run("echo", { onStdout: (b) => waiting?.(b) });
+  return {
+    async roundTrip(payload) {
+      const back = new Promise<Uint8Array>((resolve) => (waiting = resolve));
+      const t0 = performance.now();
+      cmd.write(payload);
+      const got = await Promise.race([back, cmd.exited.then(() => new Uint8Array(0))]);
+      const ms = performance.now() - t0;
+      if (got.byteLength !== payload.byteLength) throw new Error("Cannot measure round trip: echo has another size");
+      return ms;
+    },
+    async close() {
+      cmd.closeStdin();
+      await cmd.exited;
+    },
+  };
+}
+
+function _startEchoBridge(env: Record<string, string>, relayUrl: string): Coder1Process {
+  const args = ["bridge", "start", "--relay", relayUrl];
+  const { role, scope } = roleFor(args, { env: (n) => env[n] ?? Deno.env.get(n), cwd: ROOT });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...permissionFlags(role, scope), `${ROOT}/bench/echo_bridge.ts`, "--relay", relayUrl],
+    cwd: ROOT,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = new OutputWatcher(child.stdout);
+  const stderr = new OutputWatcher(child.stderr);
+  const status = child.status.then(async (s) => {
+    await Promise.all([stdout.done, stderr.done]);
+    return s;
+  });
+  return {
+    child,
+    stdout,
+    stderr,
+    status,
+    write: () => Promise.resolve(),
+    async stop(signal: Deno.Signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already exited.
+      }
+      return await status;
+    },
+  };
+}
+
+/** Starts bench/direct_server.ts (the no-relay baseline) and waits until it listens. */
+export async function startDirectServer(): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", "--no-prompt", `${ROOT}/bench/direct_server.ts`],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = new OutputWatcher(child.stdout);
+  const err = new OutputWatcher(child.stderr);
+  const m = await Promise.race([
+    out.waitFor(/listening on (\d+)/),
+    child.status.then((s) => {
+      throw new Error(`direct server exited (${s.code}): ${err.text}`);
+    }),
+  ]);
+  return {
+    port: Number(m[1]),
+    pid: child.pid,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+      await Promise.all([out.done, err.done]);
+    },
+  };
+}
+
+async function _until(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** This round's share of `total` samples spread over `rounds`. */
+function _share(total: number, rounds: number, round: number): number {
+  return Math.floor((total * (round + 1)) / rounds) - Math.floor((total * round) / rounds);
+}
+
+function _num(v: number): string {
+  return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+function _bytes(n: number): string {
+  return n >= 1024 ? `${n / 1024} KiB` : `${n} B`;
+}

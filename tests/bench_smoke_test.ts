@@ -1,0 +1,117 @@
+/**
+ * A smoke run of `deno task bench` (issue 7) with few repetitions: every
+ * section runs once against real relay and bridge processes (and OpenSSH
+ * when installed), writes results.json and BENCHMARKS.md to a temp dir, and
+ * the figures are sane. Without sshd the OpenSSH rows are skipped with a
+ * printed reason; under CODER1_REQUIRE_ALL=1 that fails instead.
+ */
+import assert from "node:assert/strict";
+import { opensshMissing } from "../bench/openssh.ts";
+import { BEGIN_MARK, type BenchResults, END_MARK, RESULTS_SCHEMA } from "../bench/report.ts";
+import { REQUIRE_ALL, ROOT } from "./helpers.ts";
+
+const SSH_MISSING = opensshMissing();
+if (SSH_MISSING) {
+  console.log(
+    `SKIP OpenSSH comparisons in the bench smoke test: ${SSH_MISSING}${
+      REQUIRE_ALL ? " (CODER1_REQUIRE_ALL=1: failing instead)" : ""
+    }`,
+  );
+}
+
+/** Runs the quick bench into `out`; fails after `timeoutMs`. */
+async function runQuickBench(out: string, timeoutMs: number): Promise<{ code: number; output: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", "--no-prompt", `${ROOT}/bench/bench.ts`, "--quick", "--out", out],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const result = await child.output();
+  clearTimeout(timer);
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: result.code, output: decode(result.stdout) + decode(result.stderr) };
+}
+
+Deno.test("bench smoke: every section runs and writes sane results.json and BENCHMARKS.md", async () => {
+  const out = await Deno.makeTempDir({ prefix: "coder1-bench-smoke-" });
+  try {
+    const run = await runQuickBench(out, 120_000);
+    assert.equal(run.code, 0, run.output);
+    const results: BenchResults = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
+    assert.equal(results.schema, RESULTS_SCHEMA);
+    assert.equal(results.quick, true);
+    assert.ok(results.durationS > 0 && results.durationS < 120, `took ${results.durationS} s`);
+    assert.ok(results.machine.cores >= 1 && results.machine.memoryMiB > 0 && results.machine.deno, "machine");
+
+    // Every row is complete, and every claimed item is there.
+    for (const row of results.rows) {
+      assert.ok(row.item >= 1 && row.item <= 6, row.id);
+      for (const key of ["id", "measure", "coder1", "baseline", "target"] as const) {
+        assert.equal(typeof row[key], "string", `${row.id}.${key}`);
+      }
+      assert.ok(row.ratio === null || typeof row.ratio === "number", `${row.id}.ratio`);
+      assert.ok(row.met === null || typeof row.met === "boolean", `${row.id}.met`);
+      if (!row.skipped && row.ratio !== null) assert.ok(row.ratio > 0, `${row.id} ratio ${row.ratio}`);
+    }
+    const ids = new Set(results.rows.map((r) => r.id));
+    for (
+      const id of [
+        "round-trip-64",
+        "command-latency",
+        "throughput-ssh",
+        "throughput-direct",
+        "throughput-cpu",
+        "scale-rss-100",
+        "scale-rss-300",
+        "pairing-latency",
+        "pairing-rate",
+        "startup-version",
+        "startup-binary",
+        "startup-relay",
+      ]
+    ) assert.ok(ids.has(id), `row ${id} missing`);
+
+    // Sane figures, section by section.
+    const s = results.sections as Record<string, Record<string, unknown>> & { roundTrip: Record<string, unknown>[] };
+    type Summary = { n: number; median: number; p99: number };
+    const ms = (v: unknown, what: string, max = 5_000) => {
+      const m = (v as Summary).median;
+      assert.ok(m > 0 && m < max && (v as Summary).p99 >= m, `${what}: ${JSON.stringify(v)}`);
+      return m;
+    };
+    const rtt = s.roundTrip[0];
+    assert.equal(rtt.bytes, 64);
+    // Two legs through the relay cannot beat one bare socket.
+    assert.ok(ms(rtt.coder1, "round trip") > ms(rtt.directPlain, "direct round trip"));
+    ms(s.commandLatency.coder1, "command latency");
+    assert.ok((s.throughput.coder1 as Summary).median > 1, "coder1 throughput");
+    assert.equal(s.throughput.bytes, 16 * 2 ** 20);
+    for (const level of (s.scale.levels as { bridges: number; authed: number; bytesPerBridge: number }[])) {
+      assert.equal(level.authed, level.bridges, "every idle bridge authenticated");
+      assert.ok(level.bytesPerBridge > 0 && level.bytesPerBridge < 2 ** 20, `bytes per bridge ${level.bytesPerBridge}`);
+    }
+    assert.ok((s.pairing.pairingsPerSecond as number) > 0);
+    ms(s.pairing.total, "pairing");
+    ms(s.startup.version, "coder1 --version");
+
+    // OpenSSH: measured when installed; otherwise skipped with the reason (and CI fails).
+    const sshRow = results.rows.find((r) => r.id === "throughput-ssh")!;
+    if (SSH_MISSING && !REQUIRE_ALL) {
+      assert.ok(sshRow.skipped?.includes("not installed"), JSON.stringify(sshRow));
+    } else {
+      assert.equal(sshRow.skipped, undefined, `OpenSSH rows skipped: ${sshRow.skipped}`);
+      ms(s.commandLatency.sshMux, "ssh latency");
+      assert.ok((s.throughput.ssh as Summary).median > 1, "ssh throughput");
+    }
+
+    const md = await Deno.readTextFile(`${out}/BENCHMARKS.md`);
+    assert.ok(md.includes(BEGIN_MARK) && md.includes(END_MARK), "generated block marks");
+    assert.match(md, /\| # \| Measure \| coder1 \| Baseline \(same run\) \| Ratio \| Target \| Met \|/);
+    assert.match(md, /\*\*Machine\.\*\* .+cores/);
+  } finally {
+    await Deno.remove(out, { recursive: true }).catch(() => {});
+  }
+});
