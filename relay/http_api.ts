@@ -60,9 +60,39 @@ export interface HttpApiDeps {
  */
 export function clientAddress(request: Request, info: Deno.ServeHandlerInfo, trustProxy: boolean): string {
   const peer = (info.remoteAddr as Deno.NetAddr).hostname;
-  if (!trustProxy) return peer;
+  if (!trustProxy) return limitKey(peer);
   const last = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim() ?? "";
-  return /^[0-9A-Fa-f:.]{2,45}$/.test(last) ? last : peer;
+  return limitKey(/^[0-9A-Fa-f:.]{2,45}$/.test(last) ? last : peer);
+}
+
+/**
+ * The unit a per-address limit counts: an IPv4 address as it is (also when
+ * written IPv4-mapped, `::ffff:192.0.2.7`), an IPv6 address by its /64
+ * prefix, since one host is usually given a whole /64 and could otherwise
+ * spend a fresh budget from each of its 2^64 addresses.
+ *
+ * @param address An IPv4 or IPv6 address (anything else is returned as is).
+ * @returns e.g. `192.0.2.7` or `2001:db8:1:2::/64`.
+ *
+ * @example
+ * ```ts
+ * import { limitKey } from "./http_api.ts";
+ * console.log(limitKey("2001:db8:1:2:aaaa::1"), limitKey("::ffff:192.0.2.7")); // 2001:db8:1:2::/64 192.0.2.7
+ * ```
+ */
+export function limitKey(address: string): string {
+  if (!address.includes(":")) return address;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  if (mapped) return mapped[1];
+  const [head, tail] = address.toLowerCase().split("::", 2) as [string, string | undefined];
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === undefined || tail === "" ? [] : tail.split(":");
+  if (right.some((part) => part.includes("."))) return address; // an embedded IPv4 tail: rare, left alone
+  const groups = tail === undefined
+    ? left
+    : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  if (groups.length !== 8 || !groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return address;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
 }
 
 const SESSION_WINDOW_MS = 60_000;

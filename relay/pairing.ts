@@ -4,7 +4,7 @@
  * browser session that asked, rate-limited per session and per address. A new
  * code retires the session's previous one. Redemption is rate-limited per
  * address and across the relay (budgets in protocol.ts, reasoning in
- * docs/PROTOCOL.md).
+ * docs/PROTOCOL.md, the brute-force arithmetic in docs/RELIABILITY.md).
  *
  * @module
  */
@@ -123,7 +123,7 @@ export class Pairing {
     const expiresAt = now + CODE_TTL_MS;
     for (let attempt = 0; attempt < 100; attempt++) {
       const code = drawCode(this.#random);
-      if (await this.#store.putCode(code, { sessionId, expiresAt }, now)) {
+      if (await this.#store.putCode(code, { sessionId, expiresAt, address }, now)) {
         await this.#store.setSessionCode(sessionId, code, expiresAt);
         if (this.#metrics) {
           this.#live.set(code, expiresAt);
@@ -137,9 +137,15 @@ export class Pairing {
   }
 
   /**
-   * Redeems a code once. Counts the attempt against the per-address budget,
-   * then the global one, before any lookup, so a flood of guesses is refused
-   * without touching the codes.
+   * Redeems a code once. Counts the attempt against the per-address budget
+   * before any lookup. A code issued to a browser at the same address (the
+   * usual case: bridge and browser on one machine or network) is then
+   * redeemed without touching the relay-wide budget, so a distributed flood
+   * of guesses cannot lock such users out; this lookup matches only codes
+   * issued to the caller's own address, so it tells a guesser nothing about
+   * anyone else's. Every other attempt spends the relay-wide budget before
+   * its lookup: that budget is what bounds guessing (docs/RELIABILITY.md,
+   * "Brute-force bound").
    *
    * @returns The browser session the code was bound to.
    * @throws {Coder1Error} close 4429 past a budget, 4401 for a wrong, used or expired code.
@@ -158,14 +164,17 @@ export class Pairing {
       this.#metrics?.rateLimited("code_redeem");
       throw _rateLimited("Cannot redeem pairing code: too many attempts from this address", byAddress.retryAfterMs);
     }
-    const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);
-    if (!global.allowed) {
-      this.#metrics?.rateLimited("code_redeem");
-      throw _rateLimited("Cannot redeem pairing code: relay-wide attempt budget spent", global.retryAfterMs);
+    const wellFormed = /^\d{6}$/.test(code);
+    let entry = wellFormed ? await this.#store.takeCodeFrom(code, address) : undefined;
+    if (!entry) {
+      const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);
+      if (!global.allowed) {
+        this.#metrics?.rateLimited("code_redeem");
+        throw _rateLimited("Cannot redeem pairing code: relay-wide attempt budget spent", global.retryAfterMs);
+      }
+      if (!wellFormed) throw this.#rejected();
+      entry = await this.#store.takeCode(code);
     }
-
-    if (!/^\d{6}$/.test(code)) throw this.#rejected();
-    const entry = await this.#store.takeCode(code);
     if (entry) {
       this.#live.delete(code);
       if (entry.expiresAt <= now) this.#metrics?.pairing("expired");

@@ -116,3 +116,51 @@ Deno.test("an address past its own budget spends none of the global one", async 
   }
   assert.equal(allowed, REDEEM_GLOBAL_PER_WINDOW - REDEEM_PER_ADDRESS_PER_WINDOW);
 });
+
+Deno.test("a flood that spends the global budget does not stop a bridge at its browser's address", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(0);
+  const pairing = new Pairing({ store, clock, random: (b) => crypto.getRandomValues(b) });
+  const home = await pairing.issue("sid-home", "192.0.2.10");
+  const away = await pairing.issue("sid-away", "192.0.2.20");
+  // Guesses from many addresses spend the whole relay-wide budget.
+  for (let i = 0; i < REDEEM_GLOBAL_PER_WINDOW; i++) {
+    await pairing.redeem("000000", `10.1.${i >> 8}.${i & 255}`).catch(() => {});
+  }
+  await assert.rejects(pairing.redeem("000000", "10.2.0.1"), (e: Coder1Error) => e.closeCode === CloseCode.RateLimited);
+  // The bridge next to its browser pairs at once.
+  assert.equal(await pairing.redeem(home.code, "192.0.2.10"), "sid-home");
+  // A bridge elsewhere waits for the window: refused now, redeemed after it, the code still live.
+  await assert.rejects(
+    pairing.redeem(away.code, "198.51.100.1"),
+    (e: Coder1Error) => e.closeCode === CloseCode.RateLimited && e.retryAfterSeconds! <= 60,
+  );
+  clock.advance(60_001);
+  assert.equal(await pairing.redeem(away.code, "198.51.100.1"), "sid-away");
+});
+
+Deno.test("the same-address lookup matches only codes issued to that address", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(0);
+  const pairing = new Pairing({ store, clock, random: (b) => crypto.getRandomValues(b) });
+  const victim = await pairing.issue("sid-victim", "192.0.2.10");
+  // The attacker asks for its own code, so it too has a same-address code.
+  await pairing.issue("sid-attacker", "203.0.113.5");
+  for (let i = 0; i < REDEEM_GLOBAL_PER_WINDOW; i++) {
+    await pairing.redeem("000000", `10.1.${i >> 8}.${i & 255}`).catch(() => {});
+  }
+  // Even the right digits from the attacker's address go through the (spent) global budget.
+  await assert.rejects(
+    pairing.redeem(victim.code, "203.0.113.5"),
+    (e: Coder1Error) => e.closeCode === CloseCode.RateLimited,
+  );
+  // And the victim's code was left alone: it still works from home.
+  assert.equal(await pairing.redeem(victim.code, "192.0.2.10"), "sid-victim");
+  // The per-address budget still applies to the same-address path.
+  const again = await pairing.issue("sid-victim", "192.0.2.10");
+  for (let i = 1; i < REDEEM_PER_ADDRESS_PER_WINDOW; i++) await pairing.redeem("000001", "192.0.2.10").catch(() => {});
+  await assert.rejects(
+    pairing.redeem(again.code, "192.0.2.10"),
+    (e: Coder1Error) => e.closeCode === CloseCode.RateLimited,
+  );
+});

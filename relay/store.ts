@@ -13,6 +13,8 @@ export interface CodeEntry {
   sessionId: string;
   /** When the code stops working (ms since the epoch). */
   expiresAt: number;
+  /** The client address (rate-limit unit) of the browser that asked for it. */
+  address?: string;
 }
 
 /** Result of counting one event against a rate window. */
@@ -29,6 +31,8 @@ export interface RelayStore {
   putCode(code: string, entry: CodeEntry, now: number): Promise<boolean>;
   /** Takes a code out (get-and-delete): a code can be taken once, ever. */
   takeCode(code: string): Promise<CodeEntry | undefined>;
+  /** Takes a code out only if it was issued to `address`; otherwise leaves it and returns undefined. */
+  takeCodeFrom(code: string, address: string): Promise<CodeEntry | undefined>;
   /** Removes a live code if it still belongs to `sessionId` (a session's new code retires its old one). */
   deleteCode(code: string, sessionId: string): Promise<void>;
   /** The session's current code, if it asked for one. */
@@ -98,6 +102,13 @@ export class MemoryStore implements RelayStore {
     return Promise.resolve(entry);
   }
 
+  takeCodeFrom(code: string, address: string): Promise<CodeEntry | undefined> {
+    const entry = this.#codes.get(code);
+    if (entry?.address !== address) return Promise.resolve(undefined);
+    this.#codes.delete(code);
+    return Promise.resolve(entry);
+  }
+
   deleteCode(code: string, sessionId: string): Promise<void> {
     // The digits may have been redeemed or expired and drawn again for another session.
     if (this.#codes.get(code)?.sessionId === sessionId) this.#codes.delete(code);
@@ -137,8 +148,9 @@ export class MemoryStore implements RelayStore {
     for (const [code, entry] of this.#codes) if (entry.expiresAt <= now) this.#codes.delete(code);
     for (const [sid, entry] of this.#sessionCodes) if (entry.expiresAt <= now) this.#sessionCodes.delete(sid);
     for (const [key, events] of this.#windows) {
-      // Windows here are at most a few minutes; an hour-old event is stale for all of them.
-      if (events.length === 0 || events[events.length - 1] < now - 60 * 60_000) this.#windows.delete(key);
+      // Windows here are at most a few minutes, so a 10-minute-old event is stale for all of
+      // them: a flood from many addresses leaves nothing behind for long.
+      if (events.length === 0 || events[events.length - 1] < now - 10 * 60_000) this.#windows.delete(key);
     }
     let changed = false;
     for (const [jti, exp] of this.#revoked) {
