@@ -634,7 +634,9 @@ export class IdeClient {
       this.#suspended = false;
       this.#failAll(
         "bridge-lost",
-        `the bridge was unreachable for ${Math.round(this.#resumeTimeoutMs / 1000)} s; the command's outcome is unknown`,
+        `the bridge was unreachable for ${
+          Math.round(this.#resumeTimeoutMs / 1000)
+        } s; the command's outcome is unknown`,
       );
       this.#sender.reset();
       this.#receiver.reset();
@@ -808,7 +810,6 @@ export class IdeClient {
     this.#commands.clear();
   }
 
-
   async #api(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.#cookie) headers.cookie = this.#cookie;
@@ -829,7 +830,6 @@ export class IdeClient {
     });
   }
 }
-
 
 function _object(type: string, plaintext: Uint8Array): Record<string, unknown> {
   let value: unknown;

@@ -382,27 +382,30 @@ Deno.test({
         assert.equal(await lines(`${work}/replay`), 1);
       });
 
-      await t.step("reorder: swapped command frames are refused; after re-keying each runs once, in order", async () => {
-        let held: Uint8Array | undefined;
-        setTap((direction, bytes) => {
-          if (direction !== "ide-to-bridge" || typeOf(bytes) !== FrameType.CmdStart) return [bytes];
-          if (!held) {
-            held = bytes;
-            return [];
-          }
-          return [bytes, held];
-        });
-        const before = failures();
-        const first = ide.run(`echo first >> ${work}/order`);
-        const second = ide.run(`echo second >> ${work}/order`);
-        await bridge.stderr.waitFor(new RegExp(`(end-to-end check failed[\\s\\S]*){${before + 1}}`));
-        setTap(undefined);
-        await recovered();
-        // The swapped frames never ran; the IDE's stream resent both (lossless) on the new keys.
-        assert.equal((await first.exited).code, 0);
-        assert.equal((await second.exited).code, 0);
-        assert.equal(await Deno.readTextFile(`${work}/order`), "first\nsecond\n");
-      });
+      await t.step(
+        "reorder: swapped command frames are refused; after re-keying each runs once, in order",
+        async () => {
+          let held: Uint8Array | undefined;
+          setTap((direction, bytes) => {
+            if (direction !== "ide-to-bridge" || typeOf(bytes) !== FrameType.CmdStart) return [bytes];
+            if (!held) {
+              held = bytes;
+              return [];
+            }
+            return [bytes, held];
+          });
+          const before = failures();
+          const first = ide.run(`echo first >> ${work}/order`);
+          const second = ide.run(`echo second >> ${work}/order`);
+          await bridge.stderr.waitFor(new RegExp(`(end-to-end check failed[\\s\\S]*){${before + 1}}`));
+          setTap(undefined);
+          await recovered();
+          // The swapped frames never ran; the IDE's stream resent both (lossless) on the new keys.
+          assert.equal((await first.exited).code, 0);
+          assert.equal((await second.exited).code, 0);
+          assert.equal(await Deno.readTextFile(`${work}/order`), "first\nsecond\n");
+        },
+      );
 
       await t.step("injection: a forged unsealed command never runs", async () => {
         setTap((direction, bytes, channel) => {
