@@ -6,7 +6,13 @@
  * @module
  */
 import { checkHttpUrl, checkPort, checkPositiveInt, type CommandSpec } from "./args.ts";
-import { DEFAULT_MAX_COMMANDS, DEFAULT_PORT, DEFAULT_RELAY_URL, MAX_COMMAND_TIMEOUT_MS } from "../shared/protocol.ts";
+import {
+  DEFAULT_MAX_COMMANDS,
+  DEFAULT_PORT,
+  DEFAULT_RELAY_URL,
+  MAX_COMMAND_TIMEOUT_MS,
+  MAX_CONNECTIONS_PER_ADDRESS,
+} from "../shared/protocol.ts";
 
 const checkRelayUrl = (value: string) => {
   try {
@@ -108,6 +114,13 @@ export const RELAY_SERVE: CommandSpec = {
       name: "trust-proxy",
       kind: "boolean",
       help: "Rate-limit by the rightmost X-Forwarded-For address (only behind a proxy that sets it)",
+    },
+    {
+      name: "max-connections-per-address",
+      kind: "string",
+      value: "N",
+      help: `Most WebSocket connections one client address may hold open (default ${MAX_CONNECTIONS_PER_ADDRESS})`,
+      check: checkPositiveInt,
     },
   ],
   notes: "State (sessions, codes, rate windows) is kept in memory; the data dir holds the token\n" +

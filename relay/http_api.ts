@@ -9,6 +9,7 @@ import type { Clock } from "../shared/clock.ts";
 import { Coder1Error, errorResponse } from "../shared/errors.ts";
 import { SESSION_COOKIE, SESSIONS_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
+import type { ConnectionLimits } from "./conn_limits.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./logger.ts";
 import { METRICS_CONTENT_TYPE, type RelayMetrics } from "./metrics.ts";
@@ -37,6 +38,8 @@ export interface HttpApiDeps {
   metricsToken?: string;
   /** Whether the relay accepts connections now (`GET /readyz`); default always. */
   ready?: () => boolean;
+  /** The cap on open WebSocket connections per client address (absent: no cap). */
+  connections?: ConnectionLimits;
 }
 
 /**
@@ -155,6 +158,27 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       : {};
   };
 
+  // Every socket holds a slot of its address from the upgrade to its close,
+  // authenticated or not; past the cap the upgrade is refused before it happens.
+  const upgrade = (request: Request, info: Deno.ServeHandlerInfo) => {
+    const limits = deps.connections;
+    const release = limits ? limits.acquire(deps.addressOf(request, info)) : () => {};
+    if (!release) {
+      throw new Coder1Error(
+        `Cannot open socket: ${limits!.perAddress} connections from this address are open already`,
+        { status: 429, reason: "too-many-sockets" },
+      );
+    }
+    try {
+      const upgraded = Deno.upgradeWebSocket(request, UPGRADE_OPTIONS);
+      upgraded.socket.addEventListener("close", release);
+      return upgraded;
+    } catch (error) {
+      release();
+      throw error;
+    }
+  };
+
   const routes: Record<string, (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response> = {
     "GET /healthz": () => json({ status: "ok", version: VERSION }),
 
@@ -253,11 +277,11 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       return json({ revoked: true, bridgeId: bridge.bridgeId }, 200, cors(request));
     },
 
-    "GET /ws/ide": async (request) => {
+    "GET /ws/ide": async (request, info) => {
       checkOrigin(request, true);
       const sid = await requireSession(request);
       _requireUpgrade(request);
-      const { socket, response } = Deno.upgradeWebSocket(request, UPGRADE_OPTIONS);
+      const { socket, response } = upgrade(request, info);
       deps.hub.acceptIde(socket, sid);
       return response;
     },
@@ -266,7 +290,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       _requireUpgrade(request);
       // The peer address is unreadable once the request is upgraded.
       const address = deps.addressOf(request, info);
-      const { socket, response } = Deno.upgradeWebSocket(request, UPGRADE_OPTIONS);
+      const { socket, response } = upgrade(request, info);
       deps.hub.acceptBridge(socket, address);
       return response;
     },
@@ -368,6 +392,14 @@ function _bearerMatches(request: Request, expected: string): boolean {
 function _requireUpgrade(request: Request): void {
   if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     throw new Coder1Error("Cannot continue: WebSocket upgrade expected", { status: 426, reason: "upgrade-required" });
+  }
+  // Deno throws on these (a 500); they are the client's mistake, so say so with a 400.
+  const key = request.headers.get("sec-websocket-key") ?? "";
+  if (!/^[A-Za-z0-9+/]{22}==$/.test(key) || request.headers.get("sec-websocket-version") !== "13") {
+    throw new Coder1Error("Cannot upgrade: a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13", {
+      status: 400,
+      reason: "bad-upgrade",
+    });
   }
 }
 

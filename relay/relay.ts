@@ -5,6 +5,7 @@
  * @module
  */
 import { type Clock, systemClock } from "../shared/clock.ts";
+import { ConnectionLimits } from "./conn_limits.ts";
 import { clientAddress, createHttpHandler } from "./http_api.ts";
 import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
 import { createLogger, type Logger } from "./logger.ts";
@@ -54,6 +55,11 @@ export interface RelayOptions {
    * relay that nothing but that proxy can reach.
    */
   trustProxy?: boolean;
+  /**
+   * Most WebSocket connections one client address may hold open at once
+   * (default `MAX_CONNECTIONS_PER_ADDRESS`, 64); more upgrades get HTTP 429.
+   */
+  maxConnectionsPerAddress?: number;
 }
 
 /** A running relay. */
@@ -70,6 +76,8 @@ export interface RelayHandle {
   store: RelayStore;
   /** The metrics `GET /metrics` renders. */
   metrics: RelayMetrics;
+  /** Open WebSocket connections per client address (tests read it). */
+  connections: ConnectionLimits;
   /** The telemetry file (undefined when telemetry is off). */
   telemetry?: TelemetryStore;
   /** Stops accepting, closes every socket with 1001 and waits for the server to end. */
@@ -95,6 +103,8 @@ export interface RelayHandle {
 export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const clock = options.clock ?? systemClock;
   const log = options.log ?? createLogger();
+  // Checked before anything starts: a bad cap throws a RangeError here.
+  const connections = new ConnectionLimits({ perAddress: options.maxConnectionsPerAddress });
   await Deno.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   let store = options.store;
   if (!store) {
@@ -180,6 +190,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     metrics,
     metricsToken: options.metricsToken,
     ready: () => ready,
+    connections,
   });
   hub.start();
   ready = true;
@@ -199,6 +210,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     hub,
     store,
     metrics,
+    connections,
     telemetry,
     finished,
     async shutdown() {

@@ -58,6 +58,7 @@ export async function relayServe(flags: FlagValues): Promise<number> {
       telemetry,
       metricsToken,
       trustProxy: flags["trust-proxy"] === true,
+      maxConnectionsPerAddress: _optionalInt(flags["max-connections-per-address"]),
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -128,6 +129,10 @@ async function _metricsToken(flags: FlagValues): Promise<string | undefined> {
     throw new UsageError(`${file} must hold one token of at least 16 printable characters`, RELAY_SERVE);
   }
   return fromFile;
+}
+
+function _optionalInt(value: unknown): number | undefined {
+  return value === undefined ? undefined : Number(value);
 }
 
 /** Longest a SIGTERM/SIGINT shutdown waits for sockets to close. */

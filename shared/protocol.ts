@@ -529,3 +529,12 @@ export interface CmdErrorBody {
   /** A human-readable message. */
   message: string;
 }
+
+/**
+ * Most WebSocket connections (`/ws/ide` and `/ws/bridge` together, counted
+ * from the upgrade, so sockets that have not authenticated yet count too) one
+ * client address may hold open at once. More upgrades get HTTP 429
+ * `too-many-sockets`. `coder1 relay serve --max-connections-per-address`
+ * changes it.
+ */
+export const MAX_CONNECTIONS_PER_ADDRESS = 64;

@@ -231,6 +231,20 @@ Deno.test("the IDE socket checks Origin and session; the API refuses foreign ori
       const up = await fetch(`${relay.url}/ws/bridge`);
       assert.equal(up.status, 426);
       await up.body?.cancel();
+      // An upgrade without a usable key is the client's mistake: 400 with a JSON reason, not a 500.
+      for (const headers of [{}, { "sec-websocket-key": "short", "sec-websocket-version": "13" }]) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(relay.url).port) });
+        const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+        await conn.write(new TextEncoder().encode(
+          `GET /ws/bridge HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n${extra}\r\n`,
+        ));
+        const buf = new Uint8Array(4096);
+        const n = await conn.read(buf);
+        conn.close();
+        const answer = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+        assert.match(answer, /^HTTP\/1\.1 400/);
+        assert.match(answer, /"bad-upgrade"/);
+      }
     });
   }, { allowedOrigins: ["https://ide.example"] });
 });
