@@ -23,7 +23,7 @@ import { measureScale, type ScaleConfig } from "./measure_scale.ts";
 import { measureStartup, type StartupConfig } from "./measure_startup.ts";
 import { OpenSsh, opensshMissing } from "./openssh.ts";
 import { machineInfo } from "./proc_stats.ts";
-import { type BenchResults, renderMarkdown, RESULTS_SCHEMA, type Row, spliceMarkdown } from "./report.ts";
+import { type BenchResults, formatFiles, renderMarkdown, RESULTS_SCHEMA, type Row, spliceMarkdown } from "./report.ts";
 import { round } from "./stats.ts";
 
 /** Repetitions for every section. */
@@ -42,7 +42,7 @@ export const FULL: BenchConfig = {
     commands: 200,
     freshSsh: 20,
     streamBytes: 256 * 2 ** 20,
-    streamRuns: 3,
+    streamRuns: 5,
     rounds: 10,
   },
   scale: { levels: [1_000, 5_000, 10_000], settleMs: 3_000, heartbeatRounds: 2 },
@@ -158,6 +158,7 @@ export async function writeResults(results: BenchResults, paths: { json: string;
   await Deno.writeTextFile(paths.json, JSON.stringify(results, null, 2) + "\n");
   const existing = await Deno.readTextFile(paths.markdown).catch(() => undefined);
   await Deno.writeTextFile(paths.markdown, spliceMarkdown(existing, renderMarkdown(results)));
+  await formatFiles([paths.json, paths.markdown], new URL("..", import.meta.url).pathname);
 }
 
 if (import.meta.main) {

@@ -92,8 +92,7 @@ if (import.meta.main) {
       onUnpinnedHello: () => false,
       onRefused: (print) => console.error(`echo bridge: refused IDE ${print}`),
     },
-    commands: (send) =>
-      new CommandManager({ runner: new EchoRunner(), root: Deno.cwd(), maxCommands: 8, send }),
+    commands: (send) => new CommandManager({ runner: new EchoRunner(), root: Deno.cwd(), maxCommands: 8, send }),
     onAuthenticated: (_ok, first) => console.log(first ? "Echo bridge connected" : "Echo bridge reconnected"),
     print: () => {},
     debug: () => {},

@@ -33,6 +33,14 @@ export interface IdleClientConfig {
   /** A socket that has not authenticated within this long counts as failed. */
   authTimeoutMs: number;
   /**
+   * Sockets per loopback source address (0: let the system pick, 127.0.0.1).
+   * The relay caps open connections per client address, so a fleet spreads
+   * over 127.1.x.y the way bridges on many machines would arrive.
+   */
+  perAddress?: number;
+  /** The fleet-wide number of this file's first token (which source address it gets). */
+  firstIndex?: number;
+  /**
    * The first this many sockets never answer `ping` (default 0): the relay
    * must drop them, which shows that its heartbeat timeout is alive.
    */
@@ -65,6 +73,20 @@ export interface IdleClientReport {
   rss: number;
 }
 
+/**
+ * The loopback source address of the fleet's socket number `index`:
+ * `perAddress` sockets on each of 127.1.0.1, 127.1.0.2, ... 127.1.0.250,
+ * 127.1.1.1, and so on.
+ *
+ * @param index The socket's number in the whole fleet.
+ * @param perAddress Sockets per address.
+ * @returns An IPv4 loopback address.
+ */
+export function sourceAddress(index: number, perAddress: number): string {
+  const a = Math.floor(index / perAddress);
+  return `127.1.${Math.floor(a / 250)}.${1 + (a % 250)}`;
+}
+
 interface Slot {
   ws?: WebSocket;
   mute: boolean;
@@ -91,7 +113,10 @@ if (import.meta.main) {
   const open = (i: number): Promise<void> => {
     const slot = slots[i];
     const settled = Promise.withResolvers<void>();
-    const ws = new WebSocket(`${config.url}/ws/bridge`, { perMessageDeflate: false });
+    const ws = new WebSocket(`${config.url}/ws/bridge`, {
+      perMessageDeflate: false,
+      ...(config.perAddress ? { localAddress: sourceAddress((config.firstIndex ?? 0) + i, config.perAddress) } : {}),
+    });
     ws.binaryType = "arraybuffer";
     slot.ws = ws;
     const timer = setTimeout(() => {
@@ -101,7 +126,10 @@ if (import.meta.main) {
       ws.terminate();
       settled.resolve();
     }, config.authTimeoutMs);
-    ws.on("open", () => ws.send(encodeFrame({ t: FrameType.Auth, body: { token: config.tokens[i], version: VERSION } })));
+    ws.on(
+      "open",
+      () => ws.send(encodeFrame({ t: FrameType.Auth, body: { token: config.tokens[i], version: VERSION } })),
+    );
     ws.on("message", (data: ArrayBuffer) => {
       let t: string;
       try {

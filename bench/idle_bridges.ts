@@ -22,6 +22,11 @@ import type { IdleClientReport } from "./idle_bridge_client.ts";
 
 /** Sockets per helper process. */
 export const SOCKETS_PER_PROCESS = 2_500;
+/**
+ * Sockets per loopback source address: half the relay's default cap on open
+ * connections per client address (MAX_CONNECTIONS_PER_ADDRESS, 64).
+ */
+export const SOCKETS_PER_ADDRESS = 32;
 const CLIENT = new URL("./idle_bridge_client.ts", import.meta.url).pathname;
 
 /**
@@ -102,7 +107,9 @@ export class IdleBridgeFleet {
    */
   async add(tokens: string[], options: { mute?: number } = {}): Promise<FleetReport> {
     if ((options.mute ?? 0) > Math.min(tokens.length, SOCKETS_PER_PROCESS)) {
-      throw new RangeError(`Cannot mute ${options.mute} bridges: at most ${SOCKETS_PER_PROCESS} and no more than added`);
+      throw new RangeError(
+        `Cannot mute ${options.mute} bridges: at most ${SOCKETS_PER_PROCESS} and no more than added`,
+      );
     }
     const started: Promise<unknown>[] = [];
     for (let at = 0; at < tokens.length; at += SOCKETS_PER_PROCESS) {
@@ -114,6 +121,8 @@ export class IdleBridgeFleet {
           tokens: tokens.slice(at, at + SOCKETS_PER_PROCESS),
           concurrency: this.#options.concurrency ?? 64,
           authTimeoutMs: this.#options.authTimeoutMs ?? 60_000,
+          perAddress: SOCKETS_PER_ADDRESS,
+          firstIndex: this.#total + at,
           mute: at === 0 ? options.mute ?? 0 : 0,
         }),
       );

@@ -32,9 +32,9 @@ import {
 } from "../tests/helpers.ts";
 import { DirectClient } from "./direct_client.ts";
 import { OpenSsh } from "./openssh.ts";
-import { cpuMs } from "./proc_stats.ts";
+import { cpuMs, cpuMsOf } from "./proc_stats.ts";
 import type { Row } from "./report.ts";
-import { ratio, round, type Summary, summarize } from "./stats.ts";
+import { ratio, round, summarize, type Summary } from "./stats.ts";
 
 /** Repetitions for items 1-3. */
 export interface LinkConfig {
@@ -111,7 +111,7 @@ export async function measureLink(
     for (let round = 0; round < config.rounds; round++) {
       const n = _share(config.commands, config.rounds, round);
       for (let i = 0; i < n; i++) latency.coder1.push(await _runTrue(ide));
-      if (sshOk) for (let i = 0; i < n; i++) latency.ssh.push((await sshOk.run("true")).ms);
+      if (sshOk) { for (let i = 0; i < n; i++) latency.ssh.push((await sshOk.run("true")).ms); }
       if (sshOk) {
         for (let i = 0; i < _share(config.freshSsh, config.rounds, round); i++) {
           latency.fresh.push((await sshOk.run("true", { mux: false })).ms);
@@ -153,7 +153,13 @@ export async function measureLink(
     const command = `head -c ${config.streamBytes} /dev/zero`;
     const tp = { coder1: [] as number[], ssh: [] as number[], sealed: [] as number[], plain: [] as number[] };
     // CPU per MiB of each process on the path: where the time goes.
-    const cpu = { relay: [] as number[], bridge: [] as number[], ide: [] as number[], direct: [] as number[] };
+    const cpu = {
+      relay: [] as number[],
+      bridge: [] as number[],
+      ide: [] as number[],
+      direct: [] as number[],
+      ssh: [] as number[],
+    };
     const mib = config.streamBytes / 2 ** 20;
     for (let run = 0; run < config.streamRuns; run++) {
       const pids = { relay: relay.child.pid, bridge: bridge.child.pid, ide: Deno.pid };
@@ -161,9 +167,13 @@ export async function measureLink(
       tp.coder1.push(await _streamCoder1(ide, command, config.streamBytes));
       for (const k of ["relay", "bridge", "ide"] as const) cpu[k].push((cpuMs(pids[k]) - before[k]) / mib);
       if (sshOk) {
+        // The same processes before and after: the command and its shell have exited by then.
+        const s0 = cpuMsOf(sshOk.processIds());
         const r = await sshOk.run(command);
+        const s1 = cpuMsOf([...s0.keys()]);
         if (r.bytes !== config.streamBytes) throw new Error(`ssh streamed ${r.bytes} bytes, not ${config.streamBytes}`);
         tp.ssh.push(r.bytes / MB / (r.ms / 1000));
+        cpu.ssh.push([...s1].reduce((sum, [pid, ms]) => sum + ms - s0.get(pid)!, 0) / mib);
       }
       const d0 = cpuMs(direct.pid) + cpuMs(Deno.pid);
       tp.sealed.push(await _streamDirect(direct.port, config.streamBytes, true));
@@ -183,6 +193,7 @@ export async function measureLink(
       bridge: summarize(cpu.bridge, 2).median,
       ide: summarize(cpu.ide, 2).median,
       directSealed: summarize(cpu.direct, 2).median,
+      openssh: cpu.ssh.length ? summarize(cpu.ssh, 2).median : null,
     };
     sections.throughput = {
       ...thr,
@@ -218,10 +229,12 @@ export async function measureLink(
     rows.push({
       id: "throughput-cpu",
       item: 3,
-      measure: "Where the time goes: CPU per MiB streamed, by process (not counting the child)",
+      measure: "Where the time goes: CPU per MiB streamed, by process (not counting the command and its shell)",
       coder1: `${total} ms/MiB: bridge ${cpuPerMiB.bridge}, IDE client ${cpuPerMiB.ide}, relay ${cpuPerMiB.relay}`,
-      baseline: `direct WebSocket, sealed (server + client): ${cpuPerMiB.directSealed} ms/MiB`,
-      ratio: ratio(total, cpuPerMiB.directSealed),
+      baseline: `${
+        cpuPerMiB.openssh === null ? "" : `OpenSSH (sshd + ssh master): ${cpuPerMiB.openssh} ms/MiB; `
+      }direct WebSocket, sealed (server + client): ${cpuPerMiB.directSealed} ms/MiB`,
+      ratio: cpuPerMiB.openssh ? ratio(total, cpuPerMiB.openssh) : ratio(total, cpuPerMiB.directSealed),
       target: "none (profile)",
       met: null,
     });

@@ -167,8 +167,10 @@ function _redeem(wsBase: string, code: string, localAddress: string): Promise<vo
       ws.close(1000);
     });
     ws.on("error", (e: Error) => reject(e));
-    ws.on("close", (closeCode: number, reason: Uint8Array) =>
-      reject(new Error(`redemption closed ${closeCode} ${new TextDecoder().decode(reason)}`))
+    ws.on(
+      "close",
+      (closeCode: number, reason: Uint8Array) =>
+        reject(new Error(`redemption closed ${closeCode} ${new TextDecoder().decode(reason)}`)),
     );
   });
 }

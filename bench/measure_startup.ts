@@ -11,7 +11,7 @@ import { compileArgs } from "../tools/compile.ts";
 import { coder1Argv, makeTestDirs, ROOT, startRelayProcess } from "../tests/helpers.ts";
 import { fmtMs } from "./measure_link.ts";
 import type { Row } from "./report.ts";
-import { ratio, type Summary, summarize } from "./stats.ts";
+import { ratio, summarize, type Summary } from "./stats.ts";
 
 /** Settings for item 6. */
 export interface StartupConfig {

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { descendants } from "./proc_stats.ts";
 
 /** Where Debian puts the server. */
 export const SSHD = "/usr/sbin/sshd";
@@ -163,6 +164,18 @@ export class OpenSsh {
     const ms = performance.now() - t0;
     if (code !== 0) throw new Error(`ssh ${command} exited ${code}: ${errs.join("").trim()}`);
     return { ms, bytes, code };
+  }
+
+  /**
+   * The long-lived OpenSSH processes that carry multiplexed sessions: the
+   * master `ssh` (the client end, which decrypts and writes to each session's
+   * stdout) and sshd with the processes it forked for that connection.
+   * Commands run over ssh and their shells are among them only while they run.
+   *
+   * @returns Process ids alive now.
+   */
+  processIds(): number[] {
+    return [this.#sshd.pid, ...descendants(this.#sshd.pid), ...(this.#master ? [this.#master.pid] : [])];
   }
 
   /** Ends the master connection and sshd. */

@@ -36,6 +36,74 @@ export function cpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
 }
 
+/**
+ * The private (anonymous) part of a process's resident set: heap and stacks,
+ * without the pages of its executable and libraries, which are shared with
+ * other processes and paged in once, on first use.
+ *
+ * @param pid The process id.
+ * @returns Bytes resident and anonymous (RssAnon).
+ * @throws {Error} When the process is gone or /proc is missing.
+ */
+export function rssAnonBytes(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const m = /^RssAnon:\s+(\d+)\s+kB/m.exec(status);
+  if (!m) throw new Error(`Cannot read RSS: no RssAnon for process ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/**
+ * The processes below `pid` (children, their children, ...) alive now.
+ *
+ * @param pid The ancestor.
+ * @returns Their process ids (not `pid` itself).
+ */
+export function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      // The fields after the command name: state, then the parent's id.
+      parent.set(Number(entry.name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const out: number[] = [];
+  const below = new Set([pid]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [child, ppid] of parent) {
+      if (below.has(ppid) && !below.has(child)) {
+        below.add(child);
+        out.push(child);
+        grew = true;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU time of a set of processes, each counted only if it can still be read.
+ *
+ * @param pids Process ids.
+ * @returns Milliseconds of CPU time per pid that was readable.
+ */
+export function cpuMsOf(pids: readonly number[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      out.set(pid, cpuMs(pid));
+    } catch {
+      // Exited.
+    }
+  }
+  return out;
+}
+
 /** What the machine is, for the report. */
 export interface MachineInfo {
   /** CPU model name. */

@@ -10,6 +10,9 @@
  * - the relay's RSS grew by at most {@linkcode rssGrowthBound} from the
  *   sample after warm-up to the largest sample after it.
  *
+ * `deno task soak` with no arguments also writes bench/soak.json and the
+ * figures in docs/BENCHMARKS.md (the "Soak" section); other runs only print.
+ *
  * ```sh
  * deno task soak                                 # 5,000 bridges, 5 minutes, `coder1 relay serve`
  * deno task soak --bridges 500 --seconds 30 --heartbeat-ms 2000
@@ -27,6 +30,7 @@ import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS } from "../shared/protocol.
 import { makeTestDirs, OutputWatcher, ROOT, startRelayProcess } from "../tests/helpers.ts";
 import { type FleetReport, IdleBridgeFleet, mintBridgeTokens } from "./idle_bridges.ts";
 import { cpuMs, rssBytes } from "./proc_stats.ts";
+import { formatFiles, SOAK_MARKS, spliceMarkdown } from "./report.ts";
 import { round } from "./stats.ts";
 
 /** Options for {@linkcode runSoak}. */
@@ -59,6 +63,8 @@ export interface SoakSample {
 
 /** What a soak run measured and whether it passed. */
 export interface SoakResult {
+  /** ISO time the run started. */
+  startedAt: string;
   bridges: number;
   mute: number;
   durationS: number;
@@ -70,6 +76,10 @@ export interface SoakResult {
   final: FleetReport;
   /** Heartbeat rounds the hold spanned (whole intervals). */
   expectedBeats: number;
+  /** Relay RSS before any bridge connected, bytes. */
+  rssIdle: number;
+  /** (RSS at the end - idle RSS) / bridges: what each bridge held at the end, bytes. */
+  bytesPerBridge: number;
   /** RSS after warm-up, at the end, and the largest after warm-up, bytes. */
   rssWarm: number;
   rssEnd: number;
@@ -106,6 +116,7 @@ export function rssGrowthBound(warmRss: number): number {
  */
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const log = options.log ?? ((line: string) => console.error(line));
+  const startedAt = new Date().toISOString();
   const mute = options.mute ?? 5;
   const intervalMs = options.heartbeat?.intervalMs ?? HEARTBEAT_INTERVAL_MS;
   const timeoutMs = options.heartbeat?.timeoutMs ?? HEARTBEAT_TIMEOUT_MS;
@@ -122,7 +133,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const samples: SoakSample[] = [];
   let final: FleetReport;
   let cpu = 0;
+  let rssIdle = 0;
   try {
+    await new Promise((r) => setTimeout(r, 1_000));
+    rssIdle = rssBytes(relay.child.pid);
     const connected = await fleet.add(tokens, { mute });
     log(`soak: ${connected.authed}/${options.bridges + mute} bridges authenticated (${mute} mute)`);
     await fleet.mark();
@@ -131,7 +145,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     for (;;) {
       const elapsed = performance.now() - t0;
       const report = await fleet.report();
-      samples.push({ t: round(elapsed / 1000, 1), rss: rssBytes(pid), cpuMs: cpuMs(pid) - c0, dropped: report.dropped });
+      samples.push({
+        t: round(elapsed / 1000, 1),
+        rss: rssBytes(pid),
+        cpuMs: cpuMs(pid) - c0,
+        dropped: report.dropped,
+      });
       if (elapsed >= options.durationMs) break;
       log(
         `soak: ${(elapsed / 1000).toFixed(0)} s, relay RSS ${(samples.at(-1)!.rss / 2 ** 20).toFixed(1)} MiB, ` +
@@ -152,6 +171,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const durationS = samples.at(-1)!.t;
   const expectedBeats = Math.floor((durationS * 1000) / intervalMs);
   const result: SoakResult = {
+    startedAt,
     bridges: options.bridges,
     mute,
     durationS,
@@ -160,6 +180,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     relay: options.heartbeat ? "bench/soak_relay.ts" : "coder1 relay serve",
     final,
     expectedBeats,
+    rssIdle,
+    bytesPerBridge: Math.round((samples.at(-1)!.rss - rssIdle) / options.bridges),
     rssWarm: warm.rss,
     rssEnd: samples.at(-1)!.rss,
     rssMax,
@@ -179,12 +201,71 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     f.push(`a bridge got ${final.minPings} pings in ${durationS} s (about ${expectedBeats} rounds expected)`);
   }
   if (final.muteDropped !== mute || (mute && final.muteCloseCodes["4000"] !== mute)) {
-    f.push(`${final.muteDropped} of ${mute} mute bridges dropped (${JSON.stringify(final.muteCloseCodes)}), all with 4000 expected`);
+    f.push(
+      `${final.muteDropped} of ${mute} mute bridges dropped (${
+        JSON.stringify(final.muteCloseCodes)
+      }), all with 4000 expected`,
+    );
   }
   if (result.rssGrowth > result.rssBound) {
     f.push(`relay RSS grew ${_mib(result.rssGrowth)} after warm-up, bound ${_mib(result.rssBound)}`);
   }
   return result;
+}
+
+/**
+ * The soak's figures as Markdown, for docs/BENCHMARKS.md.
+ *
+ * @param result A finished soak.
+ * @returns A short table and the verdict.
+ */
+export function renderSoakMarkdown(result: SoakResult): string {
+  const when = result.startedAt;
+  const { final } = result;
+  const rows = [
+    [
+      "Bridges",
+      `${result.bridges.toLocaleString("en-US")} idle, authenticated, answering pings (+${result.mute} mute)`,
+    ],
+    [
+      "Relay",
+      `${result.relay}, one ping every ${result.heartbeatIntervalMs / 1000} s, dropped after ${
+        result.heartbeatTimeoutMs / 1000
+      } s of silence`,
+    ],
+    ["Held for", `${result.durationS} s after all connected (${result.expectedBeats} heartbeat rounds)`],
+    [
+      "Up at the end / dropped / failed",
+      `${final.authed.toLocaleString("en-US")} / ${final.dropped} / ${final.failed}`,
+    ],
+    ["Pings per bridge", `${final.minPings}–${final.maxPings}`],
+    [
+      "Mute bridges dropped",
+      `${final.muteDropped} of ${result.mute} (close codes ${JSON.stringify(final.muteCloseCodes)})`,
+    ],
+    [
+      "Relay RSS",
+      `idle ${_mib(result.rssIdle)}; after warm-up ${_mib(result.rssWarm)}; largest ${_mib(result.rssMax)}; end ${
+        _mib(result.rssEnd)
+      } (${(result.bytesPerBridge / 1024).toFixed(1)} KiB per bridge)`,
+    ],
+    ["RSS growth after warm-up", `${_mib(result.rssGrowth)}, bound ${_mib(result.rssBound)} (rssGrowthBound)`],
+    [
+      "Relay CPU",
+      `${
+        (result.relayCpuMs / 1000).toFixed(1)
+      } s over the hold (${result.cpuUsPerBridgePerBeat} µs per bridge per round)`,
+    ],
+  ];
+  return [
+    `Run of ${when.slice(0, 16).replace("T", " ")} UTC: **${result.failures.length ? "FAILED" : "passed"}**${
+      result.failures.length ? ` (${result.failures.join("; ")})` : ""
+    }.`,
+    "",
+    "| | |",
+    "| - | - |",
+    ...rows.map(([k, v]) => `| ${k} | ${v.replaceAll("|", "\\|")} |`),
+  ].join("\n");
 }
 
 async function _startSoakRelay(
@@ -270,19 +351,17 @@ if (import.meta.main) {
     heartbeat: heartbeatMs ? { intervalMs: Number(heartbeatMs), timeoutMs: 5 * Number(heartbeatMs) } : undefined,
   });
   if (json) await Deno.writeTextFile(json, JSON.stringify(result, null, 2) + "\n");
-  const { final } = result;
-  console.log(
-    [
-      `Soak: ${result.bridges.toLocaleString("en-US")} idle bridges (+${result.mute} mute) for ${result.durationS} s ` +
-      `on ${result.relay}, ping every ${result.heartbeatIntervalMs / 1000} s`,
-      `  up at the end: ${final.authed}; dropped: ${final.dropped}; failed: ${final.failed}; ` +
-      `mute dropped: ${final.muteDropped}/${result.mute} (${JSON.stringify(final.muteCloseCodes)})`,
-      `  pings per bridge: ${final.minPings}-${final.maxPings} (${result.expectedBeats} rounds)`,
-      `  relay RSS: warm ${_mib(result.rssWarm)}, max ${_mib(result.rssMax)}, end ${_mib(result.rssEnd)}; ` +
-      `growth ${_mib(result.rssGrowth)} (bound ${_mib(result.rssBound)})`,
-      `  relay CPU: ${result.relayCpuMs} ms (${result.cpuUsPerBridgePerBeat} µs per bridge per round)`,
-      result.failures.length ? `FAILED: ${result.failures.join("; ")}` : "PASSED",
-    ].join("\n"),
-  );
+  const markdown = renderSoakMarkdown(result);
+  // Only the run the docs describe (the defaults) replaces the figures in them.
+  if (Deno.args.length === 0) {
+    const root = new URL("..", import.meta.url).pathname;
+    const doc = `${root}docs/BENCHMARKS.md`;
+    await Deno.writeTextFile(`${root}bench/soak.json`, JSON.stringify(result, null, 2) + "\n");
+    const existing = await Deno.readTextFile(doc).catch(() => undefined);
+    await Deno.writeTextFile(doc, spliceMarkdown(existing, markdown, SOAK_MARKS));
+    await formatFiles([`${root}bench/soak.json`, doc], root);
+    console.error(`soak: wrote ${root}bench/soak.json and the soak figures in ${doc}`);
+  }
+  console.log(markdown);
   Deno.exit(result.failures.length ? 1 : 0);
 }

@@ -237,6 +237,7 @@ function _connect(
     maxPayload: MAX_FRAME_BYTES,
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     ...(options.ca ? { ca: options.ca } : {}),
+    ...(options.relay.secure || options.relay.loopback ? { generateMask: _zeroMask } : {}),
   });
   ws.binaryType = "arraybuffer";
   let gate: E2eGate | undefined;
@@ -345,6 +346,19 @@ function _connect(
     done.resolve(result);
   });
   return done.promise;
+}
+
+/**
+ * The masking key for frames to the relay: all zeros, which makes npm:ws skip
+ * masking (without a native helper its byte-by-byte XOR was a quarter of the
+ * bridge's CPU while streaming output; docs/BENCHMARKS.md). Masking (RFC 6455
+ * section 10.3) keeps script-chosen bytes from reaching intermediaries that do
+ * not speak WebSocket; it is used only where no such intermediary can see the
+ * frames (TLS, or a loopback relay, the only plain transport the bridge
+ * accepts), and what the bridge sends is mostly AES-GCM ciphertext anyway.
+ */
+function _zeroMask(mask: Uint8Array): void {
+  mask.fill(0);
 }
 
 function _describe(error: Error & { code?: string }): string {

@@ -66,6 +66,7 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
         "throughput-cpu",
         "scale-rss-100",
         "scale-rss-300",
+        "scale-bytes-per-bridge",
         "pairing-latency",
         "pairing-rate",
         "startup-version",
@@ -89,9 +90,11 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
     ms(s.commandLatency.coder1, "command latency");
     assert.ok((s.throughput.coder1 as Summary).median > 1, "coder1 throughput");
     assert.equal(s.throughput.bytes, 16 * 2 ** 20);
-    for (const level of (s.scale.levels as { bridges: number; authed: number; bytesPerBridge: number }[])) {
+    type Level = { bridges: number; authed: number; bytesPerBridge: number; anonBytesPerBridge: number };
+    for (const level of s.scale.levels as Level[]) {
       assert.equal(level.authed, level.bridges, "every idle bridge authenticated");
       assert.ok(level.bytesPerBridge > 0 && level.bytesPerBridge < 2 ** 20, `bytes per bridge ${level.bytesPerBridge}`);
+      assert.ok(level.anonBytesPerBridge > 0, `private bytes per bridge ${level.anonBytesPerBridge}`);
     }
     assert.ok((s.pairing.pairingsPerSecond as number) > 0);
     ms(s.pairing.total, "pairing");
@@ -105,11 +108,15 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
       assert.equal(sshRow.skipped, undefined, `OpenSSH rows skipped: ${sshRow.skipped}`);
       ms(s.commandLatency.sshMux, "ssh latency");
       assert.ok((s.throughput.ssh as Summary).median > 1, "ssh throughput");
+      // OpenSSH's own processes were measured too (where the time goes).
+      const cpu = s.throughput.cpuMsPerMiB as Record<string, number | null>;
+      assert.ok(cpu.openssh !== null && cpu.openssh! > 0, `OpenSSH CPU per MiB: ${JSON.stringify(cpu)}`);
     }
 
     const md = await Deno.readTextFile(`${out}/BENCHMARKS.md`);
     assert.ok(md.includes(BEGIN_MARK) && md.includes(END_MARK), "generated block marks");
-    assert.match(md, /\| # \| Measure \| coder1 \| Baseline \(same run\) \| Ratio \| Target \| Met \|/);
+    // The table as `deno fmt` leaves it (columns padded).
+    assert.match(md, /\| # +\| Measure +\| coder1 +\| Baseline \(same run\) +\| Ratio +\| Target +\| Met +\|/);
     assert.match(md, /\*\*Machine\.\*\* .+cores/);
   } finally {
     await Deno.remove(out, { recursive: true }).catch(() => {});
