@@ -164,6 +164,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
     const limits = deps.connections;
     const release = limits ? limits.acquire(deps.addressOf(request, info)) : () => {};
     if (!release) {
+      deps.metrics?.rateLimited("socket_open");
       throw new Coder1Error(
         `Cannot open socket: ${limits!.perAddress} connections from this address are open already`,
         { status: 429, reason: "too-many-sockets" },

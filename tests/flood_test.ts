@@ -256,6 +256,9 @@ Deno.test("per-address cap: 64 sockets from one address, the 65th is refused wit
       assert.equal(refused.body.error, "too-many-sockets");
     }
     assert.equal(relay.connections.count(crowded), cap, "refused upgrades hold no slot");
+    // Operators see the refusals in /metrics (no address in the labels).
+    const metrics = await (await fetch(`${relay.url}/metrics`)).text();
+    assert.match(metrics, /^coder1_rate_limited_total\{limit="socket_open"\} 10$/m);
     await good.roundTrip();
 
     // Another address is unaffected.
