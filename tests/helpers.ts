@@ -396,3 +396,88 @@ export class RawSocket {
     this.ws.close();
   }
 }
+
+/** Runs `program` to its end with `stdin`; returns its exit code and stdout followed by stderr. */
+export async function runProgram(
+  program: string,
+  args: string[],
+  cwd: string,
+  stdin = "",
+): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command(program, { args, cwd, stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(stdin)).catch(() => {});
+  await writer.close().catch(() => {});
+  const result = await child.output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: result.code, out: decode(result.stdout) + decode(result.stderr) };
+}
+
+/**
+ * Makes a throwaway CA (ca.pem, ca.key) and a server certificate it signed
+ * for 127.0.0.1 and localhost (server.pem, server.key) in `dir`, with openssl.
+ */
+export async function makeTestCertificates(dir: string): Promise<void> {
+  const steps: string[][] = [
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=coder1 test CA",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ],
+    [
+      "req",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-keyout",
+      "server.key",
+      "-out",
+      "server.csr",
+    ],
+    [
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-out",
+      "server.pem",
+      "-extfile",
+      "ext.cnf",
+    ],
+  ]; // deno-fmt-ignore
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+  );
+  for (const args of steps) {
+    const { code, out } = await runProgram("openssl", args, dir);
+    if (code !== 0) throw new Error(`openssl ${args.join(" ")} failed:\n${out}`);
+  }
+}

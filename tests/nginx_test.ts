@@ -23,12 +23,14 @@ import {
   freePort,
   haveProgram,
   ideClient,
+  makeTestCertificates,
   makeTestDirs,
   OutputWatcher,
   RawSocket,
   type RelayProcess,
   ROOT,
   runCollect,
+  runProgram,
   startBridgeProcess,
   startRelayProcess,
   type TestDirs,
@@ -39,66 +41,6 @@ const HAVE_TOOLS = haveProgram("nginx", "nginx reverse-proxy tests") &&
   haveProgram("openssl", "nginx reverse-proxy tests");
 
 const SITE = `${ROOT}/deploy/nginx/coder1.conf`;
-
-async function run(program: string, args: string[], cwd: string, stdin = ""): Promise<{ code: number; out: string }> {
-  const child = new Deno.Command(program, { args, cwd, stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(stdin)).catch(() => {});
-  await writer.close().catch(() => {});
-  const result = await child.output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: result.code, out: decode(result.stdout) + decode(result.stderr) };
-}
-
-/** ca.pem, server.pem and server.key (for 127.0.0.1) in `dir`. */
-async function makeCertificates(dir: string): Promise<void> {
-  await Deno.writeTextFile(
-    `${dir}/ext.cnf`,
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-  );
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  const steps = [
-    [
-      "req",
-      "-x509",
-      ...ec,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=coder1 nginx test CA",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    ],
-    ["req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"],
-    [
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "2",
-      "-out",
-      "server.pem",
-      "-extfile",
-      "ext.cnf",
-    ],
-  ]; // deno-fmt-ignore
-  for (const args of steps) {
-    const { code, out } = await run("openssl", args, dir);
-    assert.equal(code, 0, `openssl ${args.join(" ")} failed:\n${out}`);
-  }
-}
 
 /**
  * deploy/nginx/coder1.conf with loopback ports and the test's certificates:
@@ -159,7 +101,7 @@ async function startNginx(dir: string, relayPort: number, certDir: string): Prom
     ].join("\n"),
   );
   const args = ["-p", `${dir}/`, "-c", `${dir}/nginx.conf`, "-e", `${dir}/error.log`];
-  const check = await run("nginx", [...args, "-t"], dir);
+  const check = await runProgram("nginx", [...args, "-t"], dir);
   assert.equal(check.code, 0, `nginx -t:\n${check.out}`);
   const child = new Deno.Command("nginx", { args, cwd: dir, stdin: "null", stdout: "piped", stderr: "piped" })
     .spawn();
@@ -213,7 +155,7 @@ async function withSetup(
   const nginxDir = `${dirs.root}/nginx`;
   await Deno.mkdir(certDir);
   await Deno.mkdir(nginxDir);
-  await makeCertificates(certDir);
+  await makeTestCertificates(certDir);
   const relayPort = freePort();
   const nginx = await startNginx(nginxDir, relayPort, certDir);
   try {
@@ -285,10 +227,10 @@ Deno.test({
         // TLS 1.3 only: 1.2 is refused.
         const port = new URL(nginx.https).port;
         const connect = ["s_client", "-connect", `127.0.0.1:${port}`, "-CAfile", `${certDir}/ca.pem`];
-        const v13 = await run("openssl", [...connect, "-tls1_3"], certDir, "Q\n");
+        const v13 = await runProgram("openssl", [...connect, "-tls1_3"], certDir, "Q\n");
         assert.match(v13.out, /Protocol\s*:\s*TLSv1\.3|New, TLSv1\.3/, v13.out);
         assert.match(v13.out, /Verify return code: 0 \(ok\)/, v13.out);
-        const v12 = await run("openssl", [...connect, "-tls1_2"], certDir, "Q\n");
+        const v12 = await runProgram("openssl", [...connect, "-tls1_2"], certDir, "Q\n");
         assert.notEqual(v12.code, 0, v12.out);
         assert.doesNotMatch(v12.out, /Cipher is [A-Z0-9_-]{6,}/, v12.out);
       } finally {

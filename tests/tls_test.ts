@@ -10,8 +10,10 @@ import {
   approveBridge,
   haveProgram,
   ideClient,
+  makeTestCertificates,
   makeTestDirs,
   runCollect,
+  runProgram,
   startBridgeProcess,
   startRelayProcess,
   type TestDirs,
@@ -20,80 +22,8 @@ import {
 
 const HAVE_OPENSSL = haveProgram("openssl", "TLS tests");
 
-async function openssl(args: string[], cwd: string, stdin = ""): Promise<{ code: number; out: string }> {
-  const child = new Deno.Command("openssl", { args, cwd, stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(stdin)).catch(() => {});
-  await writer.close().catch(() => {});
-  const result = await child.output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: result.code, out: decode(result.stdout) + decode(result.stderr) };
-}
-
-/** Makes ca.pem, server.pem and server.key (SAN 127.0.0.1 and localhost) in `dir`. */
-async function makeCertificates(dir: string): Promise<void> {
-  const steps: string[][] = [
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=coder1 test CA",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    ],
-    [
-      "req",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-keyout",
-      "server.key",
-      "-out",
-      "server.csr",
-    ],
-    [
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "2",
-      "-out",
-      "server.pem",
-      "-extfile",
-      "ext.cnf",
-    ],
-  ]; // deno-fmt-ignore
-  await Deno.writeTextFile(
-    `${dir}/ext.cnf`,
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-  );
-  for (const args of steps) {
-    const { code, out } = await openssl(args, dir);
-    assert.equal(code, 0, `openssl ${args.join(" ")} failed:\n${out}`);
-  }
+function openssl(args: string[], cwd: string, stdin = ""): Promise<{ code: number; out: string }> {
+  return runProgram("openssl", args, cwd, stdin);
 }
 
 async function withTlsRelay(
@@ -102,7 +32,7 @@ async function withTlsRelay(
   const dirs = await makeTestDirs();
   const certDir = `${dirs.root}/certs`;
   await Deno.mkdir(certDir);
-  await makeCertificates(certDir);
+  await makeTestCertificates(certDir);
   const relay = await startRelayProcess(dirs, [
     "--tls-cert",
     `${certDir}/server.pem`,
