@@ -29,7 +29,7 @@ import {
   ROOT,
   startBridgeProcess,
   startRelayProcess,
-} from "../tests/helpers.ts";
+} from "../tools/harness.ts";
 import { DirectClient } from "./direct_client.ts";
 import { OpenSsh } from "./openssh.ts";
 import { cpuMs, cpuMsOf } from "./proc_stats.ts";

@@ -17,7 +17,7 @@ import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import { IdeClient } from "../shared/ide_client.ts";
 import { FrameType, REDEEM_GLOBAL_PER_WINDOW } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
-import { makeTestDirs, startRelayProcess, wsFactory } from "../tests/helpers.ts";
+import { makeTestDirs, startRelayProcess, wsFactory } from "../tools/harness.ts";
 import { DirectClient } from "./direct_client.ts";
 import { fmtMs, startDirectServer } from "./measure_link.ts";
 import type { Row } from "./report.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 import { HEARTBEAT_INTERVAL_MS } from "../shared/protocol.ts";
-import { makeTestDirs, startRelayProcess } from "../tests/helpers.ts";
+import { makeTestDirs, startRelayProcess } from "../tools/harness.ts";
 import { IdleBridgeFleet, mintBridgeTokens } from "./idle_bridges.ts";
 import { cpuMs, rssAnonBytes, rssBytes } from "./proc_stats.ts";
 import type { Row } from "./report.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 import { compileArgs } from "../tools/compile.ts";
-import { coder1Argv, makeTestDirs, ROOT, startRelayProcess } from "../tests/helpers.ts";
+import { coder1Argv, makeTestDirs, ROOT, startRelayProcess } from "../tools/harness.ts";
 import { fmtMs } from "./measure_link.ts";
 import type { Row } from "./report.ts";
 import { ratio, summarize, type Summary } from "./stats.ts";

@@ -27,7 +27,7 @@
  */
 import { permissionFlags } from "../cli/permissions.ts";
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS } from "../shared/protocol.ts";
-import { makeTestDirs, OutputWatcher, ROOT, startRelayProcess } from "../tests/helpers.ts";
+import { makeTestDirs, OutputWatcher, ROOT, startRelayProcess } from "../tools/harness.ts";
 import { type FleetReport, IdleBridgeFleet, mintBridgeTokens } from "./idle_bridges.ts";
 import { cpuMs, rssBytes } from "./proc_stats.ts";
 import { formatFiles, SOAK_MARKS, spliceMarkdown } from "./report.ts";

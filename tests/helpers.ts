@@ -1,19 +1,39 @@
 /**
- * Test helpers that cross processes: start the real relay and bridge as
- * `deno run` processes with their role's permission flags (the same list
- * `deno task relay` and the binary use), read their output, and build IDE
- * clients that connect with npm:ws.
+ * Test-only helpers: skipping tests whose system program is missing (failing
+ * instead under CODER1_REQUIRE_ALL=1), pairing a fresh IDE with a bridge
+ * process, running commands through an IDE, bare protocol sockets, and
+ * throwaway certificates.
+ *
+ * The process harness (starting the relay and bridge with their role's
+ * permission flags, watching output, IDE clients and approval) lives in
+ * tools/harness.ts, which bench/ uses too; it is re-exported here so tests
+ * import one module.
  *
  * @module
  */
 import WebSocket from "ws";
-import { permissionFlags, roleFor } from "../cli/permissions.ts";
 import { concatBytes } from "../shared/frame_codec.ts";
-import { type ApprovalRequest, IdeClient, type IdeClientOptions, type WebSocketLike } from "../shared/ide_client.ts";
+import type { IdeClient } from "../shared/ide_client.ts";
+import { approveBridge, type Coder1Process, ideClient, startBridgeProcess, type TestDirs } from "../tools/harness.ts";
 
-/** The repository root. */
-export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const MAIN = `${ROOT}/main.ts`;
+export {
+  approveBridge,
+  coder1Argv,
+  type Coder1Process,
+  freePort,
+  ideClient,
+  makeTestDirs,
+  nextApproval,
+  OutputWatcher,
+  type RelayProcess,
+  ROOT,
+  spawnCoder1,
+  type SpawnOptions,
+  startBridgeProcess,
+  startRelayProcess,
+  type TestDirs,
+  wsFactory,
+} from "../tools/harness.ts";
 
 /** Whether every system component is required (CI): a skip then fails. */
 export const REQUIRE_ALL = Deno.env.get("CODER1_REQUIRE_ALL") === "1";
@@ -39,226 +59,6 @@ export function haveProgram(program: string, why: string): boolean {
   return found || REQUIRE_ALL;
 }
 
-/** Collects a process stream as text and waits for patterns in it. */
-export class OutputWatcher {
-  text = "";
-  #waiters: { pattern: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
-  /** Resolves when the stream ends. */
-  readonly done: Promise<void>;
-
-  /** @param stream The stream to read. */
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = (async () => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        this.text += chunk;
-        this.#check();
-      }
-    })().catch(() => {});
-  }
-
-  /** Resolves with the first match of `pattern` (searching all text so far). */
-  waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    const m = this.text.match(pattern);
-    if (m) return Promise.resolve(m);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters = this.#waiters.filter((w) => w.resolve !== done);
-        reject(new Error(`Timed out waiting for ${pattern} in:\n${this.text}`));
-      }, timeoutMs);
-      const done = (m: RegExpMatchArray) => {
-        clearTimeout(timer);
-        resolve(m);
-      };
-      this.#waiters.push({ pattern, resolve: done });
-    });
-  }
-
-  #check(): void {
-    this.#waiters = this.#waiters.filter((w) => {
-      const m = this.text.match(w.pattern);
-      if (m) w.resolve(m);
-      return !m;
-    });
-  }
-}
-
-/** A coder1 process started by a test. */
-export interface Coder1Process {
-  /** The child process. */
-  child: Deno.ChildProcess;
-  /** Its stdout. */
-  stdout: OutputWatcher;
-  /** Its stderr. */
-  stderr: OutputWatcher;
-  /** Writes text to stdin (when it was kept open). */
-  write(text: string): Promise<void>;
-  /** Sends a signal (default SIGTERM) and waits for exit. */
-  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
-  /** Resolves on exit. */
-  status: Promise<Deno.CommandStatus>;
-}
-
-/** Options for {@linkcode spawnCoder1}. */
-export interface SpawnOptions {
-  /** Environment overrides (HOME and XDG dirs should point at temp dirs). */
-  env: Record<string, string>;
-  /** Text written to stdin, then stdin is closed (default: closed at once) unless `keepStdin`. */
-  stdin?: string;
-  /** Keep stdin open after `stdin` for {@linkcode Coder1Process.write} (the bridge's SAS confirmation). */
-  keepStdin?: boolean;
-  /** Working directory. */
-  cwd?: string;
-  /** Extra deno flags, e.g. permission overrides in tests that probe them. */
-  flags?: string[];
-}
-
-/**
- * Starts `coder1 <args>` with the role's permission flags, scoped as
- * tools/launch.ts scopes them.
- */
-export function spawnCoder1(args: string[], options: SpawnOptions): Coder1Process {
-  const cwd = options.cwd ?? ROOT;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: coder1Argv(args, options).slice(1),
-    cwd,
-    env: options.env,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  let writing = (async () => {
-    if (options.stdin !== undefined) await writer.write(new TextEncoder().encode(options.stdin));
-    if (!options.keepStdin) await writer.close();
-  })().catch(() => {});
-  const stdout = new OutputWatcher(child.stdout);
-  const stderr = new OutputWatcher(child.stderr);
-  const status = child.status.then(async (s) => {
-    await Promise.all([stdout.done, stderr.done]);
-    return s;
-  });
-  return {
-    child,
-    stdout,
-    stderr,
-    status,
-    write(text: string) {
-      writing = writing.then(() => writer.write(new TextEncoder().encode(text))).catch(() => {});
-      return writing;
-    },
-    async stop(signal: Deno.Signal = "SIGTERM") {
-      try {
-        child.kill(signal);
-      } catch {
-        // Already exited.
-      }
-      return await status;
-    },
-  };
-}
-
-/** The full argv (deno first) that runs `coder1 <args>` with its role's scoped flags. */
-export function coder1Argv(args: string[], options: Pick<SpawnOptions, "env" | "cwd" | "flags">): string[] {
-  const cwd = options.cwd ?? ROOT;
-  const env = { ...Deno.env.toObject(), ...options.env };
-  const { role, scope } = roleFor(args, { env: (n) => env[n], cwd });
-  return [Deno.execPath(), "run", ...permissionFlags(role, scope), ...(options.flags ?? []), MAIN, ...args];
-}
-
-/** A temp directory tree for one test: HOME, data and config homes. */
-export interface TestDirs {
-  /** Root of the tree. */
-  root: string;
-  /** Environment pointing coder1 at the tree. */
-  env: Record<string, string>;
-  /** Removes the tree. */
-  cleanup(): Promise<void>;
-}
-
-/** Deno's cache directory, so processes with a temp HOME still find cached npm packages. */
-const DENO_DIR = Deno.env.get("DENO_DIR") ??
-  JSON.parse(
-    new TextDecoder().decode(new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).outputSync().stdout),
-  )
-    .denoDir as string;
-
-/** Makes a temp HOME with XDG data and config homes inside. */
-export async function makeTestDirs(): Promise<TestDirs> {
-  const root = await Deno.makeTempDir({ prefix: "coder1-test-" });
-  const env = {
-    HOME: `${root}/home`,
-    XDG_DATA_HOME: `${root}/data`,
-    XDG_CONFIG_HOME: `${root}/config`,
-    SHELL: "/bin/sh",
-    DENO_DIR,
-    NO_COLOR: "1",
-  };
-  for (const d of Object.values(env)) if (d.startsWith(root)) await Deno.mkdir(d, { recursive: true });
-  return { root, env, cleanup: () => Deno.remove(root, { recursive: true }).catch(() => {}) };
-}
-
-/** A free loopback TCP port (bound and released, for restarts on the same port). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** A relay process and its URL. */
-export interface RelayProcess extends Coder1Process {
-  /** e.g. http://127.0.0.1:PORT */
-  url: string;
-  /** The port. */
-  port: number;
-}
-
-/** Starts `coder1 relay serve` and waits until it listens. */
-export async function startRelayProcess(
-  dirs: TestDirs,
-  extraArgs: string[] = [],
-  port = 0,
-): Promise<RelayProcess> {
-  const proc = spawnCoder1(["relay", "serve", "--port", String(port), "--log-level", "warn", ...extraArgs], {
-    env: dirs.env,
-  });
-  const m = await Promise.race([
-    proc.stdout.waitFor(/listening on (\S+)/),
-    proc.status.then((s) => {
-      throw new Error(`relay exited (${s.code}) before listening:\n${proc.stderr.text}`);
-    }),
-  ]);
-  return { ...proc, url: m[1], port: Number(new URL(m[1]).port) };
-}
-
-/** Starts `coder1 bridge start` with the code typed on stdin (or the given flags). */
-export function startBridgeProcess(
-  dirs: TestDirs,
-  relayUrl: string,
-  options: { code?: string; args?: string[]; cwd?: string; env?: Record<string, string> } = {},
-): Coder1Process {
-  return spawnCoder1(
-    ["bridge", "start", "--relay", relayUrl, "--allow-root", "--no-banner", ...(options.args ?? [])],
-    {
-      env: { ...dirs.env, ...options.env },
-      stdin: options.code !== undefined ? `${options.code}\n` : undefined,
-      keepStdin: options.code !== undefined,
-      cwd: options.cwd,
-    },
-  );
-}
-
-/** A WebSocket factory for Deno tests: npm:ws, which can send Cookie and Origin. */
-export function wsFactory(extra: WebSocket.ClientOptions = {}): IdeClientOptions["webSocket"] {
-  return (url, headers) =>
-    new WebSocket(url, { headers, perMessageDeflate: false, ...extra }) as unknown as WebSocketLike;
-}
-
-/** An IDE client for `relayUrl` using npm:ws. */
-export function ideClient(relayUrl: string, options: Partial<IdeClientOptions> = {}): IdeClient {
-  return new IdeClient({ relayUrl, webSocket: wsFactory(), ...options });
-}
-
 /** Decodes collected byte chunks. */
 export function text(chunks: Uint8Array[]): string {
   return new TextDecoder().decode(concatBytes(chunks));
@@ -274,47 +74,6 @@ export async function runCollect(
   const cmd = ide.run(command, { ...options, onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) });
   const result = await cmd.exited;
   return { stdout: text(out), stderr: text(err), code: result.code, signal: result.signal, timedOut: result.timedOut };
-}
-
-/** Resolves with the IDE's next approval request (or the pending one). */
-export function nextApproval(ide: IdeClient, timeoutMs = 20_000): Promise<ApprovalRequest> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no approval request within ${timeoutMs} ms (state ${ide.state})`));
-    }, timeoutMs);
-    const off = ide.onApprovalRequest((request) => {
-      clearTimeout(timer);
-      queueMicrotask(() => off());
-      resolve(request);
-    });
-  });
-}
-
-/**
- * Does what a careful user does on a first pairing: waits for the IDE's
- * approval request, checks that its SAS equals the one the bridge printed,
- * confirms at the bridge (types the digits) and approves in the IDE, and waits until
- * commands may run.
- *
- * @returns The SAS.
- */
-export async function approveBridge(
-  ide: IdeClient,
-  bridge: Pick<Coder1Process, "stdout" | "stderr" | "status" | "write">,
-  timeoutMs = 20_000,
-): Promise<string> {
-  const exited = bridge.status.then((s) => {
-    throw new Error(`bridge exited (${s.code}):\n${bridge.stdout.text}\n${bridge.stderr.text}`);
-  });
-  const request = await Promise.race([nextApproval(ide, timeoutMs), exited]);
-  const printed = (await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/, timeoutMs))[1];
-  if (printed !== request.sas) throw new Error(`SAS differ: IDE ${request.sas}, bridge ${printed}`);
-  await bridge.write(`${printed}\n`);
-  await request.approve();
-  await Promise.race([ide.waitForBridge(timeoutMs), exited]);
-  await bridge.stdout.waitFor(/Approved in the IDE/, timeoutMs);
-  return request.sas;
 }
 
 /** Pairs a fresh IDE session with a bridge process; returns both, connected and approved. */
