@@ -6,7 +6,8 @@
  * careful user does.
  *
  * bench/ and tests/ both import this module, so bench/ need not import
- * tests/. Skip logic and test-only sockets stay in tests/helpers.ts.
+ * tests/ (tests/layering_test.ts checks that it does not). Skip logic and
+ * test-only sockets stay in tests/helpers.ts.
  *
  * @example
  * ```ts ignore
