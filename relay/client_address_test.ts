@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { clientAddress, limitKey } from "./http_api.ts";
+import { clientAddress, limitKey } from "./client_address.ts";
 
 Deno.test("limitKey: IPv4 as is, IPv4-mapped unwrapped, IPv6 by its /64", () => {
   assert.equal(limitKey("203.0.113.9"), "203.0.113.9");
