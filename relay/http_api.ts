@@ -18,6 +18,15 @@ import type { RelayStore } from "./store.ts";
 import type { TokenService } from "./token_service.ts";
 import { WEB_ASSETS } from "./web_assets.ts";
 
+/** The sliding window for {@linkcode SESSIONS_PER_ADDRESS_PER_WINDOW} (`POST /api/sessions`). */
+const SESSION_WINDOW_MS = 60_000;
+/** How long a browser may reuse a CORS preflight answer (`Access-Control-Max-Age`). */
+const CORS_MAX_AGE_SECONDS = 600;
+/** How long a browser keeps to HTTPS once told so (`Strict-Transport-Security`, one year). */
+const HSTS_MAX_AGE_SECONDS = 31_536_000;
+/** Random bytes in a browser session id (128 bits). */
+const SESSION_ID_BYTES = 16;
+
 /** What the handler needs. */
 export interface HttpApiDeps {
   hub: Hub;
@@ -41,8 +50,6 @@ export interface HttpApiDeps {
   /** The cap on open WebSocket connections per client address (absent: no cap). */
   connections?: ConnectionLimits;
 }
-
-const SESSION_WINDOW_MS = 60_000;
 
 /**
  * Deno's own keep-alive (a ping, then close 1001 "No response from ping
@@ -256,7 +263,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
             ...headers,
             "access-control-allow-methods": "GET, POST",
             "access-control-allow-headers": "content-type, authorization",
-            "access-control-max-age": "600",
+            "access-control-max-age": String(CORS_MAX_AGE_SECONDS),
           },
         });
       }
@@ -306,7 +313,7 @@ export function webSecurityHeaders(secure: boolean): Record<string, string> {
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), usb=(), payment=()",
-    ...(secure ? { "strict-transport-security": "max-age=31536000" } : {}),
+    ...(secure ? { "strict-transport-security": `max-age=${HSTS_MAX_AGE_SECONDS}` } : {}),
   };
 }
 
@@ -359,6 +366,6 @@ function _cookie(request: Request, name: string): string | undefined {
 }
 
 function _randomId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const bytes = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
