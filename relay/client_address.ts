@@ -8,6 +8,11 @@
  * @module
  */
 
+/** Longest `X-Forwarded-For` entry taken as an address: an IPv6 address with an IPv4 tail, written out in full. */
+const MAX_ADDRESS_LENGTH = 45;
+/** The characters and length a forwarded address may have; {@linkcode limitKey} does the parsing. */
+const ADDRESS_SHAPE = new RegExp(`^[0-9A-Fa-f:.]{2,${MAX_ADDRESS_LENGTH}}$`);
+
 /**
  * The client address to rate-limit by: the TCP peer, or with `trustProxy` the
  * rightmost `X-Forwarded-For` entry, which is the one the proxy in front
@@ -31,7 +36,7 @@ export function clientAddress(request: Request, info: Deno.ServeHandlerInfo, tru
   const peer = (info.remoteAddr as Deno.NetAddr).hostname;
   if (!trustProxy) return limitKey(peer);
   const last = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim() ?? "";
-  return limitKey(/^[0-9A-Fa-f:.]{2,45}$/.test(last) ? last : peer);
+  return limitKey(ADDRESS_SHAPE.test(last) ? last : peer);
 }
 
 /**

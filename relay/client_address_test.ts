@@ -131,6 +131,9 @@ Deno.test("clientAddress: with trustProxy a missing or malformed rightmost entry
     ]
   ) assert.equal(clientAddress(forwardedFor(bad), peer, true), "203.0.113.9", bad);
   assert.equal(clientAddress(forwardedFor("unknown"), info("2001:db8:5:5::1"), true), "2001:db8:5:5::/64");
+  // The longest address form (45 characters) is still taken.
+  const longest = "0000:0000:0000:0000:0000:ffff:255.255.255.255";
+  assert.equal(clientAddress(forwardedFor(longest), peer, true), longest);
   // The Forwarded header (RFC 7239) is not read, even with trustProxy.
   const forwarded = new Request("http://relay/", { headers: { forwarded: "for=198.51.100.9" } });
   assert.equal(clientAddress(forwarded, peer, true), "203.0.113.9");
