@@ -18,6 +18,15 @@ import type { RelayStore } from "./store.ts";
 import type { TokenService } from "./token_service.ts";
 import { WEB_ASSETS } from "./web_assets.ts";
 
+/** The sliding window for {@linkcode SESSIONS_PER_ADDRESS_PER_WINDOW} (`POST /api/sessions`). */
+const SESSION_WINDOW_MS = 60_000;
+/** How long a browser may reuse a CORS preflight answer (`Access-Control-Max-Age`). */
+const CORS_MAX_AGE_SECONDS = 600;
+/** How long a browser keeps to HTTPS once told so (`Strict-Transport-Security`, one year). */
+const HSTS_MAX_AGE_SECONDS = 31_536_000;
+/** Random bytes in a browser session id (128 bits). */
+const SESSION_ID_BYTES = 16;
+
 /** What the handler needs. */
 export interface HttpApiDeps {
   hub: Hub;
@@ -41,64 +50,6 @@ export interface HttpApiDeps {
   /** The cap on open WebSocket connections per client address (absent: no cap). */
   connections?: ConnectionLimits;
 }
-
-/**
- * The client address to rate-limit by: the TCP peer, or with `trustProxy` the
- * rightmost `X-Forwarded-For` entry, which is the one the proxy in front
- * appended (entries to its left come from the client and may be forged).
- * A missing or malformed header falls back to the TCP peer.
- *
- * @param request The request.
- * @param info Its connection info.
- * @param trustProxy Whether a trusted reverse proxy is the only client.
- * @returns An address string.
- *
- * @example
- * ```ts
- * import { clientAddress } from "./http_api.ts";
- * const request = new Request("http://relay/", { headers: { "x-forwarded-for": "10.0.0.1, 192.0.2.7" } });
- * const info = { remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 } } as Deno.ServeHandlerInfo;
- * console.log(clientAddress(request, info, true), clientAddress(request, info, false)); // 192.0.2.7 127.0.0.1
- * ```
- */
-export function clientAddress(request: Request, info: Deno.ServeHandlerInfo, trustProxy: boolean): string {
-  const peer = (info.remoteAddr as Deno.NetAddr).hostname;
-  if (!trustProxy) return limitKey(peer);
-  const last = request.headers.get("x-forwarded-for")?.split(",").at(-1)?.trim() ?? "";
-  return limitKey(/^[0-9A-Fa-f:.]{2,45}$/.test(last) ? last : peer);
-}
-
-/**
- * The unit a per-address limit counts: an IPv4 address as it is (also when
- * written IPv4-mapped, `::ffff:192.0.2.7`), an IPv6 address by its /64
- * prefix, since one host is usually given a whole /64 and could otherwise
- * spend a fresh budget from each of its 2^64 addresses.
- *
- * @param address An IPv4 or IPv6 address (anything else is returned as is).
- * @returns e.g. `192.0.2.7` or `2001:db8:1:2::/64`.
- *
- * @example
- * ```ts
- * import { limitKey } from "./http_api.ts";
- * console.log(limitKey("2001:db8:1:2:aaaa::1"), limitKey("::ffff:192.0.2.7")); // 2001:db8:1:2::/64 192.0.2.7
- * ```
- */
-export function limitKey(address: string): string {
-  if (!address.includes(":")) return address;
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  if (mapped) return mapped[1];
-  const [head, tail] = address.toLowerCase().split("::", 2) as [string, string | undefined];
-  const left = head === "" ? [] : head.split(":");
-  const right = tail === undefined || tail === "" ? [] : tail.split(":");
-  if (right.some((part) => part.includes("."))) return address; // an embedded IPv4 tail: rare, left alone
-  const groups = tail === undefined
-    ? left
-    : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
-  if (groups.length !== 8 || !groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return address;
-  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
-}
-
-const SESSION_WINDOW_MS = 60_000;
 
 /**
  * Deno's own keep-alive (a ping, then close 1001 "No response from ping
@@ -312,7 +263,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
             ...headers,
             "access-control-allow-methods": "GET, POST",
             "access-control-allow-headers": "content-type, authorization",
-            "access-control-max-age": "600",
+            "access-control-max-age": String(CORS_MAX_AGE_SECONDS),
           },
         });
       }
@@ -362,7 +313,7 @@ export function webSecurityHeaders(secure: boolean): Record<string, string> {
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), usb=(), payment=()",
-    ...(secure ? { "strict-transport-security": "max-age=31536000" } : {}),
+    ...(secure ? { "strict-transport-security": `max-age=${HSTS_MAX_AGE_SECONDS}` } : {}),
   };
 }
 
@@ -415,6 +366,6 @@ function _cookie(request: Request, name: string): string | undefined {
 }
 
 function _randomId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const bytes = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }

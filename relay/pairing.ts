@@ -24,6 +24,11 @@ import {
 import type { RelayMetrics } from "./metrics.ts";
 import type { RelayStore } from "./store.ts";
 
+/** Codes drawn for one issue before it gives up with 503 `no-free-code` (each draw may hit a live code). */
+const MAX_CODE_DRAWS = 100;
+/** A well-formed pairing code: exactly {@linkcode CODE_DIGITS} digits. */
+const CODE_PATTERN = new RegExp(`^\\d{${CODE_DIGITS}}$`);
+
 /** Fills a byte array with random bytes (crypto.getRandomValues by default). */
 export type RandomSource = (bytes: Uint8Array) => void;
 
@@ -99,7 +104,10 @@ export class Pairing {
     );
     if (!bySession.allowed) {
       this.#metrics?.rateLimited("code_issue");
-      throw _rateLimited("Cannot issue pairing code: 5 codes a minute per session", bySession.retryAfterMs);
+      throw _rateLimited(
+        `Cannot issue pairing code: ${CODES_PER_SESSION_PER_WINDOW} codes a minute per session`,
+        bySession.retryAfterMs,
+      );
     }
     const byAddress = await this.#store.hit(
       `code:a:${address}`,
@@ -121,7 +129,7 @@ export class Pairing {
       if (previousExpiry !== undefined && previousExpiry <= now) this.#metrics?.pairing("expired");
     }
     const expiresAt = now + CODE_TTL_MS;
-    for (let attempt = 0; attempt < 100; attempt++) {
+    for (let attempt = 0; attempt < MAX_CODE_DRAWS; attempt++) {
       const code = drawCode(this.#random);
       if (await this.#store.putCode(code, { sessionId, expiresAt, address }, now)) {
         await this.#store.setSessionCode(sessionId, code, expiresAt);
@@ -164,7 +172,7 @@ export class Pairing {
       this.#metrics?.rateLimited("code_redeem");
       throw _rateLimited("Cannot redeem pairing code: too many attempts from this address", byAddress.retryAfterMs);
     }
-    const wellFormed = /^\d{6}$/.test(code);
+    const wellFormed = CODE_PATTERN.test(code);
     let entry = wellFormed ? await this.#store.takeCodeFrom(code, address) : undefined;
     if (!entry) {
       const global = await this.#store.hit("redeem:g", REDEEM_GLOBAL_PER_WINDOW, REDEEM_RATE_WINDOW_MS, now);

@@ -5,8 +5,9 @@
  * @module
  */
 import { type Clock, systemClock } from "../shared/clock.ts";
+import { clientAddress } from "./client_address.ts";
 import { ConnectionLimits } from "./conn_limits.ts";
-import { clientAddress, createHttpHandler } from "./http_api.ts";
+import { createHttpHandler } from "./http_api.ts";
 import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { RelayMetrics } from "./metrics.ts";

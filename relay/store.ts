@@ -7,6 +7,9 @@
  * @module
  */
 
+/** The sweep drops a rate window idle for this long: longer than any window the relay passes to `hit`. */
+const RATE_WINDOW_RETENTION_MS = 10 * 60_000;
+
 /** A live pairing code. */
 export interface CodeEntry {
   /** The browser session the code is bound to. */
@@ -148,9 +151,9 @@ export class MemoryStore implements RelayStore {
     for (const [code, entry] of this.#codes) if (entry.expiresAt <= now) this.#codes.delete(code);
     for (const [sid, entry] of this.#sessionCodes) if (entry.expiresAt <= now) this.#sessionCodes.delete(sid);
     for (const [key, events] of this.#windows) {
-      // Windows here are at most a few minutes, so a 10-minute-old event is stale for all of
-      // them: a flood from many addresses leaves nothing behind for long.
-      if (events.length === 0 || events[events.length - 1] < now - 10 * 60_000) this.#windows.delete(key);
+      // Windows here are at most a few minutes, so an event older than the retention is stale
+      // for all of them: a flood from many addresses leaves nothing behind for long.
+      if (events.length === 0 || events[events.length - 1] < now - RATE_WINDOW_RETENTION_MS) this.#windows.delete(key);
     }
     let changed = false;
     for (const [jti, exp] of this.#revoked) {

@@ -12,6 +12,11 @@ import { Coder1Error } from "../shared/errors.ts";
 import { BRIDGE_TOKEN_TTL_MS, BROWSER_SESSION_TTL_MS, CloseCode } from "../shared/protocol.ts";
 import type { RelayStore } from "./store.ts";
 
+/** Longest token or session cookie value verified; longer ones are refused unparsed (401). */
+const MAX_TOKEN_LENGTH = 4096;
+/** Clock skew allowed when checking a token's `exp`, in seconds. */
+const CLOCK_TOLERANCE_SECONDS = 5;
+
 /** Issuer claim of every token this relay signs. */
 export const TOKEN_ISSUER = "coder1-relay";
 /** Audience of bridge session JWTs. */
@@ -168,7 +173,7 @@ export class TokenService {
   }
 
   async #verify(token: string, audience: string): Promise<jose.JWTPayload> {
-    if (token.length > 4096) throw _authError("token too long");
+    if (token.length > MAX_TOKEN_LENGTH) throw _authError("token too long");
     try {
       const { payload } = await jose.jwtVerify(token, this.#key.publicKey, {
         algorithms: ["EdDSA"],
@@ -176,7 +181,7 @@ export class TokenService {
         audience,
         requiredClaims: ["exp", "iat"],
         currentDate: new Date(this.#clock.now()),
-        clockTolerance: 5,
+        clockTolerance: CLOCK_TOLERANCE_SECONDS,
       });
       return payload;
     } catch (error) {
