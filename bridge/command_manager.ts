@@ -6,27 +6,31 @@
  *
  * @module
  */
-import { type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import { decodeCmdSignal, decodeCmdStart } from "../shared/frame_bodies.ts";
+import type { FrameInit } from "../shared/frame_codec.ts";
 import {
   type CmdErrorBody,
   type CmdExitBody,
+  type CmdSignalBody,
   type Frame,
   FrameType,
-  MAX_COMMAND_TIMEOUT_MS,
   OUTPUT_CHUNK_BYTES,
-  SIGNALS,
 } from "../shared/protocol.ts";
 import type { CommandRunner, RunningProcess } from "./shell_runner.ts";
 
-/** Longest command line accepted. */
-export const MAX_COMMAND_LENGTH = 64 * 1024;
 /** After the shell exits, output still in flight is read for this long. */
 const DRAIN_GRACE_MS = 250;
 /** Time between SIGTERM and SIGKILL when stopping a command. */
 export const KILL_GRACE_MS = 2_000;
 
+/** A frame for the IDE of stream `handle`. */
+export interface CommandFrame extends FrameInit {
+  /** The stream (bridge/stream_table.ts) whose IDE gets it. */
+  handle: number;
+}
+
 /** Sends one frame towards the IDE; resolves when the socket can take more. */
-export type FrameSender = (frame: FrameInit) => Promise<void>;
+export type FrameSender = (frame: CommandFrame) => Promise<void>;
 
 /** Options for {@linkcode CommandManager}. */
 export interface CommandManagerOptions {
@@ -48,7 +52,7 @@ export interface CommandManagerOptions {
 
 interface Running {
   key: string;
-  channel: number;
+  handle: number;
   id: string;
   proc: RunningProcess;
   stdin: WritableStreamDefaultWriter<Uint8Array>;
@@ -77,16 +81,18 @@ export class CommandManager {
     return this.#running.size;
   }
 
-  /** Handles one end-to-end frame from the IDE on channel `frame.c`. */
-  handle(frame: Frame): void {
-    const channel = frame.c ?? 0;
+  /**
+   * Handles one authenticated command frame (plaintext body) from the IDE of
+   * stream `handle`: one switch; types it does not run are ignored.
+   */
+  handle(handle: number, frame: Frame): void {
     const id = frame.id;
     if (id === undefined) return; // Nothing to answer to.
-    const key = `${channel}:${id}`;
+    const key = `${handle}:${id}`;
     const running = this.#running.get(key);
     switch (frame.t) {
       case FrameType.CmdStart:
-        this.#start(channel, id, key, frame);
+        this.#start(handle, id, key, frame);
         break;
       case FrameType.CmdStdin:
         if (running) {
@@ -99,28 +105,27 @@ export class CommandManager {
         break;
       case FrameType.CmdSignal: {
         if (!running) break;
-        let signal: unknown;
+        let signal: CmdSignalBody["signal"];
         try {
-          signal = jsonBody(frame).signal;
-        } catch {
-          this.#opts.onEvent?.(`command ${id}: ignored a signal frame that is not JSON`);
+          ({ signal } = decodeCmdSignal(frame.body));
+        } catch (error) {
+          // cmd.error means "this id is not running"; a bad signal must not say
+          // that about a command that is, so it is ignored.
+          this.#opts.onEvent?.(`command ${id}: ignored a bad signal frame (${(error as Error).message})`);
           break;
         }
-        // cmd.error means "this id is not running"; a bad signal must not say that
-        // about a command that is, so it is ignored.
-        if (!SIGNALS.includes(signal as typeof SIGNALS[number])) {
-          this.#opts.onEvent?.(`command ${id}: ignored unsupported signal`);
-          break;
-        }
-        running.proc.kill(signal as Deno.Signal);
+        running.proc.kill(signal);
         break;
       }
+      default:
+        // Other stream types (the bridge's own output types) are not commands to it.
+        break;
     }
   }
 
-  /** Hangs up every command of a stream (`c` is the stream's local number) whose IDE is gone for good. */
-  closeChannel(channel: number): void {
-    for (const r of this.#running.values()) if (r.channel === channel) this.#terminate(r, "SIGHUP");
+  /** Hangs up every command of stream `handle`, whose IDE is gone for good. */
+  closeStream(handle: number): void {
+    for (const r of this.#running.values()) if (r.handle === handle) this.#terminate(r, "SIGHUP");
   }
 
   /**
@@ -133,34 +138,17 @@ export class CommandManager {
     await Promise.all(all.map((r) => r.done));
   }
 
-  #start(channel: number, id: string, key: string, frame: Frame): void {
-    if (this.#running.has(key)) return this.#error(channel, id, "duplicate-id", `command ${id} is already running`);
-    let command: unknown, cwd: unknown, timeoutMs: unknown;
+  #start(handle: number, id: string, key: string, frame: Frame): void {
+    if (this.#running.has(key)) return this.#error(handle, id, "duplicate-id", `command ${id} is already running`);
+    let command: string, cwd: string | undefined, timeoutMs: number | undefined;
     try {
-      ({ command, cwd, timeoutMs } = jsonBody(frame));
-    } catch {
-      return this.#error(channel, id, "bad-request", "cmd.start body is not a JSON object");
-    }
-    if (typeof command !== "string" || command.length === 0 || command.length > MAX_COMMAND_LENGTH) {
-      return this.#error(channel, id, "bad-request", "command must be a non-empty string of at most 64 KiB");
-    }
-    if (cwd !== undefined && typeof cwd !== "string") {
-      return this.#error(channel, id, "bad-request", "cwd must be a string");
-    }
-    if (
-      timeoutMs !== undefined &&
-      !(Number.isSafeInteger(timeoutMs) && (timeoutMs as number) > 0 && (timeoutMs as number) <= MAX_COMMAND_TIMEOUT_MS)
-    ) {
-      return this.#error(
-        channel,
-        id,
-        "bad-request",
-        `timeoutMs must be a whole number from 1 to ${MAX_COMMAND_TIMEOUT_MS}`,
-      );
+      ({ command, cwd, timeoutMs } = decodeCmdStart(frame.body, (message) => new Error(message)));
+    } catch (error) {
+      return this.#error(handle, id, "bad-request", (error as Error).message);
     }
     if (this.#running.size >= this.#opts.maxCommands) {
       return this.#error(
-        channel,
+        handle,
         id,
         "busy",
         `${this.#running.size} commands are running already (the cap is ${this.#opts.maxCommands})`,
@@ -168,20 +156,20 @@ export class CommandManager {
     }
     let dir: string;
     try {
-      dir = this.#resolveCwd(cwd as string | undefined);
+      dir = this.#resolveCwd(cwd);
     } catch (error) {
-      return this.#error(channel, id, "bad-cwd", (error as Error).message);
+      return this.#error(handle, id, "bad-cwd", (error as Error).message);
     }
     let proc: RunningProcess;
     const started = this.#now();
     try {
       proc = this.#opts.runner.spawn(command, { cwd: dir });
     } catch (error) {
-      return this.#error(channel, id, "spawn-failed", `cannot start the shell: ${(error as Error).message}`);
+      return this.#error(handle, id, "spawn-failed", `cannot start the shell: ${(error as Error).message}`);
     }
     const r: Running = {
       key,
-      channel,
+      handle,
       id,
       proc,
       stdin: proc.stdin.getWriter(),
@@ -190,9 +178,7 @@ export class CommandManager {
     };
     this.#running.set(key, r);
     this.#opts.onEvent?.(`command ${id} started (pid ${proc.pid})`);
-    const limit = [timeoutMs as number | undefined, this.#opts.defaultTimeoutMs].filter((v): v is number =>
-      v !== undefined
-    );
+    const limit = [timeoutMs, this.#opts.defaultTimeoutMs].filter((v): v is number => v !== undefined);
     if (limit.length) {
       r.timer = setTimeout(() => {
         r.timedOut = true;
@@ -229,10 +215,14 @@ export class CommandManager {
       ...(r.timedOut ? { timedOut: true } : {}),
     };
     this.#opts.onEvent?.(`command ${r.id} exited (${exit.signal ?? exit.code})`);
-    await this.#opts.send({ t: FrameType.CmdExit, c: r.channel, id: r.id, body: { ...body } });
+    await this.#opts.send({ t: FrameType.CmdExit, handle: r.handle, id: r.id, body });
   }
 
-  #pump(r: Running, stream: ReadableStream<Uint8Array>, type: string): { done: Promise<void>; cancel(): void } {
+  #pump(
+    r: Running,
+    stream: ReadableStream<Uint8Array>,
+    type: typeof FrameType.CmdStdout | typeof FrameType.CmdStderr,
+  ): { done: Promise<void>; cancel(): void } {
     const reader = stream.getReader();
     const done = (async () => {
       try {
@@ -243,7 +233,7 @@ export class CommandManager {
             // Waiting here pushes back on the child when the relay is slow.
             await this.#opts.send({
               t: type,
-              c: r.channel,
+              handle: r.handle,
               id: r.id,
               body: value.subarray(at, at + OUTPUT_CHUNK_BYTES),
             });
@@ -279,8 +269,8 @@ export class CommandManager {
     return real;
   }
 
-  #error(channel: number, id: string, reason: string, message: string): void {
+  #error(handle: number, id: string, reason: string, message: string): void {
     const body: CmdErrorBody = { reason, message };
-    this.#opts.send({ t: FrameType.CmdError, c: channel, id, body: { ...body } }).catch(() => {});
+    this.#opts.send({ t: FrameType.CmdError, handle, id, body }).catch(() => {});
   }
 }

@@ -10,22 +10,24 @@
  */
 import WebSocket from "ws";
 import { E2eError } from "../shared/e2e_session.ts";
-import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import { decodeAuthOk, decodeFlow } from "../shared/frame_bodies.ts";
+import { bodyBytes, decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import {
   type AuthBody,
   type AuthOkBody,
   CloseCode,
   type CrashBody,
-  END_TO_END,
   type Frame,
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
   MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
   RECONNECT_BASE_MS,
   RECONNECT_MAX_MS,
+  WS_SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import type { RelayUrl } from "../shared/relay_url.ts";
-import type { CommandManager } from "./command_manager.ts";
+import type { CommandFrame, CommandManager, FrameSender } from "./command_manager.ts";
 import { E2eGate, type E2eGateOptions } from "./e2e_gate.ts";
 import { StreamTable } from "./stream_table.ts";
 import { FlowGate } from "../shared/stream.ts";
@@ -73,7 +75,7 @@ export interface RelayLinkOptions {
   /** First credential: a pairing code, or a stored token. */
   auth: { code: string } | { token: string };
   /** Runs commands; built by the caller with {@linkcode RelayLink.send} as its sender. */
-  commands: (send: (frame: FrameInit) => Promise<void>) => CommandManager;
+  commands: (send: FrameSender) => CommandManager;
   /** Called after each successful auth; `token` is set when a code was redeemed. */
   onAuthenticated: (ok: AuthOkBody, first: boolean) => Promise<void> | void;
   /** Progress and events for the user. */
@@ -101,6 +103,8 @@ export interface RelayLinkOptions {
 
 interface Attempt {
   authed: boolean;
+  /** The relay upgraded without our subprotocol: it is older than this bridge. */
+  olderRelay?: boolean;
   /** The end-to-end failure this side closed the connection for. */
   e2eFailure?: string;
   closeCode?: number;
@@ -119,12 +123,12 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
   // numbers and keeps every frame until the IDE acknowledges it, and makes the
   // command wait (stop reading the child) while a window is unacknowledged.
   const streams = new StreamTable({
-    onForget: (handle) => manager.closeChannel(handle),
+    onForget: (handle) => manager.closeStream(handle),
     lingerMs: options.streamLingerMs,
     debug: options.debug,
   });
-  const send = (frame: FrameInit): Promise<void> =>
-    streams.push(frame.c ?? 0, { t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
+  const send = (frame: CommandFrame): Promise<void> =>
+    streams.push(frame.handle, { t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
   const manager = options.commands(send);
   const stopCommands = async () => {
     // Stop the children first (their exit reports go into the streams), give
@@ -156,6 +160,14 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
       if (options.signal.aborted) break;
       const pairing = "code" in options.auth && !connectedOnce;
       const why = attempt.closeReason || attempt.error || `closed with code ${attempt.closeCode}`;
+      if (attempt.closeCode === CloseCode.UnsupportedVersion || attempt.olderRelay) {
+        return {
+          code: 1,
+          message: attempt.olderRelay
+            ? `The relay at ${options.relay.http} speaks an older protocol than this bridge (${PROTOCOL_VERSION}): update the relay, or use a bridge of the relay's version.`
+            : `The relay refused this bridge's protocol: ${why}.`,
+        };
+      }
       if (pairing && !attempt.authed) {
         if (attempt.closeCode === CloseCode.AuthFailed) {
           return {
@@ -232,7 +244,7 @@ function _connect(
 ): Promise<Attempt> {
   const result: Attempt = { authed: false };
   const done = Promise.withResolvers<Attempt>();
-  const ws = new WebSocket(`${options.relay.ws}/ws/bridge`, {
+  const ws = new WebSocket(`${options.relay.ws}/ws/bridge`, [WS_SUBPROTOCOL], {
     perMessageDeflate: false,
     maxPayload: MAX_FRAME_BYTES,
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
@@ -269,30 +281,31 @@ function _connect(
 
   ws.on("open", () => {
     options.debug("WebSocket open; authenticating");
-    ws.send(encodeFrame({ t: FrameType.Auth, body: { ...auth } }));
+    ws.send(encodeFrame({ t: FrameType.Auth, body: auth }));
   });
   let queue = Promise.resolve();
   ws.on("message", (data: ArrayBuffer) => {
     lastSeen = Date.now();
     queue = queue.then(async () => {
       if (result.e2eFailure) return; // Hanging up: nothing more is trusted.
-      let frame: Frame;
+      let frame: Frame | undefined;
       try {
-        frame = decodeFrame(data);
+        frame = decodeFrame(data, { skipUnknown: true });
       } catch (error) {
         options.debug(`bad frame from relay: ${(error as Error).message}`);
         return;
       }
+      if (!frame) return; // A newer relay's or IDE's type: skipped.
       if (!result.authed) {
         if (frame.t !== FrameType.AuthOk) return;
-        const body = jsonBody(frame) as unknown as AuthOkBody;
+        const body = decodeAuthOk(frame.body);
         result.authed = true;
         gate = new E2eGate({
           ...options.e2e,
           bridgeId: body.bridgeId,
           info: options.identity,
           streams,
-          deliver: (f) => manager.handle(f),
+          deliver: (handle, f) => manager.handle(handle, f),
           send: rawSend,
           debug: options.debug,
         });
@@ -302,30 +315,45 @@ function _connect(
           ? options.crashReport?.take()
           : undefined;
         if (crash && ws.readyState === WebSocket.OPEN) {
-          ws.send(encodeFrame({ t: FrameType.Crash, body: { ...crash } }));
+          ws.send(encodeFrame({ t: FrameType.Crash, body: crash }));
           options.crashReport!.sent();
           options.debug("sent the crash report of an earlier run");
         }
         return;
       }
-      if (frame.t === FrameType.Ping) ws.send(encodeFrame({ t: FrameType.Pong }));
-      else if (frame.t === FrameType.IdeOpen) options.debug(`IDE socket ${frame.c} joined`);
-      else if (frame.t === FrameType.IdeClose) {
-        options.debug(`IDE socket ${frame.c} left`);
-        if (frame.c !== undefined) {
-          gate?.closeChannel(frame.c);
-          flows.get(frame.c)?.resume();
-          flows.delete(frame.c);
+      // One switch for everything the relay sends an authenticated bridge.
+      switch (frame.t) {
+        case FrameType.Ping:
+          ws.send(encodeFrame({ t: FrameType.Pong }));
+          return;
+        case FrameType.IdeOpen:
+          options.debug(`IDE socket ${frame.r} joined`);
+          return;
+        case FrameType.IdeClose:
+          options.debug(`IDE socket ${frame.r} left`);
+          if (frame.r !== undefined) {
+            gate?.closeRoute(frame.r);
+            flows.get(frame.r)?.resume();
+            flows.delete(frame.r);
+          }
+          return;
+        case FrameType.Flow: {
+          if (frame.r === undefined) return;
+          const { paused } = decodeFlow(frame.body);
+          let flow = flows.get(frame.r);
+          if (!flow) flows.set(frame.r, flow = new FlowGate());
+          if (paused) flow.pause();
+          else flow.resume();
+          return;
         }
-      } else if (frame.t === FrameType.Flow) {
-        if (frame.c === undefined) return;
-        const paused = jsonBody(frame).paused === true;
-        let flow = flows.get(frame.c);
-        if (!flow) flows.set(frame.c, flow = new FlowGate());
-        if (paused) flow.pause();
-        else flow.resume();
-      } else if (END_TO_END.has(frame.t)) await gate?.handle(frame);
-      // Unknown types from a newer relay are skipped.
+        case FrameType.AuthOk:
+        case FrameType.BridgeStatus:
+          // Not for a bridge, or not now: a relay bug, harmless to skip.
+          return;
+        default:
+          // Every end-to-end type goes to the gate, which refuses the ones an IDE may not send.
+          await gate?.handle(frame);
+      }
     }).catch((error) => {
       if (!(error instanceof E2eError)) return options.debug(`frame handling failed: ${error}`);
       // Whoever altered, replayed or forged the frame, this connection's keys
@@ -335,6 +363,9 @@ function _connect(
     });
   });
   ws.on("error", (error: Error) => {
+    // npm:ws fails the handshake when the relay picks no subprotocol: a relay
+    // from before protocol 4.
+    if (/no subprotocol/i.test(error.message)) result.olderRelay = true;
     result.error = _describe(error);
   });
   ws.on("close", (code: number, reason: Uint8Array) => {

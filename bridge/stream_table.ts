@@ -2,22 +2,22 @@
  * The bridge's streams: one per IDE client (its random stream id), kept
  * across relay connections so that commands keep running and nothing of their
  * output is lost while the IDE, the relay or the network is away. A stream is
- * attached to at most one IDE channel of the current connection; detached, it
+ * attached to at most one IDE route of the current connection; detached, it
  * lingers for {@linkcode STREAM_LINGER_MS}, after which its commands are hung
- * up. Each stream has a small local number, the "channel" the
+ * up. Each stream has a small local number, its *handle*, which the
  * {@linkcode CommandManager} keys commands by.
  *
  * @module
  */
 import { E2eError } from "../shared/e2e_session.ts";
-import { STREAM_LINGER_MS, STREAM_WINDOW_BYTES } from "../shared/protocol.ts";
+import { type FrameTypeName, STREAM_LINGER_MS, STREAM_WINDOW_BYTES } from "../shared/protocol.ts";
 import { StreamReceiver, StreamSender } from "../shared/stream.ts";
 
 /** One IDE client's stream. */
 export interface BridgeStream {
   /** The IDE's stream id. */
   readonly id: string;
-  /** Local number (the command manager's channel). */
+  /** Local number (the command manager keys commands by it). */
   readonly handle: number;
   /** The identity key of the IDE that opened it; only that IDE may resume it. */
   readonly ideIdentity: Uint8Array;
@@ -25,8 +25,8 @@ export interface BridgeStream {
   readonly sender: StreamSender;
   /** IDE -> bridge frames. */
   readonly receiver: StreamReceiver;
-  /** The IDE channel it is attached to now. */
-  channel?: number;
+  /** The IDE route it is attached to now. */
+  route?: number;
   /** Timer that forgets it while detached. */
   linger?: ReturnType<typeof setTimeout>;
 }
@@ -62,18 +62,18 @@ export class StreamTable {
 
   /** Whether an attached stream still waits for the IDE to acknowledge frames. */
   get unacknowledged(): boolean {
-    return [...this.#byId.values()].some((s) => s.channel !== undefined && s.sender.unackedFrames > 0);
+    return [...this.#byId.values()].some((s) => s.route !== undefined && s.sender.unackedFrames > 0);
   }
 
   /**
-   * Finds or creates the stream `id` for an IDE and attaches it to `channel`
-   * (detaching it from any other channel).
+   * Finds or creates the stream `id` for an IDE and attaches it to `route`
+   * (detaching it from any other route).
    *
    * @returns The stream, and whether it existed (false: a new stream; the IDE
    *   learns its earlier commands are gone).
    * @throws {E2eError} When another IDE identity owns the stream id.
    */
-  open(id: string, ideIdentity: Uint8Array, channel: number): { stream: BridgeStream; known: boolean } {
+  open(id: string, ideIdentity: Uint8Array, route: number): { stream: BridgeStream; known: boolean } {
     let stream = this.#byId.get(id);
     const known = stream !== undefined;
     if (stream && !_equal(stream.ideIdentity, ideIdentity)) {
@@ -90,18 +90,18 @@ export class StreamTable {
       this.#byId.set(id, stream);
       this.#byHandle.set(stream.handle, stream);
     }
-    // Whatever channel had it before (an older socket of the same IDE) lets go.
-    for (const other of this.#byId.values()) if (other !== stream && other.channel === channel) this.#detach(other);
+    // Whatever route had it before (an older socket of the same IDE) lets go.
+    for (const other of this.#byId.values()) if (other !== stream && other.route === route) this.#detach(other);
     this.#detach(stream);
     clearTimeout(stream.linger);
     stream.linger = undefined;
-    stream.channel = channel;
+    stream.route = route;
     return { stream, known };
   }
 
-  /** The stream attached to IDE channel `channel`, if any. */
-  byChannel(channel: number): BridgeStream | undefined {
-    for (const s of this.#byId.values()) if (s.channel === channel) return s;
+  /** The stream attached to IDE route `route`, if any. */
+  byRoute(route: number): BridgeStream | undefined {
+    for (const s of this.#byId.values()) if (s.route === route) return s;
     return undefined;
   }
 
@@ -110,15 +110,15 @@ export class StreamTable {
    * `handle`; resolves when the stream's window has room. Frames for a
    * forgotten stream are dropped.
    */
-  push(handle: number, frame: { t: string; id?: string; body: Uint8Array }): Promise<void> {
+  push(handle: number, frame: { t: FrameTypeName; id?: string; body: Uint8Array }): Promise<void> {
     const stream = this.#byHandle.get(handle);
     if (!stream) return Promise.resolve();
     return stream.sender.push(frame);
   }
 
-  /** The IDE socket on `channel` left: its stream lingers. */
-  detachChannel(channel: number): void {
-    const stream = this.byChannel(channel);
+  /** The IDE socket on `route` left: its stream lingers. */
+  detachRoute(route: number): void {
+    const stream = this.byRoute(route);
     if (stream) this.#detach(stream);
   }
 
@@ -127,9 +127,9 @@ export class StreamTable {
     for (const stream of this.#byId.values()) this.#detach(stream);
   }
 
-  /** The IDE on `channel` is done with its stream: forget it now. */
-  close(channel: number): void {
-    const stream = this.byChannel(channel);
+  /** The IDE on `route` is done with its stream: forget it now. */
+  close(route: number): void {
+    const stream = this.byRoute(route);
     if (stream) this.#forget(stream);
   }
 
@@ -139,8 +139,8 @@ export class StreamTable {
   }
 
   #detach(stream: BridgeStream): void {
-    if (stream.channel === undefined && stream.linger) return;
-    stream.channel = undefined;
+    if (stream.route === undefined && stream.linger) return;
+    stream.route = undefined;
     stream.sender.detach();
     stream.receiver.setAckSender(undefined);
     clearTimeout(stream.linger);

@@ -7,7 +7,7 @@
  */
 import type { Clock } from "../shared/clock.ts";
 import { Coder1Error, errorResponse } from "../shared/errors.ts";
-import { SESSION_COOKIE, SESSIONS_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
+import { SESSION_COOKIE, SESSIONS_PER_ADDRESS_PER_WINDOW, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import type { ConnectionLimits } from "./conn_limits.ts";
 import type { Hub } from "./hub.ts";
@@ -122,7 +122,13 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       );
     }
     try {
-      const upgraded = Deno.upgradeWebSocket(request, UPGRADE_OPTIONS);
+      // A client of this version asks for the subprotocol; an older one gets
+      // the upgrade anyway, then a 4426 close saying what to update.
+      const current = _offersSubprotocol(request);
+      const upgraded = Deno.upgradeWebSocket(
+        request,
+        current ? { ...UPGRADE_OPTIONS, protocol: WS_SUBPROTOCOL } : UPGRADE_OPTIONS,
+      );
       upgraded.socket.addEventListener("close", release);
       return upgraded;
     } catch (error) {
@@ -234,7 +240,8 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       const sid = await requireSession(request);
       _requireUpgrade(request);
       const { socket, response } = upgrade(request, info);
-      deps.hub.acceptIde(socket, sid);
+      if (_offersSubprotocol(request)) deps.hub.acceptIde(socket, sid);
+      else deps.hub.acceptOutdated(socket, "ide");
       return response;
     },
 
@@ -243,7 +250,8 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       // The peer address is unreadable once the request is upgraded.
       const address = deps.addressOf(request, info);
       const { socket, response } = upgrade(request, info);
-      deps.hub.acceptBridge(socket, address);
+      if (_offersSubprotocol(request)) deps.hub.acceptBridge(socket, address);
+      else deps.hub.acceptOutdated(socket, "bridge");
       return response;
     },
   };
@@ -353,6 +361,12 @@ function _requireUpgrade(request: Request): void {
       reason: "bad-upgrade",
     });
   }
+}
+
+/** Whether the client asked for this version's WebSocket subprotocol. */
+function _offersSubprotocol(request: Request): boolean {
+  const offered = request.headers.get("sec-websocket-protocol") ?? "";
+  return offered.split(",").some((p) => p.trim() === WS_SUBPROTOCOL);
 }
 
 function _cookie(request: Request, name: string): string | undefined {

@@ -6,32 +6,47 @@
  *
  * @module
  */
+import { type Clock, systemClock } from "../shared/clock.ts";
 import { closeWithError, Coder1Error } from "../shared/errors.ts";
-import { decodeFrame, encodeFrame, jsonBody, withChannel } from "../shared/frame_codec.ts";
+import { badFrame, decodeAuth } from "../shared/frame_bodies.ts";
+import {
+  asBytes,
+  decodeFrame,
+  encodeFrame,
+  parseJsonObject,
+  peekRoute,
+  peekType,
+  routeFrame,
+} from "../shared/frame_codec.ts";
 import {
   AUTH_DEADLINE_MS,
-  type AuthBody,
   type AuthOkBody,
-  BRIDGE_TO_RELAY,
+  BRIDGE_SENDS,
   type BridgeStatusBody,
   CloseCode,
-  FLOW_HIGH_BYTES,
-  FLOW_LOW_BYTES,
+  END_TO_END,
   type FlowBody,
   type Frame,
   FrameType,
+  type FrameTypeName,
   HEARTBEAT_INTERVAL_MS,
   HEARTBEAT_TIMEOUT_MS,
-  IDE_TO_RELAY,
+  IDE_SENDS,
   MAX_BUFFERED_BYTES,
   MAX_CRASH_REPORTS_PER_CONNECTION,
+  PROTOCOL_VERSION,
+  RECEIVER_STUCK_MS,
 } from "../shared/protocol.ts";
 import { sanitizeCrash } from "../shared/scrub.ts";
+import { FlowWatch } from "./flow_control.ts";
 import type { Logger } from "./logger.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import type { Pairing } from "./pairing.ts";
 import { NO_TELEMETRY, type TelemetryRecorder } from "./telemetry.ts";
 import type { TokenService } from "./token_service.ts";
+
+/** At most this many frames may arrive while a bridge's `auth` is being checked (honest bridges send none). */
+const MAX_FRAMES_BEFORE_AUTH_OK = 16;
 
 /** Timing knobs; tests shrink them. */
 export interface HubTimings {
@@ -45,15 +60,12 @@ export interface HubTimings {
   receiverStuckMs: number;
 }
 
-/** How often the hub checks whether paused senders may go on. */
-const FLOW_POLL_MS = 10;
-
 /** Default timings from protocol.ts. */
 export const DEFAULT_TIMINGS: HubTimings = {
   heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
   heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
   authDeadlineMs: AUTH_DEADLINE_MS,
-  receiverStuckMs: 60_000,
+  receiverStuckMs: RECEIVER_STUCK_MS,
 };
 
 interface Peer {
@@ -61,8 +73,6 @@ interface Peer {
   lastSeen: number;
   /** Keeps tapped frames in order (only with a {@linkcode FrameTap}). */
   tapChain?: Promise<void>;
-  /** This peer is a congested receiver: its senders were told to pause. */
-  congested?: boolean;
   /** Since when its send buffer has not shrunk (stuck-receiver check). */
   stuckSince?: number;
   /** Its send buffer at the last check. */
@@ -70,13 +80,15 @@ interface Peer {
 }
 
 interface IdePeer extends Peer {
-  channel: number;
+  route: number;
   sid: string;
 }
 
 interface BridgePeer extends Peer {
   address: string;
   authed: boolean;
+  /** Its `auth` frame arrived (it is being checked, or was). */
+  authStarted?: boolean;
   bridgeId?: string;
   sid?: string;
   jti?: string;
@@ -98,7 +110,7 @@ export type TapDirection = "ide-to-bridge" | "bridge-to-ide";
 
 /**
  * A test-only hook that sees every end-to-end frame the hub forwards, after
- * the channel stamp, and says what to deliver instead: an array of messages
+ * the route stamp, and says what to deliver instead: an array of messages
  * for the destination (the same bytes, nothing, or forged ones), or
  * `{ forward, back }` to also answer the sender. Recording and
  * man-in-the-middle tests play a malicious relay with it; `coder1 relay
@@ -107,46 +119,40 @@ export type TapDirection = "ide-to-bridge" | "bridge-to-ide";
 export type FrameTap = (
   direction: TapDirection,
   bytes: Uint8Array,
-  channel: number,
+  route: number,
 ) => TapResult | Promise<TapResult>;
 
 /** What a {@linkcode FrameTap} delivers. */
 export type TapResult = Uint8Array[] | { forward?: Uint8Array[]; back?: Uint8Array[] };
 
-/** Counters of what the hub did, for tests and (later) metrics. */
-export interface HubCounters {
-  framesToBridge: number;
-  framesToIde: number;
-  closes: Record<string, number>;
-}
-
 /** Routes frames between IDE sockets and bridges. */
 export class Hub {
   #rooms = new Map<string, SessionRoom>();
   #bridges = new Set<BridgePeer>();
-  // Channel numbers start at a random point so that numbers from before a relay
-  // restart are not handed out again to different IDE sockets.
-  #nextChannel = 1 + (crypto.getRandomValues(new Uint32Array(1))[0] >>> 1);
+  // Routes start at a random point so that numbers from before a relay restart
+  // are not handed out again to different IDE sockets. They stay below 2^32
+  // (a u32 in the header) and never 0 (no route).
+  #nextRoute = 1 + (crypto.getRandomValues(new Uint32Array(1))[0] >>> 2);
   #pairing: Pairing;
   #tokens: TokenService;
   #log: Logger;
+  #clock: Clock;
   #timings: HubTimings;
   #heartbeat?: ReturnType<typeof setInterval>;
-  #flowTimer?: ReturnType<typeof setInterval>;
-  /** Congested receivers and the room each is in. */
-  #congested = new Map<Peer, SessionRoom>();
+  #flow: FlowWatch<Peer>;
   #tap?: FrameTap;
   #metrics?: RelayMetrics;
   #telemetry: TelemetryRecorder;
-  /** What the hub has done so far. */
-  readonly counters: HubCounters = { framesToBridge: 0, framesToIde: 0, closes: {} };
+  /** Frames forwarded from IDE sockets to bridges (tests read it). */
+  readonly counters = { framesToBridge: 0 };
 
-  /** @param deps Pairing, tokens, logger, timings, metrics, telemetry and (tests only) a frame tap. */
+  /** @param deps Pairing, tokens, logger, clock, timings, metrics, telemetry and (tests only) a frame tap. */
   constructor(
     deps: {
       pairing: Pairing;
       tokens: TokenService;
       log: Logger;
+      clock?: Clock;
       timings?: Partial<HubTimings>;
       tap?: FrameTap;
       metrics?: RelayMetrics;
@@ -159,19 +165,23 @@ export class Hub {
     this.#pairing = deps.pairing;
     this.#tokens = deps.tokens;
     this.#log = deps.log;
+    this.#clock = deps.clock ?? systemClock;
     this.#timings = { ...DEFAULT_TIMINGS, ...deps.timings };
+    this.#flow = new FlowWatch<Peer>({
+      pause: (receiver) => this.#tellSenders(receiver, true),
+      resume: (receiver) => this.#tellSenders(receiver, false),
+    });
   }
 
   /** Starts the heartbeat timer. */
   start(): void {
-    this.#heartbeat = setInterval(() => this.#beat(), this.#timings.heartbeatIntervalMs);
+    this.#heartbeat = setInterval(() => this.beat(), this.#timings.heartbeatIntervalMs);
   }
 
   /** Stops the heartbeat and closes every socket with `code`. */
   stop(code: number = CloseCode.GoingAway, reason = "relay shutting down"): void {
     clearInterval(this.#heartbeat);
-    clearInterval(this.#flowTimer);
-    this.#congested.clear();
+    this.#flow.clear();
     for (const peer of this.#allPeers()) _close(peer.socket, code, reason);
   }
 
@@ -207,35 +217,51 @@ export class Hub {
     return { bridgeId: peer.bridgeId, jti: peer.jti, expiresAt: peer.expiresAt };
   }
 
+  /**
+   * Adopts a socket whose client did not ask for this protocol version
+   * ({@linkcode WS_SUBPROTOCOL}): it is closed with 4426 and a reason that
+   * says which side to update (an older client prints close reasons).
+   */
+  acceptOutdated(socket: WebSocket, role: "ide" | "bridge"): void {
+    const reason = role === "bridge"
+      ? `update the bridge: relay speaks protocol ${PROTOCOL_VERSION}`
+      : `reload the page: relay speaks protocol ${PROTOCOL_VERSION}`;
+    socket.onopen = () => this.#closeSocket(socket, CloseCode.UnsupportedVersion, reason);
+    socket.onmessage = () => {};
+    socket.onclose = (event) => this.#metrics?.socketClosed(role, event.code);
+    socket.onerror = () => {};
+  }
+
   /** Adopts a freshly upgraded IDE socket of session `sid`. */
   acceptIde(socket: WebSocket, sid: string): void {
     socket.binaryType = "arraybuffer";
-    const peer: IdePeer = { socket, sid, channel: this.#nextChannel++, lastSeen: Date.now() };
+    const peer: IdePeer = { socket, sid, route: this.#nextRoute++, lastSeen: this.#clock.now() };
+    if (this.#nextRoute > 0xffffffff) this.#nextRoute = 1;
     socket.onopen = () => {
       const room = this.#room(sid);
-      room.ides.set(peer.channel, peer);
-      this.#log.info("ide.open", { channel: peer.channel });
+      room.ides.set(peer.route, peer);
+      this.#log.info("ide.open", { route: peer.route });
       this.#sendStatus(room, peer);
-      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeOpen, c: peer.channel }));
+      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeOpen, r: peer.route }));
       // The bridge is behind on reading: this socket waits like the others.
-      if (room.bridge?.congested) this.#send(peer, _flow(true));
+      if (room.bridge && this.#flow.isCongested(room.bridge)) this.#send(peer, _flow(true));
     };
     socket.onmessage = (event) => {
-      peer.lastSeen = Date.now();
+      peer.lastSeen = this.#clock.now();
       try {
-        this.#onIdeFrame(peer, decodeFrame(event.data));
+        this.#onIdeFrame(peer, asBytes(event.data));
       } catch (error) {
         this.#fail(peer, error);
       }
     };
     socket.onclose = (event) => {
       this.#metrics?.socketClosed("ide", event.code);
+      this.#flow.forget(peer);
       const room = this.#rooms.get(sid);
-      this.#congested.delete(peer);
-      if (!room || room.ides.get(peer.channel) !== peer) return;
-      room.ides.delete(peer.channel);
-      this.#log.info("ide.close", { channel: peer.channel });
-      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeClose, c: peer.channel }));
+      if (!room || room.ides.get(peer.route) !== peer) return;
+      room.ides.delete(peer.route);
+      this.#log.info("ide.close", { route: peer.route });
+      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.IdeClose, r: peer.route }));
       this.#dropRoomIfEmpty(sid, room);
     };
     socket.onerror = () => {};
@@ -244,34 +270,45 @@ export class Hub {
   /** Adopts a freshly upgraded bridge socket from `address`. */
   acceptBridge(socket: WebSocket, address: string): void {
     socket.binaryType = "arraybuffer";
-    const peer: BridgePeer = { socket, address, authed: false, lastSeen: Date.now() };
+    const peer: BridgePeer = { socket, address, authed: false, lastSeen: this.#clock.now() };
     this.#bridges.add(peer);
     const deadline = setTimeout(() => {
       if (!peer.authed) this.#closePeer(peer, CloseCode.AuthTimeout, "no auth frame in time");
     }, this.#timings.authDeadlineMs);
-    // Frames are handled strictly in order: auth is asynchronous (signature
-    // checks), and nothing may overtake it.
-    let queue: Promise<void> = Promise.resolve();
+    // Authentication is asynchronous (signature checks) and nothing may
+    // overtake it: frames that arrive meanwhile wait here, in order. An honest
+    // bridge sends nothing before auth.ok, so the backlog is small and capped.
+    let backlog: Uint8Array[] | undefined;
     socket.onmessage = (event) => {
-      peer.lastSeen = Date.now();
-      queue = queue.then(async () => {
-        if (socket.readyState !== WebSocket.OPEN) return;
-        try {
-          const frame = decodeFrame(event.data);
-          if (!peer.authed) await this.#authenticate(peer, frame);
-          else this.#onBridgeFrame(peer, frame);
-        } catch (error) {
-          this.#fail(peer, error);
+      peer.lastSeen = this.#clock.now();
+      if (socket.readyState !== WebSocket.OPEN) return;
+      try {
+        const bytes = asBytes(event.data);
+        if (backlog) {
+          if (backlog.push(bytes) > MAX_FRAMES_BEFORE_AUTH_OK) throw _badFrame("too many frames before auth.ok");
+          return;
         }
-      });
+        if (peer.authed) return this.#onBridgeFrame(peer, bytes);
+        if (peer.authStarted) throw _badFrame("auth may be sent once");
+        peer.authStarted = true;
+        backlog = [];
+        this.#authenticate(peer, bytes).then(() => {
+          for (const queued of backlog!) {
+            if (socket.readyState !== WebSocket.OPEN) break;
+            this.#onBridgeFrame(peer, queued);
+          }
+        }).catch((error) => this.#fail(peer, error)).finally(() => backlog = undefined);
+      } catch (error) {
+        this.#fail(peer, error);
+      }
     };
     socket.onclose = (event) => {
       clearTimeout(deadline);
       this.#metrics?.socketClosed("bridge", event.code);
       if (peer.authed && peer.telemetry) this.#telemetry.connection(peer.bridgeId!, peer.version!, "disconnect");
       this.#bridges.delete(peer);
-      if (peer.congested && peer.sid) this.#releaseSenders(peer, this.#rooms.get(peer.sid));
-      this.#congested.delete(peer);
+      // Its IDE sockets were paused waiting for it: they may go on.
+      this.#flow.release(peer);
       if (!peer.sid) return;
       const room = this.#rooms.get(peer.sid);
       if (!room || room.bridge !== peer) return;
@@ -283,9 +320,10 @@ export class Hub {
     socket.onerror = () => {};
   }
 
-  async #authenticate(peer: BridgePeer, frame: Frame): Promise<void> {
+  async #authenticate(peer: BridgePeer, bytes: Uint8Array): Promise<void> {
+    const frame = decodeFrame(bytes);
     if (frame.t !== FrameType.Auth) throw _badFrame(`expected auth, got ${frame.t}`);
-    const body = _parseAuth(jsonBody(frame));
+    const body = decodeAuth(frame.body);
     let sid: string, bridgeId: string, jti: string, expiresAt: number, token: string | undefined;
     if (body.code !== undefined) {
       sid = await this.#pairing.redeem(body.code, peer.address);
@@ -307,37 +345,51 @@ export class Hub {
     if (previous) {
       this.#closePeer(previous, CloseCode.Replaced, "another connection of this session's bridge took over");
     }
-    const ok: AuthOkBody = { bridgeId, expiresAt, channels: [...room.ides.keys()] };
+    const ok: AuthOkBody = { bridgeId, expiresAt };
     if (token) ok.token = token;
     if (telemetry && this.#telemetry.enabled) ok.crashReports = true;
-    this.#send(peer, encodeFrame({ t: FrameType.AuthOk, body: { ...ok } }));
+    this.#send(peer, encodeFrame({ t: FrameType.AuthOk, body: ok }));
     if (telemetry) this.#telemetry.connection(bridgeId, body.version, "connect");
     this.#log.info("bridge.connect", { bridgeId, version: body.version });
     for (const ide of room.ides.values()) this.#sendStatus(room, ide);
   }
 
-  #onBridgeFrame(peer: BridgePeer, frame: Frame): void {
-    if (!BRIDGE_TO_RELAY.has(frame.t)) throw _badFrame(`bridges may not send ${frame.t}`);
-    if (frame.t === FrameType.Pong) return;
-    if (frame.t === FrameType.Crash) return this.#onCrash(peer, frame);
-    if (frame.c === undefined) throw _badFrame(`${frame.t} needs a channel`);
-    // Counted from the header type alone; the body is sealed.
-    if (frame.t === FrameType.CmdExit || frame.t === FrameType.CmdError) {
-      this.#metrics?.commandEnded(frame.t === FrameType.CmdExit ? "exit" : "error");
-      if (peer.telemetry) this.#telemetry.commandEnded(peer.bridgeId!);
+  /**
+   * Every frame from an authenticated bridge. The default forwards end-to-end
+   * types to the IDE socket named by the route, reading only the fixed header;
+   * a type bridges may not send closes the socket with 4400 (the relay must
+   * know who may send what: unknown codes were refused by the prefix check).
+   */
+  #onBridgeFrame(peer: BridgePeer, bytes: Uint8Array): void {
+    const type = peekType(bytes);
+    switch (type) {
+      case FrameType.Pong:
+        return;
+      case FrameType.Crash:
+        return this.#onCrash(peer, decodeFrame(bytes));
+      case FrameType.CmdExit:
+      case FrameType.CmdError:
+        // Counted from the header type alone; the body is sealed.
+        this.#metrics?.commandEnded(type === FrameType.CmdExit ? "exit" : "error");
+        if (peer.telemetry) this.#telemetry.commandEnded(peer.bridgeId!);
+        break;
+      default:
+        if (!BRIDGE_FORWARDS.has(type)) throw _badFrame(`bridges may not send ${type}`);
     }
-    const ide = this.#rooms.get(peer.sid!)?.ides.get(frame.c);
+    const route = peekRoute(bytes);
+    if (route === 0) throw _badFrame(`${type} needs a route`);
+    const ide = this.#rooms.get(peer.sid!)?.ides.get(route);
     // The IDE socket may have left; its frames have nowhere to go.
     if (!ide) return;
-    this.counters.framesToIde++;
-    const bytes = withChannel(frame, undefined);
+    // The IDE needs no route: cleared in place.
+    routeFrame(bytes, 0);
     this.#metrics?.relayed("bridge_to_ide", bytes.byteLength);
-    this.#forward(peer, ide, bytes, "bridge-to-ide", frame.c);
+    this.#forward(peer, ide, bytes, "bridge-to-ide", route);
   }
 
   /** A crash report: scrubbed again and kept, unless telemetry is off or the cap is reached. */
   #onCrash(peer: BridgePeer, frame: Frame): void {
-    const report = sanitizeCrash(jsonBody(frame));
+    const report = sanitizeCrash(parseJsonObject(frame.body, frame.t));
     if (!report) throw _badFrame("crash body malformed");
     peer.crashes = (peer.crashes ?? 0) + 1;
     if (!peer.telemetry || !this.#telemetry.enabled || peer.crashes > MAX_CRASH_REPORTS_PER_CONNECTION) {
@@ -348,24 +400,35 @@ export class Hub {
     this.#metrics?.crashReport("stored");
   }
 
-  #onIdeFrame(peer: IdePeer, frame: Frame): void {
-    if (!IDE_TO_RELAY.has(frame.t)) throw _badFrame(`IDE sockets may not send ${frame.t}`);
-    if (frame.t === FrameType.Pong) return;
+  /**
+   * Every frame from an IDE socket. The default forwards end-to-end types to
+   * the session's bridge with this socket's route stamped in place; a type
+   * IDE sockets may not send closes the socket with 4400.
+   */
+  #onIdeFrame(peer: IdePeer, bytes: Uint8Array): void {
+    const type = routeFrame(bytes, peer.route);
+    switch (type) {
+      case FrameType.Pong:
+        return;
+      case FrameType.CmdStart:
+        // Counted from the header type alone; the body is sealed.
+        break;
+      default:
+        if (!IDE_FORWARDS.has(type)) throw _badFrame(`IDE sockets may not send ${type}`);
+    }
     const bridge = this.#rooms.get(peer.sid)?.bridge;
     // No bridge: the IDE knows from bridge.status and tells its user.
     if (!bridge) return;
-    this.counters.framesToBridge++;
-    // Counted from the header type alone; the body is sealed.
-    if (frame.t === FrameType.CmdStart) {
+    if (type === FrameType.CmdStart) {
       this.#metrics?.commandStarted();
       if (bridge.telemetry) this.#telemetry.commandStarted(bridge.bridgeId!);
     }
-    const bytes = withChannel(frame, peer.channel);
+    this.counters.framesToBridge++;
     this.#metrics?.relayed("ide_to_bridge", bytes.byteLength);
-    this.#forward(peer, bridge, bytes, "ide-to-bridge", peer.channel);
+    this.#forward(peer, bridge, bytes, "ide-to-bridge", peer.route);
   }
 
-  #forward(from: Peer, to: Peer, bytes: Uint8Array, direction: TapDirection, channel: number): void {
+  #forward(from: Peer, to: Peer, bytes: Uint8Array, direction: TapDirection, route: number): void {
     const tap = this.#tap;
     if (!tap) {
       if (to.socket.bufferedAmount > MAX_BUFFERED_BYTES) {
@@ -375,26 +438,40 @@ export class Hub {
         return;
       }
       this.#send(to, bytes);
-      this.#checkCongestion(to, direction === "bridge-to-ide" ? channel : undefined);
+      this.#flow.check(to);
       return;
     }
     from.tapChain = (from.tapChain ?? Promise.resolve()).then(async () => {
-      const result = await tap(direction, bytes, channel);
+      const result = await tap(direction, bytes, route);
       const { forward = [], back = [] } = Array.isArray(result) ? { forward: result } : result;
       for (const out of forward) this.#send(to, out);
-      // Answers to a bridge keep the sender's channel; answers to an IDE carry none.
+      // Answers to a bridge keep the sender's route; answers to an IDE carry none.
       for (const out of back) this.#send(from, out);
     }).catch((error) => this.#log.error("tap.error", { error: String(error) }));
   }
 
+  /**
+   * Pushback: a congested IDE socket pauses the bridge for its route; a
+   * congested bridge pauses every IDE socket of its session.
+   */
+  #tellSenders(receiver: Peer, paused: boolean): void {
+    if ("route" in receiver) {
+      const ide = receiver as IdePeer;
+      const bridge = this.#rooms.get(ide.sid)?.bridge;
+      if (bridge) this.#send(bridge, encodeFrame({ t: FrameType.Flow, r: ide.route, body: { paused } }));
+      return;
+    }
+    const sid = (receiver as BridgePeer).sid;
+    const room = sid === undefined ? undefined : this.#rooms.get(sid);
+    for (const ide of room?.ides.values() ?? []) this.#send(ide, _flow(paused));
+  }
+
   #sendStatus(room: SessionRoom, ide: IdePeer, last?: BridgePeer): void {
     const b = room.bridge ?? last;
-    const body: BridgeStatusBody = {
-      state: room.bridge ? "connected" : "disconnected",
-      channel: ide.channel,
-      ...(b ? { bridgeId: b.bridgeId, version: b.version } : {}),
-    };
-    this.#send(ide, encodeFrame({ t: FrameType.BridgeStatus, body: { ...body } }));
+    const body: BridgeStatusBody = { state: room.bridge ? "connected" : "disconnected", route: ide.route };
+    if (b?.bridgeId) body.bridgeId = b.bridgeId;
+    if (b?.version) body.version = b.version;
+    this.#send(ide, encodeFrame({ t: FrameType.BridgeStatus, body }));
   }
 
   #send(peer: Peer, bytes: Uint8Array): void {
@@ -403,52 +480,13 @@ export class Hub {
   }
 
   /**
-   * Pushback: when a receiver has more than {@linkcode FLOW_HIGH_BYTES} waiting
-   * to be sent to it, its senders get `flow {paused: true}` (the bridge for
-   * that IDE channel, or every IDE socket of the session for a bridge) and
-   * hold their end-to-end frames back until it is down to
-   * {@linkcode FLOW_LOW_BYTES}.
+   * One heartbeat round: drops peers silent for the heartbeat timeout and
+   * receivers stuck for the stuck-receiver limit, and pings the rest.
+   * {@linkcode start} runs it every heartbeat interval; tests call it after
+   * moving the clock.
    */
-  #checkCongestion(receiver: Peer, channel: number | undefined): void {
-    if (receiver.congested || receiver.socket.bufferedAmount <= FLOW_HIGH_BYTES) return;
-    const sid = channel === undefined ? (receiver as BridgePeer).sid : (receiver as IdePeer).sid;
-    const room = sid === undefined ? undefined : this.#rooms.get(sid);
-    if (!room) return;
-    receiver.congested = true;
-    this.#congested.set(receiver, room);
-    if (channel !== undefined) {
-      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.Flow, c: channel, body: _flowBody(true) }));
-    } else {
-      for (const ide of room.ides.values()) this.#send(ide, _flow(true));
-    }
-    this.#flowTimer ??= setInterval(() => this.#pollCongestion(), FLOW_POLL_MS);
-  }
-
-  #pollCongestion(): void {
-    for (const [receiver, room] of this.#congested) {
-      if (receiver.socket.readyState === WebSocket.OPEN && receiver.socket.bufferedAmount > FLOW_LOW_BYTES) continue;
-      this.#releaseSenders(receiver, room);
-    }
-    if (this.#congested.size === 0) {
-      clearInterval(this.#flowTimer);
-      this.#flowTimer = undefined;
-    }
-  }
-
-  #releaseSenders(receiver: Peer, room: SessionRoom | undefined): void {
-    receiver.congested = false;
-    this.#congested.delete(receiver);
-    if (!room) return;
-    if ("channel" in receiver) {
-      const c = (receiver as IdePeer).channel;
-      if (room.bridge) this.#send(room.bridge, encodeFrame({ t: FrameType.Flow, c, body: _flowBody(false) }));
-    } else {
-      for (const ide of room.ides.values()) this.#send(ide, _flow(false));
-    }
-  }
-
-  #beat(): void {
-    const now = Date.now();
+  beat(): void {
+    const now = this.#clock.now();
     const ping = encodeFrame({ t: FrameType.Ping });
     for (const peer of this.#allPeers()) {
       const buffered = peer.socket.bufferedAmount;
@@ -474,18 +512,15 @@ export class Hub {
 
   #fail(peer: Peer, error: unknown): void {
     if (!(error instanceof Coder1Error)) this.#log.error("socket.error", { error: String(error) });
-    const code = error instanceof Coder1Error ? error.closeCode : 1011;
-    this.#count(code);
     closeWithError(peer.socket, error);
   }
 
   #closePeer(peer: Peer, code: number, reason: string): void {
-    this.#count(code);
     _close(peer.socket, code, reason);
   }
 
-  #count(code: number): void {
-    this.counters.closes[code] = (this.counters.closes[code] ?? 0) + 1;
+  #closeSocket(socket: WebSocket, code: number, reason: string): void {
+    _close(socket, code, reason);
   }
 
   #room(sid: string): SessionRoom {
@@ -502,35 +537,18 @@ export class Hub {
   }
 }
 
-function _parseAuth(body: Record<string, unknown>): AuthBody {
-  const { code, token, version, telemetry } = body;
-  if ((code === undefined) === (token === undefined)) throw _badFrame("auth needs exactly one of code and token");
-  if (code !== undefined && typeof code !== "string") throw _badFrame("auth code must be a string");
-  if (token !== undefined && typeof token !== "string") throw _badFrame("auth token must be a string");
-  if (telemetry !== undefined && typeof telemetry !== "boolean") throw _badFrame("auth telemetry must be a boolean");
-  const text = (v: unknown, max: number, field: string) => {
-    if (typeof v !== "string" || v.length === 0 || v.length > max) throw _badFrame(`auth ${field} missing or too long`);
-    return v;
-  };
-  return {
-    code: code as string | undefined,
-    token: token as string | undefined,
-    version: text(version, 32, "version"),
-    ...(telemetry === false ? { telemetry: false } : {}),
-  };
-}
-
-function _flowBody(paused: boolean): Record<string, unknown> {
-  const body: FlowBody = { paused };
-  return { ...body };
-}
+/** End-to-end types an IDE socket sends that the relay forwards to the bridge. */
+const IDE_FORWARDS: ReadonlySet<FrameTypeName> = new Set([...IDE_SENDS].filter((t) => END_TO_END.has(t)));
+/** End-to-end types a bridge sends that the relay forwards to an IDE socket. */
+const BRIDGE_FORWARDS: ReadonlySet<FrameTypeName> = new Set([...BRIDGE_SENDS].filter((t) => END_TO_END.has(t)));
 
 function _flow(paused: boolean): Uint8Array {
-  return encodeFrame({ t: FrameType.Flow, body: _flowBody(paused) });
+  const body: FlowBody = { paused };
+  return encodeFrame({ t: FrameType.Flow, body });
 }
 
 function _badFrame(what: string): Coder1Error {
-  return new Coder1Error(`Cannot accept frame: ${what}`, { closeCode: CloseCode.BadFrame, reason: "bad-frame" });
+  return badFrame(what);
 }
 
 function _close(socket: WebSocket, code: number, reason: string): void {

@@ -271,19 +271,6 @@ export function nonceFor(seq: number): Uint8Array {
   return nonce;
 }
 
-/**
- * The associated data for a sealed frame: its cleartext header fields in a
- * fixed order. The channel `c` is left out because the relay rewrites it;
- * each channel has its own keys, so moving a frame to another channel fails
- * anyway.
- */
-export function frameAad(header: { v: number; t: string; id?: string; s: number; q?: number }): Uint8Array {
-  const fields: unknown[] = [header.v, header.t, header.id ?? null, header.s];
-  // The stream sequence number, when a frame has one, is authenticated too.
-  if (header.q !== undefined) fields.push(header.q);
-  return te.encode(JSON.stringify(fields));
-}
-
 /** Encrypts a frame body. */
 export async function sealBody(
   key: CryptoKey,

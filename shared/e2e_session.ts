@@ -1,10 +1,10 @@
 /**
- * The end-to-end handshake and the sealed channel that follows it, for both
+ * The end-to-end handshake and the sealed session that follows it, for both
  * sides. The IDE starts with a commitment to its keys (`e2e.hello`), the
  * bridge answers with its keys (`e2e.reply`), the IDE reveals its keys and
  * signs (`e2e.confirm`), and the bridge's signature comes back in its first
  * sealed `e2e.info`. From then on every end-to-end frame body is sealed with
- * {@linkcode E2eChannel}. The commitment keeps a relay in the middle from
+ * {@linkcode E2eSession}. The commitment keeps a relay in the middle from
  * searching for keys that make the two sides' SAS equal: it must pick its
  * keys towards the IDE before it can know the IDE's. Everything here is
  * WebCrypto and runs unchanged in Deno and browsers.
@@ -16,7 +16,6 @@ import {
   commitment,
   deriveSessionKeys,
   type E2eRole,
-  frameAad,
   fromBase64Url,
   generateEphemeral,
   openBody,
@@ -28,8 +27,8 @@ import {
   transcript,
   verifyTranscript,
 } from "./e2e_crypto.ts";
-import { encodeFrame } from "./frame_codec.ts";
-import { CloseCode, type Frame, PROTOCOL_VERSION } from "./protocol.ts";
+import { encodeHeader, headerAad, joinFrame } from "./frame_codec.ts";
+import { CloseCode, type Frame, type FrameTypeName } from "./protocol.ts";
 
 /** An end-to-end failure: a bad signature, an unexpected key, or a frame that does not open. */
 export class E2eError extends Coder1Error {
@@ -64,12 +63,12 @@ export interface ConfirmBody {
 }
 
 /**
- * A sealed, ordered channel over one IDE socket: per-direction keys and
+ * A sealed, ordered session over one route (IDE socket): per-direction keys and
  * counters. Sealing assigns counters in call order and resolves in that order;
  * opening accepts only the next counter, so replayed, reordered, dropped-then-
  * resumed, altered or truncated frames all fail.
  */
-export class E2eChannel {
+export class E2eSession {
   /** The SAS both sides derived. */
   readonly sas: string;
   /** The peer's identity key (raw Ed25519). */
@@ -95,18 +94,18 @@ export class E2eChannel {
 
   /**
    * Seals a frame: assigns the next send counter as `s`, encrypts the body
-   * with the header as associated data, and encodes it.
+   * with the header (route zeroed) as associated data, and encodes it.
    *
-   * @param init Type, channel, id and plaintext body.
+   * @param init Type, route, id, stream sequence number and plaintext body.
    * @returns The encoded frame, in call order.
    */
-  seal(init: { t: string; c?: number; id?: string; q?: number; body?: Uint8Array }): Promise<Uint8Array> {
+  seal(init: { t: FrameTypeName; r?: number; id?: string; q?: number; body?: Uint8Array }): Promise<Uint8Array> {
     const s = this.#sendSeq++;
     const plaintext = init.body ?? new Uint8Array(0);
-    const aad = frameAad({ v: PROTOCOL_VERSION, t: init.t, id: init.id, s, q: init.q });
-    const sealed = this.#sealing.then(() => sealBody(this.#keys.send, s, aad, plaintext));
+    const header = encodeHeader({ t: init.t, id: init.id, s, q: init.q });
+    const sealed = this.#sealing.then(() => sealBody(this.#keys.send, s, header, plaintext));
     this.#sealing = sealed.catch(() => {});
-    return sealed.then((body) => encodeFrame({ t: init.t, c: init.c, id: init.id, s, q: init.q, body }));
+    return sealed.then((body) => joinFrame(header, body, init.r));
   }
 
   /**
@@ -123,12 +122,7 @@ export class E2eChannel {
         throw new E2eError(`Cannot open frame: sequence ${frame.s ?? "missing"}, expected ${expected}`);
       }
       try {
-        return await openBody(
-          this.#keys.receive,
-          expected,
-          frameAad({ v: frame.v, t: frame.t, id: frame.id, s: expected, q: frame.q }),
-          frame.body,
-        );
+        return await openBody(this.#keys.receive, expected, headerAad(frame.header), frame.body);
       } catch {
         throw new E2eError("Cannot open frame: it was altered, truncated or sealed with other keys");
       }
@@ -187,11 +181,11 @@ export class IdeHandshake {
    * {@linkcode IdeHandshake.verifyBridge} before anything it says is trusted.
    *
    * @param reply The `e2e.reply` body.
-   * @returns The channel, the bridge's identity key and the `e2e.confirm` body to send.
+   * @returns The session, the bridge's identity key and the `e2e.confirm` body to send.
    * @throws {E2eError} When the reply is malformed or a key is invalid.
    */
-  async finish(reply: unknown): Promise<{ channel: E2eChannel; bridgeIdentity: Uint8Array; confirm: ConfirmBody }> {
-    // One channel per handshake: a second one with the same keys would reuse nonces.
+  async finish(reply: unknown): Promise<{ session: E2eSession; bridgeIdentity: Uint8Array; confirm: ConfirmBody }> {
+    // One session per handshake: a second one with the same keys would reuse nonces.
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
     const r = _parse(reply, ["identity", "ephemeral"]);
     const bridgeIdentity = _key(r.identity, 32);
@@ -208,7 +202,7 @@ export class IdeHandshake {
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
     this.#finished = true;
     return {
-      channel: new E2eChannel(keys, bridgeIdentity),
+      session: new E2eSession(keys, bridgeIdentity),
       bridgeIdentity,
       confirm: {
         identity: toBase64Url(this.#mine.identity),
@@ -221,13 +215,13 @@ export class IdeHandshake {
   /**
    * Checks the bridge's transcript signature (from the sealed `e2e.info`).
    *
-   * @param channel The channel {@linkcode IdeHandshake.finish} returned.
+   * @param session The session {@linkcode IdeHandshake.finish} returned.
    * @param signature The bridge's signature, base64url.
    * @throws {E2eError} When it does not verify.
    */
-  static async verifyBridge(channel: E2eChannel, signature: unknown): Promise<void> {
+  static async verifyBridge(session: E2eSession, signature: unknown): Promise<void> {
     if (typeof signature !== "string") throw new E2eError("Cannot trust bridge: no handshake signature");
-    if (!await verifyTranscript("bridge", channel.peerIdentity, channel.transcriptHash, _key(signature, 64))) {
+    if (!await verifyTranscript("bridge", session.peerIdentity, session.transcriptHash, _key(signature, 64))) {
       throw new E2eError("Cannot trust bridge: its handshake signature does not verify");
     }
   }
@@ -290,11 +284,11 @@ export class BridgeHandshake {
    * signature, agrees on the session keys and signs the transcript.
    *
    * @param confirm The `e2e.confirm` body.
-   * @returns The sealed channel and the bridge's signature (base64url) for `e2e.info`.
+   * @returns The sealed session and the bridge's signature (base64url) for `e2e.info`.
    * @throws {E2eError} When the keys do not match the commitment or the signature does not verify.
    */
-  async finish(confirm: unknown): Promise<{ channel: E2eChannel; signature: string }> {
-    // One channel per handshake: a second one with the same keys would reuse nonces.
+  async finish(confirm: unknown): Promise<{ session: E2eSession; signature: string }> {
+    // One session per handshake: a second one with the same keys would reuse nonces.
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
     const c = _parse(confirm, ["identity", "ephemeral", "signature"]);
     const ideIdentity = _key(c.identity, 32);
@@ -317,7 +311,7 @@ export class BridgeHandshake {
     const signature = await signTranscript("bridge", this.#identity.privateKey, keys.transcriptHash);
     if (this.#finished) throw new E2eError("Cannot finish handshake: it is already finished");
     this.#finished = true;
-    return { channel: new E2eChannel(keys, ideIdentity), signature: toBase64Url(signature) };
+    return { session: new E2eSession(keys, ideIdentity), signature: toBase64Url(signature) };
   }
 }
 

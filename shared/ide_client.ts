@@ -38,8 +38,17 @@
  * @module
  */
 import { fingerprint, fromBase64Url, generateIdentity, toBase64Url } from "./e2e_crypto.ts";
-import { type E2eChannel, E2eError, IdeHandshake } from "./e2e_session.ts";
-import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody } from "./frame_codec.ts";
+import { E2eError, type E2eSession, IdeHandshake } from "./e2e_session.ts";
+import {
+  decodeBridgeStatus,
+  decodeCmdError,
+  decodeCmdExit,
+  decodeE2eInfo,
+  decodeFlow,
+  decodeStreamAck,
+  decodeStreamResume,
+} from "./frame_bodies.ts";
+import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, parseJsonObject } from "./frame_codec.ts";
 import {
   BRIDGE_RESUME_TIMEOUT_MS,
   type BridgeStatusBody,
@@ -51,10 +60,11 @@ import {
   type Frame,
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
+  SEALED_TO_IDE,
   SESSION_COOKIE,
-  STREAM_TYPES,
   type StreamAckBody,
   type StreamResumeBody,
+  WS_SUBPROTOCOL,
 } from "./protocol.ts";
 import { FlowGate, type StreamFrame, StreamReceiver, StreamSender } from "./stream.ts";
 
@@ -70,8 +80,11 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-/** Opens a WebSocket; `headers` matter outside browsers (Cookie, Origin). */
-export type WebSocketFactory = (url: string, headers: Record<string, string>) => WebSocketLike;
+/**
+ * Opens a WebSocket asking for `protocols` (the coder1 subprotocol);
+ * `headers` matter outside browsers (Cookie, Origin).
+ */
+export type WebSocketFactory = (url: string, headers: Record<string, string>, protocols: string[]) => WebSocketLike;
 
 /** Options for {@linkcode IdeClient}. */
 export interface IdeClientOptions {
@@ -267,17 +280,6 @@ export class RemoteCommand {
   }
 }
 
-/** Sealed types a bridge sends; everything else from the relay is cleartext or skipped. */
-const SEALED_FROM_BRIDGE: ReadonlySet<string> = new Set([
-  FrameType.E2eInfo,
-  FrameType.StreamResume,
-  FrameType.StreamAck,
-  FrameType.CmdStdout,
-  FrameType.CmdStderr,
-  FrameType.CmdExit,
-  FrameType.CmdError,
-]);
-
 /** Talks to one relay on behalf of one browser session. */
 export class IdeClient {
   #base: string;
@@ -298,7 +300,7 @@ export class IdeClient {
   #pins: PinStore;
   #queue: Promise<void> = Promise.resolve();
   #handshake?: IdeHandshake;
-  #channel?: E2eChannel;
+  #session?: E2eSession;
   #bridgeKey?: Uint8Array;
   #bridgeVerified = false;
   #abandoned = 0;
@@ -328,7 +330,11 @@ export class IdeClient {
     this.#base = base.replace(/\/$/, "");
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
     this.#openSocket = options.webSocket ??
-      ((url) => new (globalThis as unknown as { WebSocket: new (u: string) => WebSocketLike }).WebSocket(url));
+      ((url, _headers, protocols) =>
+        new (globalThis as unknown as { WebSocket: new (u: string, p: string[]) => WebSocketLike }).WebSocket(
+          url,
+          protocols,
+        ));
     this.#origin = options.origin ?? new URL(this.#base).origin;
     if (options.identity) this.#identity = Promise.resolve(options.identity);
     this.#resumeTimeoutMs = options.resumeTimeoutMs ?? BRIDGE_RESUME_TIMEOUT_MS;
@@ -395,7 +401,7 @@ export class IdeClient {
   connect(): Promise<BridgeStatusBody> {
     const headers: Record<string, string> = { Origin: this.#origin };
     if (this.#cookie) headers.Cookie = this.#cookie;
-    const socket = this.#openSocket(`${this.#base.replace(/^http/, "ws")}/ws/ide`, headers);
+    const socket = this.#openSocket(`${this.#base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
     this.#queue = Promise.resolve();
@@ -406,12 +412,14 @@ export class IdeClient {
     }, 5_000);
     socket.onmessage = (event) => {
       this.#lastSeen = Date.now();
-      let frame: Frame;
+      let frame: Frame | undefined;
       try {
-        frame = decodeFrame(event.data);
+        frame = decodeFrame(event.data, { skipUnknown: true });
       } catch {
         return; // A relay bug must not break the page; skip the frame.
       }
+      // A type this version does not know (a newer relay or bridge): skipped, never opened.
+      if (!frame) return;
       // One queue keeps frames in order while sealed ones are opened.
       this.#queue = this.#queue.then(() => this.#onFrame(socket, frame, first)).catch((error) => {
         if (!(error instanceof E2eError) || this.#socket !== socket) return;
@@ -511,7 +519,7 @@ export class IdeClient {
     const body: CmdStartBody = { command };
     if (options.cwd !== undefined) body.cwd = options.cwd;
     if (options.timeoutMs !== undefined) body.timeoutMs = options.timeoutMs;
-    void this.#push({ t: FrameType.CmdStart, id, body: { ...body } });
+    void this.#push({ t: FrameType.CmdStart, id, body });
     return cmd;
   }
 
@@ -535,43 +543,62 @@ export class IdeClient {
     this.#failAll("closed", "the IDE client was closed");
   }
 
+  /**
+   * Every frame the IDE socket receives, in order: one switch. Control frames
+   * from the relay are handled here; sealed frames are opened first. Types an
+   * IDE never receives (sent by IDEs, or to bridges only) are skipped: they can
+   * only come from a buggy relay, and skipping them costs nothing.
+   */
   async #onFrame(socket: WebSocketLike, frame: Frame, first: PromiseWithResolvers<BridgeStatusBody>): Promise<void> {
     if (this.#socket !== socket) return;
     switch (frame.t) {
       case FrameType.Ping:
         return this.#sendRaw({ t: FrameType.Pong });
       case FrameType.Flow:
-        if (jsonBody(frame).paused === true) this.#flow.pause();
+        if (decodeFlow(frame.body).paused) this.#flow.pause();
         else this.#flow.resume();
         return;
-      case FrameType.BridgeStatus: {
-        this.bridge = jsonBody(frame) as unknown as BridgeStatusBody;
-        first.resolve(this.bridge);
-        // A handshake cut short before the bridge proved itself counts against the next one.
-        if (this.#handshake || (this.#channel && !this.#bridgeVerified)) this.#abandoned++;
-        this.#resetE2e();
-        // Running commands wait for the stream to resume on the new keys.
-        this.#suspend();
-        if (this.bridge.state === "connected" && this.bridge.bridgeId) {
-          // Every bridge connection gets fresh keys: a new handshake.
-          this.#setState("handshaking");
-          this.#startHandshake(socket, this.bridge.bridgeId);
-        } else this.#setState("disconnected");
-        for (const fn of this.#statusListeners) fn(this.bridge);
-        return;
-      }
+      case FrameType.BridgeStatus:
+        return this.#onStatus(socket, decodeBridgeStatus(frame.body), first);
       case FrameType.E2eReply:
         return await this.#onReply(frame);
+      case FrameType.E2eInfo:
+      case FrameType.StreamResume:
+      case FrameType.StreamAck:
+      case FrameType.CmdStdout:
+      case FrameType.CmdStderr:
+      case FrameType.CmdExit:
+      case FrameType.CmdError:
+        return await this.#onSealed(frame);
+      default:
+        return;
     }
-    // Unknown types (from a newer relay or bridge) are skipped, never opened.
-    if (!SEALED_FROM_BRIDGE.has(frame.t)) return;
-    if (!this.#channel) throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
-    const plaintext = await this.#channel.open(frame);
+  }
+
+  #onStatus(socket: WebSocketLike, status: BridgeStatusBody, first: PromiseWithResolvers<BridgeStatusBody>): void {
+    this.bridge = status;
+    first.resolve(status);
+    // A handshake cut short before the bridge proved itself counts against the next one.
+    if (this.#handshake || (this.#session && !this.#bridgeVerified)) this.#abandoned++;
+    this.#resetE2e();
+    // Running commands wait for the stream to resume on the new keys.
+    this.#suspend();
+    if (status.state === "connected" && status.bridgeId) {
+      // Every bridge connection gets fresh keys: a new handshake.
+      this.#setState("handshaking");
+      this.#startHandshake(socket, status.bridgeId);
+    } else this.#setState("disconnected");
+    for (const fn of this.#statusListeners) fn(status);
+  }
+
+  async #onSealed(frame: Frame): Promise<void> {
+    if (!SEALED_TO_IDE.has(frame.t)) return;
+    if (!this.#session) throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
+    const plaintext = await this.#session.open(frame);
     if (frame.t === FrameType.E2eInfo) return await this.#onInfo(plaintext);
     if (frame.t === FrameType.StreamResume) return this.#onResume(plaintext);
     if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
-    if (frame.t === FrameType.StreamAck) return this.#sender.ack(_object(frame.t, plaintext).received as number);
-    if (!STREAM_TYPES.has(frame.t)) return;
+    if (frame.t === FrameType.StreamAck) return this.#sender.ack(decodeStreamAck(plaintext, _e2eFail).received);
     if (!this.#receiver.accept({ t: frame.t, q: frame.q, body: plaintext })) return; // A resent duplicate.
     this.#onCommandFrame({ ...frame, body: plaintext });
   }
@@ -579,13 +606,13 @@ export class IdeClient {
   /** Keys agreed and the bridge trusts this IDE: pick up the stream where it stopped. */
   #resumeStream(): void {
     const body: StreamResumeBody = { stream: this.#streamId, received: this.#receiver.received };
-    this.#sendSealed({ t: FrameType.StreamResume, body: { ...body } }).catch(() => {});
+    this.#sendSealed({ t: FrameType.StreamResume, body }).catch(() => {});
   }
 
   /** The bridge's answer to `stream.resume`: resend what it missed; then commands may run. */
   #onResume(plaintext: Uint8Array): void {
-    const body = _object(FrameType.StreamResume, plaintext) as unknown as StreamResumeBody;
-    if (body.stream !== this.#streamId || !Number.isSafeInteger(body.received) || body.received < 0) {
+    const body = decodeStreamResume(plaintext, _e2eFail);
+    if (body.stream !== this.#streamId) {
       throw new E2eError("Cannot accept stream.resume: not this client's stream");
     }
     if (this.state === "ready") throw new E2eError("Cannot accept stream.resume: stream already resumed");
@@ -596,13 +623,13 @@ export class IdeClient {
       this.#sender.reset();
       this.#receiver.reset();
     }
-    const channel = this.#channel!;
+    const channel = this.#session!;
     this.#receiver.setAckSender((received) => {
       const ack: StreamAckBody = { received };
-      if (this.#channel === channel) this.#sendSealed({ t: FrameType.StreamAck, body: { ...ack } }).catch(() => {});
+      if (this.#session === channel) this.#sendSealed({ t: FrameType.StreamAck, body: ack }).catch(() => {});
     });
     this.#sender.attach(
-      (f: StreamFrame) => this.#channel === channel ? this.#sendSealed(f) : Promise.resolve(),
+      (f: StreamFrame) => this.#session === channel ? this.#sendSealed(f) : Promise.resolve(),
       body.known ? body.received : 0,
     );
     clearTimeout(this.#resumeTimer);
@@ -658,7 +685,7 @@ export class IdeClient {
       const { handshake, hello } = await IdeHandshake.start(await this.identity(), bridgeId);
       if (epoch !== this.#epoch || this.#socket !== socket) return;
       this.#handshake = handshake;
-      this.#sendRaw({ t: FrameType.E2eHello, body: { ...hello } });
+      this.#sendRaw({ t: FrameType.E2eHello, body: hello });
     };
     if (delay === 0) this.#queue = this.#queue.then(go);
     else setTimeout(() => (this.#queue = this.#queue.then(go).catch(() => {})), delay);
@@ -668,13 +695,7 @@ export class IdeClient {
     const handshake = this.#handshake;
     if (!handshake) throw new E2eError("Cannot accept e2e.reply: no handshake in progress");
     this.#handshake = undefined;
-    let reply: unknown;
-    try {
-      reply = jsonBody(frame);
-    } catch {
-      throw new E2eError("Cannot read e2e.reply: body is not JSON");
-    }
-    const { channel, confirm } = await handshake.finish(reply);
+    const { session: channel, confirm } = await handshake.finish(parseJsonObject(frame.body, frame.t, _e2eFail));
     const bridgeId = this.bridge!.bridgeId!;
     const pinned = await this.#pins.get(bridgeId);
     if (pinned !== undefined && pinned !== toBase64Url(channel.peerIdentity)) {
@@ -685,21 +706,16 @@ export class IdeClient {
       this.#setState("refused", `bridge ${bridgeId} presented identity ${seen}, not the approved ${expected}`);
       return;
     }
-    this.#channel = channel;
+    this.#session = channel;
     this.#bridgeKey = channel.peerIdentity;
-    this.#sendRaw({ t: FrameType.E2eConfirm, body: { ...confirm } });
+    this.#sendRaw({ t: FrameType.E2eConfirm, body: confirm });
   }
 
   async #onInfo(plaintext: Uint8Array): Promise<void> {
-    let info: E2eInfoBody;
-    try {
-      info = JSON.parse(new TextDecoder().decode(plaintext));
-    } catch {
-      throw new E2eError("Cannot read e2e.info: not JSON");
-    }
+    const info = decodeE2eInfo(plaintext, _e2eFail);
     if (!this.#bridgeVerified) {
       // The bridge's transcript signature: until it verifies, nothing from this channel is trusted.
-      await IdeHandshake.verifyBridge(this.#channel!, info.signature);
+      await IdeHandshake.verifyBridge(this.#session!, info.signature);
       this.#bridgeVerified = true;
       this.#abandoned = 0;
     }
@@ -715,7 +731,7 @@ export class IdeClient {
       if (this.state !== "ready") this.#resumeStream();
       return;
     }
-    const channel = this.#channel!;
+    const channel = this.#session!;
     let settled = false;
     const request: ApprovalRequest = {
       bridgeId,
@@ -725,7 +741,7 @@ export class IdeClient {
       version: String(info.version),
       fingerprint: await fingerprint(this.#bridgeKey!),
       approve: async () => {
-        if (settled || this.#channel !== channel) throw new TypeError("Cannot approve: this request is over");
+        if (settled || this.#session !== channel) throw new TypeError("Cannot approve: this request is over");
         settled = true;
         await this.#pins.set(bridgeId, key);
         this.approval = undefined;
@@ -734,7 +750,7 @@ export class IdeClient {
         if (this.state === "approval") this.#setState("confirming");
       },
       reject: async () => {
-        if (settled || this.#channel !== channel) throw new TypeError("Cannot reject: this request is over");
+        if (settled || this.#session !== channel) throw new TypeError("Cannot reject: this request is over");
         settled = true;
         this.approval = undefined;
         await this.#sendSealed({ t: FrameType.E2eReject });
@@ -759,12 +775,12 @@ export class IdeClient {
         break;
       case FrameType.CmdExit:
         this.#commands.delete(cmd.id);
-        cmd.resolve(jsonBody(frame) as unknown as CommandResult);
+        cmd.resolve(decodeCmdExit(frame.body, _e2eFail));
         break;
       case FrameType.CmdError: {
         this.#commands.delete(cmd.id);
-        const body = jsonBody(frame);
-        cmd.reject(new IdeClientError(String(body.message), { status: 0, reason: String(body.reason) }));
+        const body = decodeCmdError(frame.body, _e2eFail);
+        cmd.reject(new IdeClientError(body.message, { status: 0, reason: body.reason }));
         break;
       }
     }
@@ -778,7 +794,7 @@ export class IdeClient {
 
   #resetE2e(): void {
     this.#handshake = undefined;
-    this.#channel = undefined;
+    this.#session = undefined;
     this.#bridgeKey = undefined;
     this.#bridgeVerified = false;
     this.approval = undefined;
@@ -796,12 +812,12 @@ export class IdeClient {
    * while the relay says the bridge is behind (`flow`). Dropped without keys.
    */
   async #sendSealed(frame: FrameInit & { q?: number }): Promise<void> {
-    const channel = this.#channel, socket = this.#socket;
+    const channel = this.#session, socket = this.#socket;
     if (!channel || !socket) return;
     const sealed = channel.seal({ t: frame.t, id: frame.id, q: frame.q, body: bodyBytes(frame.body) });
     await this.#flow.send(async () => {
       const bytes = await sealed;
-      if (this.#channel === channel && socket.readyState === 1) socket.send(bytes);
+      if (this.#session === channel && socket.readyState === 1) socket.send(bytes);
     });
   }
 
@@ -831,15 +847,7 @@ export class IdeClient {
   }
 }
 
-function _object(type: string, plaintext: Uint8Array): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
-  } catch {
-    throw new E2eError(`Cannot read ${type}: body is not JSON`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new E2eError(`Cannot read ${type}: body is not an object`);
-  }
-  return value as Record<string, unknown>;
+/** A sealed body that opened but does not parse: the bridge's fault (or a bug); trust nothing more. */
+function _e2eFail(message: string): E2eError {
+  return new E2eError(`Cannot read ${message}`);
 }

@@ -8,12 +8,14 @@
  * 1. Session. The IDE calls `POST /api/sessions` and receives an HttpOnly
  *    session cookie. `POST /api/pairing-codes` returns a 6-digit code bound to
  *    that session.
- * 2. IDE socket. The IDE opens `GET /ws/ide` with the cookie and an allowed
- *    Origin. The relay sends `bridge.status` at once and on every change.
- * 3. Bridge login. The bridge opens `GET /ws/bridge`; its first frame is `auth`
- *    carrying either a pairing code or its session JWT, within
- *    {@linkcode AUTH_DEADLINE_MS}. The relay answers `auth.ok` (with a fresh
- *    token when a code was redeemed) or closes with {@linkcode CloseCode}.
+ * 2. IDE socket. The IDE opens `GET /ws/ide` with the cookie, an allowed
+ *    Origin and the subprotocol {@linkcode WS_SUBPROTOCOL}. The relay sends
+ *    `bridge.status` at once and on every change.
+ * 3. Bridge login. The bridge opens `GET /ws/bridge` with the same
+ *    subprotocol; its first frame is `auth` carrying either a pairing code or
+ *    its session JWT, within {@linkcode AUTH_DEADLINE_MS}. The relay answers
+ *    `auth.ok` (with a fresh token when a code was redeemed) or closes with
+ *    {@linkcode CloseCode}.
  * 4. End-to-end handshake. For every IDE socket and every bridge connection
  *    the IDE sends `e2e.hello`, the bridge `e2e.reply`, the IDE `e2e.confirm`
  *    (X25519 ephemeral keys, Ed25519 identity signatures over the transcript;
@@ -21,27 +23,27 @@
  *    first pairing both sides show a 6-digit short authentication string and
  *    the IDE user approves (`e2e.approve`) or rejects (`e2e.reject`); later
  *    connections are signed by the pinned identity keys and need no approval.
- * 5. Steady state. End-to-end frames (`e2e.info`, `e2e.approve`,
- *    `e2e.reject`, `cmd.*`) flow sealed with AES-256-GCM between the IDE
- *    sockets of a session and its bridge. The relay reads only their header;
- *    it stamps IDE-to-bridge frames with the channel `c` of the IDE socket they
- *    came from and routes bridge-to-IDE frames by `c`. Every
+ * 5. Steady state. End-to-end frames flow sealed with AES-256-GCM between the
+ *    IDE sockets of a session and its bridge. The relay reads only their
+ *    fixed header: it stamps IDE-to-bridge frames with the route `r` of the
+ *    IDE socket they came from and routes bridge-to-IDE frames by `r`,
+ *    patching those four bytes in place. Every
  *    {@linkcode HEARTBEAT_INTERVAL_MS} the relay sends `ping` and the peer
  *    answers `pong`; a peer silent for {@linkcode HEARTBEAT_TIMEOUT_MS} is
  *    dropped.
  * 6. Close. Every close the relay initiates carries a {@linkcode CloseCode}.
  *
- * Frame layout (binary WebSocket message):
+ * Frames are binary WebSocket messages: a header ({@linkcode HEADER_BYTES}
+ * fixed bytes plus the command id; layout at {@linkcode HEADER_BYTES}) and a
+ * body. For control frames the body is JSON the relay reads or writes; for
+ * end-to-end frames it is opaque to the relay: public keys and signatures in
+ * the three handshake frames, AES-256-GCM ciphertext in all others (the
+ * counter is the header's `s`, the header is associated data).
  *
- *     +----------------+----------------------+----------------------+
- *     | u16 BE: H      | H bytes: header JSON | rest: body (opaque)  |
- *     +----------------+----------------------+----------------------+
- *
- * The header is small cleartext the relay may read: {@linkcode FrameHeader}.
- * For frames addressed to or sent by the relay itself the body is JSON the relay
- * reads; for end-to-end frames the body is opaque to the relay: public keys and
- * signatures in the three handshake frames, AES-256-GCM ciphertext in all
- * others (the counter is the header's `s`, the header is associated data).
+ * Names: a *route* is the relay's number for one IDE socket; an *e2e
+ * session* (`E2eSession`) is the keys agreed over one route; a *stream* is
+ * one IDE client's numbered frames, which outlive routes and sessions, and
+ * which the bridge knows by a local *handle*.
  *
  * @module
  */
@@ -63,8 +65,22 @@
  *   Telemetry (compatible additions, no version change needed): `auth` may
  *   carry `telemetry: false`, `auth.ok` says `crashReports: true` when the
  *   relay takes `crash` frames (bridge -> relay, scrubbed metadata).
+ * - 4: a fixed-width binary header (version, type code, flags, id length,
+ *   route, `s`, `q`, id) instead of a JSON one, so the relay forwards an
+ *   end-to-end frame by patching four bytes in place; one table of frame types
+ *   ({@linkcode FRAME_TABLE}); the channel field is now called the route `r`;
+ *   the associated data of a sealed frame is the binary header with the route
+ *   zeroed; clients ask for the subprotocol {@linkcode WS_SUBPROTOCOL} and an
+ *   older client is closed with 4426; `auth.ok` no longer lists channels.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
+
+/**
+ * The WebSocket subprotocol a client of this version asks for
+ * (`Sec-WebSocket-Protocol`). The relay closes sockets that did not ask for it
+ * with {@linkcode CloseCode.UnsupportedVersion}, saying which side to update.
+ */
+export const WS_SUBPROTOCOL = `coder1.v${PROTOCOL_VERSION}`;
 
 /**
  * Most unacknowledged stream bytes (command frame bodies plus
@@ -98,12 +114,14 @@ export const FLOW_LOW_BYTES = 512 * 1024;
 
 /** Largest WebSocket message either side accepts, header included. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
-/** Largest header JSON. Tokens travel in `auth` bodies, not in headers. */
-export const MAX_HEADER_BYTES = 1024;
+/** Largest header: the fixed part and the longest id. Tokens travel in `auth` bodies, not in headers. */
+export const MAX_HEADER_BYTES = 24 + 64;
 /** Largest body of a relay-read JSON frame (`auth`, `auth.ok`, ...). */
 export const MAX_CONTROL_BODY_BYTES = 8 * 1024;
 /** Bridges send command output in chunks of at most this many bytes. */
 export const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/** Longest command line in `cmd.start` (UTF-16 code units). */
+export const MAX_COMMAND_LENGTH = 64 * 1024;
 /** Longest command id (`id` header field). */
 export const MAX_ID_LENGTH = 64;
 
@@ -140,6 +158,12 @@ export const BROWSER_SESSION_TTL_MS = 7 * 24 * 60 * 60_000;
 /** Name of the browser session cookie. */
 export const SESSION_COOKIE = "coder1_session";
 
+/**
+ * A receiver whose send buffer at the relay has not shrunk for this long is
+ * closed with {@linkcode CloseCode.SlowConsumer}.
+ */
+export const RECEIVER_STUCK_MS = 60_000;
+
 /** A sender whose receiver has this much waiting at the relay, despite `flow` pauses, is closed (4509). */
 export const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
@@ -173,7 +197,7 @@ export const CloseCode = {
   GoingAway: 1001,
   /** No frame (not even `pong`) for {@linkcode HEARTBEAT_TIMEOUT_MS}. */
   HeartbeatTimeout: 4000,
-  /** Malformed frame: not binary, bad header, bad JSON, unknown or misdirected type, frame before auth. */
+  /** Malformed frame: not binary, bad header, bad body, unknown or misdirected type, frame before auth. */
   BadFrame: 4400,
   /** Pairing code wrong, expired or used; token invalid, expired or revoked. */
   AuthFailed: 4401,
@@ -192,6 +216,12 @@ export const CloseCode = {
    * reconnect.
    */
   E2eFailure: 4420,
+  /**
+   * The peer speaks another protocol version (it did not ask for
+   * {@linkcode WS_SUBPROTOCOL}, or sent a frame of another version); the
+   * reason says which side to update.
+   */
+  UnsupportedVersion: 4426,
   /** Too many redemption attempts; the reason says when to retry. */
   RateLimited: 4429,
   /**
@@ -209,151 +239,218 @@ export const CloseCode = {
 /** One of the {@linkcode CloseCode} values. */
 export type CloseCodeValue = typeof CloseCode[keyof typeof CloseCode];
 
-/** Frame types, grouped by who sends them. */
-export const FrameType = {
+/** Who sends a frame. */
+export type Role = "ide" | "bridge" | "relay";
+
+/**
+ * What one frame type is: its wire code, who may send it, whether the relay
+ * reads it, and how its body travels. {@linkcode FRAME_TABLE} holds one per
+ * type; every set of types the code uses is derived from it.
+ */
+export interface FrameSpec {
+  /** The type's byte in the header (1-255; 0 is never a type). */
+  readonly code: number;
+  /** Roles that may send it. */
+  readonly from: readonly Role[];
+  /**
+   * `control`: between a peer and the relay; the relay reads (or writes) the
+   * JSON body. `e2e`: between the IDE and the bridge; the relay forwards it
+   * untouched and cannot read the body.
+   */
+  readonly kind: "control" | "e2e";
+  /** End to end only: the body is AES-256-GCM ciphertext (false for the three handshake frames). */
+  readonly sealed: boolean;
+  /** Numbered with `q` in a lossless stream (kept until acknowledged, resent after reconnects). */
+  readonly stream: boolean;
+  /** The (plaintext) body: a JSON object, raw bytes, or nothing. */
+  readonly body: "json" | "bytes" | "empty";
+}
+
+/**
+ * Every frame type, by name. The name is what logs, metrics and docs use; the
+ * `code` is what travels. New types take new codes; a code is never reused.
+ */
+export const FRAME_TABLE = {
   // Peer <-> relay (the relay reads the JSON body).
-  /** Bridge -> relay, first frame: {@linkcode AuthBody}. */
-  Auth: "auth",
+  /** Bridge -> relay, first frame of a connection: {@linkcode AuthBody}. */
+  "auth": { code: 0x01, from: ["bridge"], kind: "control", sealed: false, stream: false, body: "json" },
   /** Relay -> bridge: {@linkcode AuthOkBody}. */
-  AuthOk: "auth.ok",
-  /** Relay -> peer: empty body; answer with `pong`. */
-  Ping: "ping",
-  /** Peer -> relay: empty body. */
-  Pong: "pong",
-  /** Relay -> IDE: {@linkcode BridgeStatusBody}. */
-  BridgeStatus: "bridge.status",
-  /** Relay -> bridge: an IDE socket with channel `c` joined; empty body. */
-  IdeOpen: "ide.open",
-  /** Relay -> bridge: the IDE socket with channel `c` left; empty body. */
-  IdeClose: "ide.close",
+  "auth.ok": { code: 0x02, from: ["relay"], kind: "control", sealed: false, stream: false, body: "json" },
+  /** Relay -> peer: answer with `pong`. */
+  "ping": { code: 0x03, from: ["relay"], kind: "control", sealed: false, stream: false, body: "empty" },
+  /** Peer -> relay. */
+  "pong": { code: 0x04, from: ["ide", "bridge"], kind: "control", sealed: false, stream: false, body: "empty" },
+  /** Relay -> IDE: {@linkcode BridgeStatusBody}, at once and on every change. */
+  "bridge.status": { code: 0x05, from: ["relay"], kind: "control", sealed: false, stream: false, body: "json" },
+  /** Relay -> bridge: the IDE socket with route `r` joined. */
+  "ide.open": { code: 0x06, from: ["relay"], kind: "control", sealed: false, stream: false, body: "empty" },
+  /** Relay -> bridge: the IDE socket with route `r` left (its stream lingers on the bridge). */
+  "ide.close": { code: 0x07, from: ["relay"], kind: "control", sealed: false, stream: false, body: "empty" },
   /**
    * Relay -> peer: {@linkcode FlowBody}: stop (or start again) sending end-to-end
-   * frames, for channel `c` (to a bridge) or for the whole socket (to an IDE).
+   * frames, for route `r` (to a bridge) or for the whole socket (to an IDE).
    */
-  Flow: "flow",
-  /**
-   * Bridge -> relay: {@linkcode CrashBody}, a scrubbed crash report (no `c`).
-   * Sent only when `auth.ok` said `crashReports: true`.
-   */
-  Crash: "crash",
+  "flow": { code: 0x08, from: ["relay"], kind: "control", sealed: false, stream: false, body: "json" },
+  /** Bridge -> relay: {@linkcode CrashBody}; only when `auth.ok` said `crashReports: true`. */
+  "crash": { code: 0x09, from: ["bridge"], kind: "control", sealed: false, stream: false, body: "json" },
 
   // End to end, handshake (the relay forwards; bodies hold public values only).
   /** IDE -> bridge: start a key exchange; body `HelloBody` (shared/e2e_session.ts). */
-  E2eHello: "e2e.hello",
+  "e2e.hello": { code: 0x20, from: ["ide"], kind: "e2e", sealed: false, stream: false, body: "json" },
   /** Bridge -> IDE: signed answer; body `ReplyBody`. */
-  E2eReply: "e2e.reply",
-  /** IDE -> bridge: the IDE's signature; body `ConfirmBody`. */
-  E2eConfirm: "e2e.confirm",
+  "e2e.reply": { code: 0x21, from: ["bridge"], kind: "e2e", sealed: false, stream: false, body: "json" },
+  /** IDE -> bridge: the IDE's keys and signature; body `ConfirmBody`. */
+  "e2e.confirm": { code: 0x22, from: ["ide"], kind: "e2e", sealed: false, stream: false, body: "json" },
   // End to end, sealed (AES-256-GCM; the relay sees only the header).
-  /** Bridge -> IDE: sealed {@linkcode E2eInfoBody}. */
-  E2eInfo: "e2e.info",
-  /** IDE -> bridge: sealed, empty: the user approved this bridge (it pins the IDE's key). */
-  E2eApprove: "e2e.approve",
-  /** IDE -> bridge: sealed, empty: the user rejected this bridge. */
-  E2eReject: "e2e.reject",
+  /** Bridge -> IDE: {@linkcode E2eInfoBody}. */
+  "e2e.info": { code: 0x23, from: ["bridge"], kind: "e2e", sealed: true, stream: false, body: "json" },
+  /** IDE -> bridge: the user approved this bridge (it pins the IDE's key). */
+  "e2e.approve": { code: 0x24, from: ["ide"], kind: "e2e", sealed: true, stream: false, body: "empty" },
+  /** IDE -> bridge: the user rejected this bridge. */
+  "e2e.reject": { code: 0x25, from: ["ide"], kind: "e2e", sealed: true, stream: false, body: "empty" },
 
   // End to end, stream control (sealed).
-  /** Both ways, sealed {@linkcode StreamResumeBody}: IDE first, then the bridge's answer; then both resend. */
-  StreamResume: "stream.resume",
-  /** Both ways, sealed {@linkcode StreamAckBody}: cumulative acknowledgement. */
-  StreamAck: "stream.ack",
-  /** IDE -> bridge, sealed, empty: the IDE is done with this stream (hang up its commands now). */
-  StreamClose: "stream.close",
+  /** Both ways, {@linkcode StreamResumeBody}: IDE first, then the bridge's answer; then both resend. */
+  "stream.resume": { code: 0x30, from: ["ide", "bridge"], kind: "e2e", sealed: true, stream: false, body: "json" },
+  /** Both ways, {@linkcode StreamAckBody}: cumulative acknowledgement. */
+  "stream.ack": { code: 0x31, from: ["ide", "bridge"], kind: "e2e", sealed: true, stream: false, body: "json" },
+  /** IDE -> bridge: the IDE is done with this stream (hang up its commands now). */
+  "stream.close": { code: 0x32, from: ["ide"], kind: "e2e", sealed: true, stream: false, body: "empty" },
 
-  // End to end, commands (sealed; the relay forwards; the body is opaque to it).
-  /** IDE -> bridge: start command `id`; body {@linkcode CmdStartBody}. */
-  CmdStart: "cmd.start",
+  // End to end, commands (sealed, numbered in the stream).
+  /** IDE -> bridge: start command `id`; {@linkcode CmdStartBody}. */
+  "cmd.start": { code: 0x40, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
   /** IDE -> bridge: raw bytes for command `id`'s stdin. */
-  CmdStdin: "cmd.stdin",
-  /** IDE -> bridge: close command `id`'s stdin; empty body. */
-  CmdEof: "cmd.eof",
-  /** IDE -> bridge: send a signal to command `id`; body {@linkcode CmdSignalBody}. */
-  CmdSignal: "cmd.signal",
+  "cmd.stdin": { code: 0x41, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
+  /** IDE -> bridge: close command `id`'s stdin. */
+  "cmd.eof": { code: 0x42, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "empty" },
+  /** IDE -> bridge: send a signal to command `id`; {@linkcode CmdSignalBody}. */
+  "cmd.signal": { code: 0x43, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
   /** Bridge -> IDE: raw stdout bytes of command `id`. */
-  CmdStdout: "cmd.stdout",
+  "cmd.stdout": { code: 0x44, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
   /** Bridge -> IDE: raw stderr bytes of command `id`. */
+  "cmd.stderr": { code: 0x45, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
+  /** Bridge -> IDE: command `id` ended; {@linkcode CmdExitBody}. */
+  "cmd.exit": { code: 0x46, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** Bridge -> IDE: command `id` could not run; {@linkcode CmdErrorBody}. */
+  "cmd.error": { code: 0x47, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+} as const satisfies Record<string, FrameSpec>;
+
+/** The name of a frame type: a key of {@linkcode FRAME_TABLE}. */
+export type FrameTypeName = keyof typeof FRAME_TABLE;
+
+/** Frame type names under code-friendly keys (each value is checked against the table). */
+export const FrameType = {
+  Auth: "auth",
+  AuthOk: "auth.ok",
+  Ping: "ping",
+  Pong: "pong",
+  BridgeStatus: "bridge.status",
+  IdeOpen: "ide.open",
+  IdeClose: "ide.close",
+  Flow: "flow",
+  Crash: "crash",
+  E2eHello: "e2e.hello",
+  E2eReply: "e2e.reply",
+  E2eConfirm: "e2e.confirm",
+  E2eInfo: "e2e.info",
+  E2eApprove: "e2e.approve",
+  E2eReject: "e2e.reject",
+  StreamResume: "stream.resume",
+  StreamAck: "stream.ack",
+  StreamClose: "stream.close",
+  CmdStart: "cmd.start",
+  CmdStdin: "cmd.stdin",
+  CmdEof: "cmd.eof",
+  CmdSignal: "cmd.signal",
+  CmdStdout: "cmd.stdout",
   CmdStderr: "cmd.stderr",
-  /** Bridge -> IDE: command `id` ended; body {@linkcode CmdExitBody}. */
   CmdExit: "cmd.exit",
-  /** Bridge -> IDE: command `id` could not run; body {@linkcode CmdErrorBody}. */
   CmdError: "cmd.error",
-} as const;
-/** One of the {@linkcode FrameType} values. */
-export type FrameTypeValue = typeof FrameType[keyof typeof FrameType];
+} as const satisfies Record<string, FrameTypeName>;
+
+const _names = Object.keys(FRAME_TABLE) as FrameTypeName[];
+const _where = (test: (spec: FrameSpec) => boolean): ReadonlySet<FrameTypeName> =>
+  new Set(_names.filter((name) => test(FRAME_TABLE[name])));
+
+/** Frame type names by wire code (undefined for codes no type has). */
+export const FRAME_NAME_BY_CODE: readonly (FrameTypeName | undefined)[] = (() => {
+  const byCode: (FrameTypeName | undefined)[] = new Array(256).fill(undefined);
+  for (const name of _names) byCode[FRAME_TABLE[name].code] = name;
+  return byCode;
+})();
 
 /** Types an IDE socket may send to the relay. */
-export const IDE_TO_RELAY: ReadonlySet<string> = new Set([
-  FrameType.Pong,
-  FrameType.E2eHello,
-  FrameType.E2eConfirm,
-  FrameType.E2eApprove,
-  FrameType.E2eReject,
-  FrameType.StreamResume,
-  FrameType.StreamAck,
-  FrameType.StreamClose,
-  FrameType.CmdStart,
-  FrameType.CmdStdin,
-  FrameType.CmdEof,
-  FrameType.CmdSignal,
-]);
-/** Types a bridge socket may send once authenticated. */
-export const BRIDGE_TO_RELAY: ReadonlySet<string> = new Set([
-  FrameType.Pong,
-  FrameType.Crash,
-  FrameType.E2eReply,
-  FrameType.E2eInfo,
-  FrameType.StreamResume,
-  FrameType.StreamAck,
-  FrameType.CmdStdout,
-  FrameType.CmdStderr,
-  FrameType.CmdExit,
-  FrameType.CmdError,
-]);
+export const IDE_SENDS: ReadonlySet<FrameTypeName> = _where((f) => f.from.includes("ide"));
+/** Types a bridge socket may send (`auth` only as its first frame). */
+export const BRIDGE_SENDS: ReadonlySet<FrameTypeName> = _where((f) => f.from.includes("bridge"));
+/** Types only the relay sends. */
+export const RELAY_SENDS: ReadonlySet<FrameTypeName> = _where((f) => f.from.includes("relay"));
 /** End-to-end types: the relay forwards them without reading the body. */
-export const END_TO_END: ReadonlySet<string> = new Set([
-  FrameType.E2eHello,
-  FrameType.E2eReply,
-  FrameType.E2eConfirm,
-  FrameType.E2eInfo,
-  FrameType.E2eApprove,
-  FrameType.E2eReject,
-  FrameType.StreamResume,
-  FrameType.StreamAck,
-  FrameType.StreamClose,
-  FrameType.CmdStart,
-  FrameType.CmdStdin,
-  FrameType.CmdEof,
-  FrameType.CmdSignal,
-  FrameType.CmdStdout,
-  FrameType.CmdStderr,
-  FrameType.CmdExit,
-  FrameType.CmdError,
-]);
+export const END_TO_END: ReadonlySet<FrameTypeName> = _where((f) => f.kind === "e2e");
+/** Handshake types: end to end, with cleartext bodies of public keys and signatures. */
+export const HANDSHAKE: ReadonlySet<FrameTypeName> = _where((f) => f.kind === "e2e" && !f.sealed);
+/** Types that travel in a stream (numbered with `q`, resent after reconnects). */
+export const STREAM_TYPES: ReadonlySet<FrameTypeName> = _where((f) => f.stream);
+/** Sealed types the IDE may receive (the bridge sends them). */
+export const SEALED_TO_IDE: ReadonlySet<FrameTypeName> = _where((f) => f.sealed && f.from.includes("bridge"));
 
-/** The cleartext header of every frame. */
+/**
+ * Frame header layout (protocol 4): a fixed-width binary prefix, then the
+ * command id, then the body. All integers are big-endian.
+ *
+ *     offset size field
+ *          0    1 version ({@linkcode PROTOCOL_VERSION})
+ *          1    1 type code ({@linkcode FRAME_TABLE})
+ *          2    1 flags: bit 0 `s` present, bit 1 `q` present; others 0
+ *          3    1 id length L (0 = no id; at most {@linkcode MAX_ID_LENGTH})
+ *          4    4 route `r` (the relay's number for an IDE socket; 0 = none)
+ *          8    8 `s`: the AES-GCM counter of a sealed frame (0 when absent)
+ *         16    8 `q`: the stream sequence number (0 when absent)
+ *         24    L id (ASCII letters, digits, `-`, `_`)
+ *     24 + L    - body (to the end of the WebSocket message)
+ *
+ * The relay routes by bytes 0-7 alone and re-stamps the route in place. For a
+ * sealed frame the associated data is the whole header (24 + L bytes) with the
+ * route zeroed: the relay may change the route and nothing else.
+ */
+export const HEADER_BYTES = 24;
+/** Header offset of the route field (u32). */
+export const ROUTE_OFFSET = 4;
+/** Header flag: the `s` field is present. */
+export const FLAG_SEQ = 0x01;
+/** Header flag: the `q` field is present. */
+export const FLAG_STREAM_SEQ = 0x02;
+
+/** The cleartext header of every frame, decoded. */
 export interface FrameHeader {
   /** Protocol version ({@linkcode PROTOCOL_VERSION}). */
   v: number;
-  /** Frame type ({@linkcode FrameType}). */
-  t: string;
-  /** Channel: the relay-assigned number of an IDE socket. */
-  c?: number;
+  /** Frame type. */
+  t: FrameTypeName;
+  /**
+   * Route: the relay's number for one IDE socket. The relay stamps it on
+   * frames from an IDE socket and routes bridge frames by it; the bridge uses
+   * it to tell its IDE sockets apart.
+   */
+  r?: number;
   /** Command id, chosen by the IDE (letters, digits, `-`, `_`). */
   id?: string;
-  /** Sequence number: the AES-GCM counter of a sealed end-to-end frame, per direction and connection. */
+  /** The AES-GCM counter of a sealed end-to-end frame, per direction and connection. */
   s?: number;
   /**
-   * Stream sequence number of a command frame (`cmd.*`): 1, 2, 3 ... per
+   * Stream sequence number of a stream frame (`cmd.*`): 1, 2, 3 ... per
    * direction of one IDE stream, kept across connections, so a frame resent
-   * after a reconnect keeps its number and duplicates are dropped. Part of the
-   * associated data when present.
+   * after a reconnect keeps its number and duplicates are dropped.
    */
   q?: number;
 }
 
-/** A decoded frame: its header fields and its body bytes. */
+/** A decoded frame: its header fields, the header's bytes and its body bytes. */
 export interface Frame extends FrameHeader {
-  /** The body: JSON for control frames, opaque bytes for end-to-end frames. */
+  /** The header as received (a view; the associated data of a sealed frame, route zeroed). */
+  header: Uint8Array;
+  /** The body: JSON for control frames, opaque bytes for end-to-end frames (a view). */
   body: Uint8Array;
 }
 
@@ -385,8 +482,6 @@ export interface AuthOkBody {
   token?: string;
   /** When the token expires (ms since the epoch). */
   expiresAt: number;
-  /** Channels of the IDE sockets already open for the session. */
-  channels: number[];
   /**
    * True when the relay stores telemetry and this bridge did not opt out:
    * the bridge may then send `crash` frames. Absent otherwise (and from relays
@@ -426,12 +521,9 @@ export interface BridgeStatusBody {
   bridgeId?: string;
   /** Its version (name and OS come sealed, in `e2e.info`). */
   version?: string;
-  /** This IDE socket's channel number. */
-  channel: number;
+  /** This IDE socket's route (the relay's number for it). */
+  route: number;
 }
-
-/** Handshake frames: cleartext bodies of public keys and signatures. */
-export const HANDSHAKE: ReadonlySet<string> = new Set([FrameType.E2eHello, FrameType.E2eReply, FrameType.E2eConfirm]);
 
 /** Plaintext of `e2e.info`: who the bridge is, and whether it needs approval. */
 export interface E2eInfoBody {
@@ -450,7 +542,7 @@ export interface E2eInfoBody {
   approval: "needed" | "pinned" | "refused";
   /**
    * The bridge's Ed25519 signature over the handshake transcript (base64url).
-   * The IDE checks it before it trusts anything else on the channel.
+   * The IDE checks it before it trusts anything else in the session.
    */
   signature: string;
 }
@@ -476,18 +568,6 @@ export interface StreamAckBody {
   /** The highest `q` received so far (cumulative). */
   received: number;
 }
-
-/** Types that travel in a stream (numbered with `q`, resent after reconnects). */
-export const STREAM_TYPES: ReadonlySet<string> = new Set([
-  FrameType.CmdStart,
-  FrameType.CmdStdin,
-  FrameType.CmdEof,
-  FrameType.CmdSignal,
-  FrameType.CmdStdout,
-  FrameType.CmdStderr,
-  FrameType.CmdExit,
-  FrameType.CmdError,
-]);
 
 /** Body of `cmd.start`. */
 export interface CmdStartBody {

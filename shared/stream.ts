@@ -14,12 +14,18 @@
  * @module
  */
 import { E2eError } from "./e2e_session.ts";
-import { ACK_DELAY_MS, ACK_EVERY_BYTES, STREAM_FRAME_OVERHEAD, STREAM_WINDOW_BYTES } from "./protocol.ts";
+import {
+  ACK_DELAY_MS,
+  ACK_EVERY_BYTES,
+  type FrameTypeName,
+  STREAM_FRAME_OVERHEAD,
+  STREAM_WINDOW_BYTES,
+} from "./protocol.ts";
 
 /** One numbered frame of a stream (plaintext body). */
 export interface StreamFrame {
   /** Type (`cmd.*`). */
-  t: string;
+  t: FrameTypeName;
   /** Command id. */
   id?: string;
   /** Stream sequence number. */
@@ -79,7 +85,7 @@ export class StreamSender {
    * @returns Resolves once the window has room again: a sender that awaits it
    *   never has more than a window (plus one frame) unacknowledged.
    */
-  push(frame: { t: string; id?: string; body: Uint8Array }): Promise<void> {
+  push(frame: { t: FrameTypeName; id?: string; body: Uint8Array }): Promise<void> {
     const numbered: StreamFrame = { t: frame.t, id: frame.id, q: this.#next++, body: frame.body };
     this.#buffer.push(numbered);
     this.#bytes += _cost(numbered);
@@ -176,7 +182,7 @@ export class StreamReceiver {
    * @returns True to deliver it; false for a duplicate (already delivered, resent after a reconnect).
    * @throws {E2eError} For a missing number or a gap (a frame was lost or withheld).
    */
-  accept(frame: { t: string; q?: number; body: Uint8Array }): boolean {
+  accept(frame: { t: FrameTypeName; q?: number; body: Uint8Array }): boolean {
     const q = frame.q;
     if (q === undefined) throw new E2eError(`Cannot accept ${frame.t}: no stream sequence number`);
     if (q <= this.#received) return false;

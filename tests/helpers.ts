@@ -14,6 +14,7 @@
 import WebSocket from "ws";
 import { concatBytes } from "../shared/frame_codec.ts";
 import type { IdeClient } from "../shared/ide_client.ts";
+import { WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { approveBridge, type Coder1Process, ideClient, startBridgeProcess, type TestDirs } from "../tools/harness.ts";
 
 export {
@@ -107,9 +108,15 @@ export class RawSocket {
    * @param url Full ws(s) URL.
    * @param headers Headers such as Cookie and Origin.
    * @param options Extra npm:ws options (e.g. `ca`).
+   * @param protocols Subprotocols to ask for (default: this protocol version's; `[]` plays an older client).
    */
-  constructor(url: string, headers: Record<string, string> = {}, options: WebSocket.ClientOptions = {}) {
-    this.ws = new WebSocket(url, { headers, perMessageDeflate: false, ...options });
+  constructor(
+    url: string,
+    headers: Record<string, string> = {},
+    options: WebSocket.ClientOptions = {},
+    protocols: string[] = [WS_SUBPROTOCOL],
+  ) {
+    this.ws = new WebSocket(url, protocols, { headers, perMessageDeflate: false, ...options });
     this.ws.binaryType = "arraybuffer";
     const closed = Promise.withResolvers<{ code: number; reason: string }>();
     const opened = Promise.withResolvers<void>();

@@ -373,8 +373,8 @@ export function startBridgeProcess(
  * ```
  */
 export function wsFactory(extra: WebSocket.ClientOptions = {}): IdeClientOptions["webSocket"] {
-  return (url, headers) =>
-    new WebSocket(url, { headers, perMessageDeflate: false, ...extra }) as unknown as WebSocketLike;
+  return (url, headers, protocols) =>
+    new WebSocket(url, protocols, { headers, perMessageDeflate: false, ...extra }) as unknown as WebSocketLike;
 }
 
 /**

@@ -1,0 +1,201 @@
+/**
+ * Body decoders: one per frame type with a JSON body. Each validates an
+ * untrusted body and returns a typed value, or throws through `fail` (a 4400
+ * bad frame by default; the end-to-end callers pass their own failure, since
+ * a sealed body that opens but does not parse is the peer's fault, not the
+ * relay's). Nothing else in the code reads a JSON body.
+ *
+ * @module
+ */
+import { Coder1Error } from "./errors.ts";
+import { parseJsonObject } from "./frame_codec.ts";
+import {
+  type AuthBody,
+  type AuthOkBody,
+  type BridgeStatusBody,
+  CloseCode,
+  type CmdErrorBody,
+  type CmdExitBody,
+  type CmdSignalBody,
+  type CmdStartBody,
+  type E2eInfoBody,
+  type FlowBody,
+  MAX_COMMAND_LENGTH,
+  MAX_COMMAND_TIMEOUT_MS,
+  MAX_FRAME_BYTES,
+  SIGNALS,
+  type StreamAckBody,
+  type StreamResumeBody,
+} from "./protocol.ts";
+
+/** Makes the error a decoder throws, from a message without the "Cannot read" prefix. */
+export type Fail = (message: string) => Error;
+
+/** Longest version string a bridge may announce. */
+const MAX_VERSION_CHARS = 32;
+/** Stream ids are random base64url, 16 to 64 characters. */
+const STREAM_ID = /^[A-Za-z0-9_-]{16,64}$/;
+
+/**
+ * `auth` (bridge -> relay): exactly one of `code` and `token`, a version, and
+ * an optional `telemetry: false`.
+ *
+ * @param body The frame body.
+ * @param fail Makes the error to throw (default: 4400).
+ * @returns The typed body.
+ *
+ * @example
+ * ```ts
+ * import { decodeAuth } from "./frame_bodies.ts";
+ * const body = new TextEncoder().encode('{"code":"123456","version":"0.4.0"}');
+ * console.log(decodeAuth(body).code); // "123456"
+ * ```
+ */
+export function decodeAuth(body: Uint8Array, fail: Fail = badFrame): AuthBody {
+  const o = parseJsonObject(body, "auth", fail);
+  const { code, token, version, telemetry } = o;
+  if ((code === undefined) === (token === undefined)) throw fail("auth needs exactly one of code and token");
+  if (code !== undefined && typeof code !== "string") throw fail("auth code must be a string");
+  if (token !== undefined && typeof token !== "string") throw fail("auth token must be a string");
+  if (telemetry !== undefined && typeof telemetry !== "boolean") throw fail("auth telemetry must be a boolean");
+  const out: AuthBody = { version: _text(version, MAX_VERSION_CHARS, "auth version", fail) };
+  if (code !== undefined) out.code = code as string;
+  if (token !== undefined) out.token = token as string;
+  if (telemetry === false) out.telemetry = false;
+  return out;
+}
+
+/** `auth.ok` (relay -> bridge). */
+export function decodeAuthOk(body: Uint8Array, fail: Fail = badFrame): AuthOkBody {
+  const o = parseJsonObject(body, "auth.ok", fail);
+  const out: AuthOkBody = {
+    bridgeId: _text(o.bridgeId, 128, "auth.ok bridgeId", fail),
+    expiresAt: _whole(o.expiresAt, "auth.ok expiresAt", fail),
+  };
+  if (o.token !== undefined) out.token = _text(o.token, 8192, "auth.ok token", fail);
+  if (o.crashReports === true) out.crashReports = true;
+  return out;
+}
+
+/** `bridge.status` (relay -> IDE). */
+export function decodeBridgeStatus(body: Uint8Array, fail: Fail = badFrame): BridgeStatusBody {
+  const o = parseJsonObject(body, "bridge.status", fail);
+  if (o.state !== "connected" && o.state !== "disconnected") throw fail("bridge.status state unknown");
+  const out: BridgeStatusBody = { state: o.state, route: _whole(o.route, "bridge.status route", fail) };
+  if (o.bridgeId !== undefined) out.bridgeId = _text(o.bridgeId, 128, "bridge.status bridgeId", fail);
+  if (o.version !== undefined) out.version = _text(o.version, MAX_VERSION_CHARS, "bridge.status version", fail);
+  return out;
+}
+
+/** `flow` (relay -> peer). */
+export function decodeFlow(body: Uint8Array, fail: Fail = badFrame): FlowBody {
+  const o = parseJsonObject(body, "flow", fail);
+  if (typeof o.paused !== "boolean") throw fail("flow paused must be a boolean");
+  return { paused: o.paused };
+}
+
+/** `e2e.info` plaintext (bridge -> IDE). */
+export function decodeE2eInfo(body: Uint8Array, fail: Fail = badFrame): E2eInfoBody {
+  const o = parseJsonObject(body, "e2e.info", fail);
+  if (o.approval !== "needed" && o.approval !== "pinned" && o.approval !== "refused") {
+    throw fail("e2e.info approval unknown");
+  }
+  const field = (v: unknown, name: string) => {
+    if (typeof v !== "string" || v.length > 256) throw fail(`e2e.info ${name} must be a string`);
+    return v;
+  };
+  return {
+    name: field(o.name, "name"),
+    os: field(o.os, "os"),
+    version: field(o.version, "version"),
+    approval: o.approval,
+    signature: field(o.signature, "signature"),
+  };
+}
+
+/** `stream.resume` plaintext (both ways). */
+export function decodeStreamResume(body: Uint8Array, fail: Fail = badFrame): StreamResumeBody {
+  const o = parseJsonObject(body, "stream.resume", fail);
+  if (typeof o.stream !== "string" || !STREAM_ID.test(o.stream)) throw fail("stream.resume: bad stream id");
+  const out: StreamResumeBody = { stream: o.stream, received: _whole(o.received, "stream.resume received", fail) };
+  if (o.known !== undefined) {
+    if (typeof o.known !== "boolean") throw fail("stream.resume known must be a boolean");
+    out.known = o.known;
+  }
+  return out;
+}
+
+/** `stream.ack` plaintext (both ways). */
+export function decodeStreamAck(body: Uint8Array, fail: Fail = badFrame): StreamAckBody {
+  const o = parseJsonObject(body, "stream.ack", fail);
+  return { received: _whole(o.received, "stream.ack received", fail) };
+}
+
+/** `cmd.start` plaintext (IDE -> bridge). */
+export function decodeCmdStart(body: Uint8Array, fail: Fail = badFrame): CmdStartBody {
+  const o = parseJsonObject(body, "cmd.start", fail, MAX_FRAME_BYTES);
+  const { command, cwd, timeoutMs } = o;
+  if (typeof command !== "string" || command.length === 0 || command.length > MAX_COMMAND_LENGTH) {
+    throw fail("command must be a non-empty string of at most 64 KiB");
+  }
+  const out: CmdStartBody = { command };
+  if (cwd !== undefined) {
+    if (typeof cwd !== "string") throw fail("cwd must be a string");
+    out.cwd = cwd;
+  }
+  if (timeoutMs !== undefined) {
+    if (
+      !(Number.isSafeInteger(timeoutMs) && (timeoutMs as number) > 0 && (timeoutMs as number) <= MAX_COMMAND_TIMEOUT_MS)
+    ) {
+      throw fail(`timeoutMs must be a whole number from 1 to ${MAX_COMMAND_TIMEOUT_MS}`);
+    }
+    out.timeoutMs = timeoutMs as number;
+  }
+  return out;
+}
+
+/** `cmd.signal` plaintext (IDE -> bridge). */
+export function decodeCmdSignal(body: Uint8Array, fail: Fail = badFrame): CmdSignalBody {
+  const o = parseJsonObject(body, "cmd.signal", fail);
+  const signal = SIGNALS.find((s) => s === o.signal);
+  if (!signal) throw fail("cmd.signal: unsupported signal");
+  return { signal };
+}
+
+/** `cmd.exit` plaintext (bridge -> IDE). */
+export function decodeCmdExit(body: Uint8Array, fail: Fail = badFrame): CmdExitBody {
+  const o = parseJsonObject(body, "cmd.exit", fail);
+  if (o.code !== null && !Number.isSafeInteger(o.code)) throw fail("cmd.exit code must be a whole number or null");
+  if (o.signal !== null && typeof o.signal !== "string") throw fail("cmd.exit signal must be a string or null");
+  const out: CmdExitBody = {
+    code: o.code as number | null,
+    signal: o.signal as string | null,
+    durationMs: _whole(o.durationMs, "cmd.exit durationMs", fail),
+  };
+  if (o.timedOut === true) out.timedOut = true;
+  return out;
+}
+
+/** `cmd.error` plaintext (bridge -> IDE). */
+export function decodeCmdError(body: Uint8Array, fail: Fail = badFrame): CmdErrorBody {
+  const o = parseJsonObject(body, "cmd.error", fail);
+  return {
+    reason: _text(o.reason, 64, "cmd.error reason", fail),
+    message: typeof o.message === "string" ? o.message : "",
+  };
+}
+
+/** The default failure: a 4400 bad frame, "Cannot accept frame: ...". */
+export function badFrame(message: string): Coder1Error {
+  return new Coder1Error(`Cannot accept frame: ${message}`, { closeCode: CloseCode.BadFrame, reason: "bad-frame" });
+}
+
+function _text(v: unknown, max: number, field: string, fail: Fail): string {
+  if (typeof v !== "string" || v.length === 0 || v.length > max) throw fail(`${field} missing or too long`);
+  return v;
+}
+
+function _whole(v: unknown, field: string, fail: Fail): number {
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw fail(`${field} must be a whole number`);
+  return v as number;
+}
