@@ -8,15 +8,15 @@
  */
 import WebSocket from "ws";
 import { generateIdentity } from "../shared/e2e_crypto.ts";
-import { type E2eChannel, IdeHandshake } from "../shared/e2e_session.ts";
-import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
-import { FrameType } from "../shared/protocol.ts";
+import { type E2eSession, IdeHandshake } from "../shared/e2e_session.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
+import { FrameType, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { DIRECT_PAIRING_ID } from "./direct_server.ts";
 
 /** A connection to the direct baseline server. */
 export class DirectClient {
   #ws: WebSocket;
-  #channel?: E2eChannel;
+  #session?: E2eSession;
   #queue: Uint8Array[] = [];
   #wake?: () => void;
   #closed = false;
@@ -43,7 +43,8 @@ export class DirectClient {
    * @returns The connected client.
    */
   static async connect(url: string, sealed: boolean): Promise<DirectClient> {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+    // The subprotocol too, as the IDE client asks for it: the same upgrade on both paths.
+    const ws = new WebSocket(url, [WS_SUBPROTOCOL], { perMessageDeflate: false });
     const client = new DirectClient(ws);
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());
@@ -53,8 +54,8 @@ export class DirectClient {
       const { handshake, hello } = await IdeHandshake.start(await generateIdentity(false), DIRECT_PAIRING_ID);
       ws.send(encodeFrame({ t: FrameType.E2eHello, body: { ...hello } }));
       const reply = decodeFrame(await client.#next());
-      const { channel, confirm } = await handshake.finish(JSON.parse(new TextDecoder().decode(reply.body)));
-      client.#channel = channel;
+      const { session, confirm } = await handshake.finish(parseJsonObject(reply.body, reply.t));
+      client.#session = session;
       ws.send(encodeFrame({ t: FrameType.E2eConfirm, body: { ...confirm } }));
     }
     return client;
@@ -68,14 +69,14 @@ export class DirectClient {
    */
   async roundTrip(payload: Uint8Array): Promise<number> {
     const t0 = performance.now();
-    const channel = this.#channel;
+    const session = this.#session;
     this.#ws.send(
-      channel
-        ? await channel.seal({ t: FrameType.CmdStdin, id: "c1", body: payload })
+      session
+        ? await session.seal({ t: FrameType.CmdStdin, id: "c1", body: payload })
         : encodeFrame({ t: FrameType.CmdStdin, id: "c1", body: payload }),
     );
     const back = decodeFrame(await this.#next());
-    const body = channel ? await channel.open(back) : back.body;
+    const body = session ? await session.open(back) : back.body;
     const ms = performance.now() - t0;
     if (body.byteLength !== payload.byteLength) throw new Error("Cannot measure round trip: echo has another size");
     return ms;
@@ -92,7 +93,7 @@ export class DirectClient {
     let bytes = 0;
     for (;;) {
       const frame = decodeFrame(await this.#next());
-      const body = this.#channel ? await this.#channel.open(frame) : frame.body;
+      const body = this.#session ? await this.#session.open(frame) : frame.body;
       if (frame.t === FrameType.CmdExit) break;
       bytes += body.byteLength;
     }

@@ -17,9 +17,9 @@
  * @module
  */
 import { generateIdentity } from "../shared/e2e_crypto.ts";
-import { BridgeHandshake, type E2eChannel } from "../shared/e2e_session.ts";
-import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
-import { type Frame, FrameType, OUTPUT_CHUNK_BYTES } from "../shared/protocol.ts";
+import { BridgeHandshake, type E2eSession } from "../shared/e2e_session.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
+import { type Frame, FrameType, OUTPUT_CHUNK_BYTES, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 
 /** The pairing id both ends of the direct baseline use in their handshake. */
 export const DIRECT_PAIRING_ID = "direct-baseline";
@@ -36,7 +36,12 @@ if (import.meta.main) {
     if (request.headers.get("upgrade") !== "websocket") return new Response("websocket only", { status: 426 });
     const url = new URL(request.url);
     const sealed = url.searchParams.get("sealed") === "1";
-    const { socket, response } = Deno.upgradeWebSocket(request);
+    // Answers the coder1 subprotocol when asked, as the relay does.
+    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+    const { socket, response } = Deno.upgradeWebSocket(
+      request,
+      offered.includes(WS_SUBPROTOCOL) ? { protocol: WS_SUBPROTOCOL } : {},
+    );
     socket.binaryType = "arraybuffer";
     if (url.pathname === "/echo") _echo(socket, sealed, identity);
     else if (url.pathname === "/stream") _stream(socket, sealed, identity, Number(url.searchParams.get("bytes")));
@@ -47,18 +52,22 @@ if (import.meta.main) {
   await server.finished;
 }
 
-/** Runs the bridge side of the handshake on the socket's first frames; resolves with the channel. */
+/** Runs the bridge side of the handshake on the socket's first frames; resolves with the session. */
 function _handshake(
   identity: CryptoKeyPair,
   frames: AsyncIterator<Frame>,
   send: (bytes: Uint8Array) => void,
-): Promise<E2eChannel> {
+): Promise<E2eSession> {
   return (async () => {
     const hello = (await frames.next()).value as Frame;
-    const { handshake, reply } = await BridgeHandshake.respond(identity, DIRECT_PAIRING_ID, _json(hello));
+    const { handshake, reply } = await BridgeHandshake.respond(
+      identity,
+      DIRECT_PAIRING_ID,
+      parseJsonObject(hello.body, hello.t),
+    );
     send(encodeFrame({ t: FrameType.E2eReply, body: { ...reply } }));
     const confirm = (await frames.next()).value as Frame;
-    return (await handshake.finish(_json(confirm))).channel;
+    return (await handshake.finish(parseJsonObject(confirm.body, confirm.t))).session;
   })();
 }
 
@@ -70,13 +79,13 @@ function _echo(socket: WebSocket, sealed: boolean, identity: CryptoKeyPair): voi
   const frames = _frames(socket);
   const send = (bytes: Uint8Array) => socket.send(bytes);
   (async () => {
-    const channel = await _handshake(identity, frames, send);
+    const session = await _handshake(identity, frames, send);
     for (;;) {
       const next = await frames.next();
       if (next.done) return;
       const frame = next.value;
-      const plaintext = await channel.open(frame);
-      send(await channel.seal({ t: FrameType.CmdStdout, id: frame.id, body: plaintext }));
+      const plaintext = await session.open(frame);
+      send(await session.seal({ t: FrameType.CmdStdout, id: frame.id, body: plaintext }));
     }
   })().catch(() => socket.close(1011, "echo failed"));
 }
@@ -85,22 +94,22 @@ function _stream(socket: WebSocket, sealed: boolean, identity: CryptoKeyPair, by
   const frames = _frames(socket);
   const send = (b: Uint8Array) => socket.send(b);
   (async () => {
-    const channel = sealed ? await _handshake(identity, frames, send) : undefined;
+    const session = sealed ? await _handshake(identity, frames, send) : undefined;
     if (!sealed) await new Promise<void>((resolve) => socket.addEventListener("open", () => resolve()));
     const chunk = new Uint8Array(OUTPUT_CHUNK_BYTES);
     for (let sent = 0; sent < bytes; sent += chunk.byteLength) {
       const body = bytes - sent < chunk.byteLength ? chunk.subarray(0, bytes - sent) : chunk;
       send(
-        channel
-          ? await channel.seal({ t: FrameType.CmdStdout, id: "c1", body })
+        session
+          ? await session.seal({ t: FrameType.CmdStdout, id: "c1", body })
           : encodeFrame({ t: FrameType.CmdStdout, id: "c1", body }),
       );
       while (socket.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 1));
     }
     const exit = new TextEncoder().encode(JSON.stringify({ code: 0, signal: null, durationMs: 0 }));
     send(
-      channel
-        ? await channel.seal({ t: FrameType.CmdExit, id: "c1", body: exit })
+      session
+        ? await session.seal({ t: FrameType.CmdExit, id: "c1", body: exit })
         : encodeFrame({ t: FrameType.CmdExit, id: "c1", body: exit }),
     );
   })().catch(() => socket.close(1011, "stream failed"));
@@ -126,8 +135,4 @@ function _frames(socket: WebSocket): AsyncIterator<Frame> {
       return value ? { value, done: false } : { value: undefined, done: true };
     },
   };
-}
-
-function _json(frame: Frame): unknown {
-  return JSON.parse(new TextDecoder().decode(frame.body));
 }

@@ -19,7 +19,7 @@
  */
 import WebSocket from "ws";
 import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
-import { FrameType } from "../shared/protocol.ts";
+import { FrameType, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 
 /** What the parent writes to the config file. */
@@ -113,7 +113,7 @@ if (import.meta.main) {
   const open = (i: number): Promise<void> => {
     const slot = slots[i];
     const settled = Promise.withResolvers<void>();
-    const ws = new WebSocket(`${config.url}/ws/bridge`, {
+    const ws = new WebSocket(`${config.url}/ws/bridge`, [WS_SUBPROTOCOL], {
       perMessageDeflate: false,
       ...(config.perAddress ? { localAddress: sourceAddress((config.firstIndex ?? 0) + i, config.perAddress) } : {}),
     });

@@ -298,7 +298,7 @@ export async function measureLink(
       "Round trip: the bridge is bench/echo_bridge.ts, the real bridge link and command manager with an in-memory " +
         "process that echoes stdin to stdout (no child process). The baseline is an npm:ws client talking to a " +
         "Deno.serve WebSocket server in another process with no relay, which runs the same end-to-end handshake and " +
-        "opens and re-seals every frame with the same AES-256-GCM channel as the bridge (sealed); the unsealed figure is " +
+        "opens and re-seals every frame with the same AES-256-GCM session as the bridge (sealed); the unsealed figure is " +
         "the bare floor.",
       `Command latency and throughput run through a real \`coder1 bridge start\` with SHELL=${shell} (the user's login ` +
         "shell, which sshd uses too; sshd's sessions get SHLVL=1 so that bash skips ~/.bashrc, as the bridge's " +

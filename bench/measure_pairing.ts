@@ -15,7 +15,7 @@
 import WebSocket from "ws";
 import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import { IdeClient } from "../shared/ide_client.ts";
-import { FrameType, REDEEM_GLOBAL_PER_WINDOW } from "../shared/protocol.ts";
+import { FrameType, REDEEM_GLOBAL_PER_WINDOW, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { makeTestDirs, startRelayProcess, wsFactory } from "../tools/harness.ts";
 import { DirectClient } from "./direct_client.ts";
@@ -158,7 +158,7 @@ export async function measurePairing(
 /** Redeems `code` like a bridge and resolves on `auth.ok`. */
 function _redeem(wsBase: string, code: string, localAddress: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}/ws/bridge`, { perMessageDeflate: false, localAddress });
+    const ws = new WebSocket(`${wsBase}/ws/bridge`, [WS_SUBPROTOCOL], { perMessageDeflate: false, localAddress });
     ws.binaryType = "arraybuffer";
     ws.on("open", () => ws.send(encodeFrame({ t: FrameType.Auth, body: { code, version: VERSION } })));
     ws.on("message", (data: ArrayBuffer) => {

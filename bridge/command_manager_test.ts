@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import { FrameType } from "../shared/protocol.ts";
-import { CommandManager } from "./command_manager.ts";
+import { type CommandFrame, CommandManager } from "./command_manager.ts";
 import type { CommandRunner, RunningProcess } from "./shell_runner.ts";
 import { ShellRunner } from "./shell_runner.ts";
 
@@ -37,7 +37,7 @@ async function gone(pid: number): Promise<boolean> {
 }
 
 function harness(runner: CommandRunner, root: string, maxCommands = 4) {
-  const frames: FrameInit[] = [];
+  const frames: CommandFrame[] = [];
   const waiters: (() => void)[] = [];
   const manager = new CommandManager({
     runner,
@@ -50,14 +50,14 @@ function harness(runner: CommandRunner, root: string, maxCommands = 4) {
     },
   });
   const start = (id: string, body: Record<string, unknown> | string) =>
-    manager.handle(decodeFrame(encodeFrame({ t: FrameType.CmdStart, c: 1, id, body })));
+    manager.handle(1, decodeFrame(encodeFrame({ t: FrameType.CmdStart, id, body })));
   const until = async (pred: () => boolean) => {
     while (!pred()) await new Promise<void>((r) => waiters.push(r));
   };
   const result = async (id: string) => {
     await until(() => frames.some((f) => f.id === id && (f.t === FrameType.CmdExit || f.t === FrameType.CmdError)));
     const f = frames.find((f) => f.id === id && (f.t === FrameType.CmdExit || f.t === FrameType.CmdError))!;
-    return { t: f.t, body: jsonBody(decodeFrame(encodeFrame(f))) };
+    return { t: f.t, body: parseJsonObject(decodeFrame(encodeFrame(f)).body, f.t) };
   };
   return { manager, frames, start, result };
 }
@@ -130,16 +130,12 @@ Deno.test("duplicate ids and the cap are refused; stopAll ends every process gro
   assert.ok(await gone(pid), `the background grandchild ${pid} is gone too`);
 });
 
-Deno.test("closeChannel hangs up the commands of one stream only", async () => {
+Deno.test("closeStream hangs up the commands of one stream only", async () => {
   const root = Deno.realPathSync(Deno.cwd());
   const h = harness(new ShellRunner(() => "/bin/sh"), root);
-  h.manager.handle(
-    decodeFrame(encodeFrame({ t: FrameType.CmdStart, c: 1, id: "keep", body: { command: "sleep 30" } })),
-  );
-  h.manager.handle(
-    decodeFrame(encodeFrame({ t: FrameType.CmdStart, c: 2, id: "drop", body: { command: "sleep 30" } })),
-  );
-  h.manager.closeChannel(2);
+  h.manager.handle(1, decodeFrame(encodeFrame({ t: FrameType.CmdStart, id: "keep", body: { command: "sleep 30" } })));
+  h.manager.handle(2, decodeFrame(encodeFrame({ t: FrameType.CmdStart, id: "drop", body: { command: "sleep 30" } })));
+  h.manager.closeStream(2);
   const r = await h.result("drop");
   assert.equal(r.body.signal, "SIGHUP");
   assert.equal(h.manager.size, 1);

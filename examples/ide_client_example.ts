@@ -22,7 +22,7 @@ const command = Deno.args[1] ?? "echo hello from coder1";
 // Origin headers; npm:ws can (and has no Nagle stall).
 const ide = new IdeClient({
   relayUrl,
-  webSocket: (url, headers) => new WebSocket(url, { headers }) as unknown as WebSocketLike,
+  webSocket: (url, headers, protocols) => new WebSocket(url, protocols, { headers }) as unknown as WebSocketLike,
 });
 
 await ide.createSession();

@@ -130,7 +130,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
         current ? { ...UPGRADE_OPTIONS, protocol: WS_SUBPROTOCOL } : UPGRADE_OPTIONS,
       );
       upgraded.socket.addEventListener("close", release);
-      return upgraded;
+      return { ...upgraded, current };
     } catch (error) {
       release();
       throw error;
@@ -239,8 +239,8 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       checkOrigin(request, true);
       const sid = await requireSession(request);
       _requireUpgrade(request);
-      const { socket, response } = upgrade(request, info);
-      if (_offersSubprotocol(request)) deps.hub.acceptIde(socket, sid);
+      const { socket, response, current } = upgrade(request, info);
+      if (current) deps.hub.acceptIde(socket, sid);
       else deps.hub.acceptOutdated(socket, "ide");
       return response;
     },
@@ -249,8 +249,8 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       _requireUpgrade(request);
       // The peer address is unreadable once the request is upgraded.
       const address = deps.addressOf(request, info);
-      const { socket, response } = upgrade(request, info);
-      if (_offersSubprotocol(request)) deps.hub.acceptBridge(socket, address);
+      const { socket, response, current } = upgrade(request, info);
+      if (current) deps.hub.acceptBridge(socket, address);
       else deps.hub.acceptOutdated(socket, "bridge");
       return response;
     },

@@ -6,8 +6,9 @@
  * buffers let them show.
  */
 import assert from "node:assert/strict";
-import { systemClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame, jsonBody } from "../shared/frame_codec.ts";
+import { ManualClock, systemClock } from "../shared/clock.ts";
+import { decodeBridgeStatus, decodeFlow } from "../shared/frame_bodies.ts";
+import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import { CloseCode, FLOW_HIGH_BYTES, FLOW_LOW_BYTES, FrameType, MAX_BUFFERED_BYTES } from "../shared/protocol.ts";
 import { Hub } from "./hub.ts";
 import { createLogger } from "./logger.ts";
@@ -42,9 +43,9 @@ class FakeSocket {
     this.onmessage?.({ data: encodeFrame(frame).buffer });
   }
 
-  flows(): { c?: number; paused: boolean }[] {
+  flows(): { r?: number; paused: boolean }[] {
     return this.sent.map((b) => decodeFrame(b)).filter((f) => f.t === FrameType.Flow)
-      .map((f) => ({ c: f.c, paused: jsonBody(f).paused === true }));
+      .map((f) => ({ r: f.r, paused: decodeFlow(f.body).paused }));
   }
 }
 
@@ -57,14 +58,16 @@ async function setup(timings: Record<string, number> = {}) {
     clock: systemClock,
     store,
   });
+  const clock = new ManualClock(1_000_000);
   const pairing = new Pairing({ store, clock: systemClock, random: (b) => crypto.getRandomValues(b) });
   const hub = new Hub({
     pairing,
     tokens,
     log: createLogger({ level: "silent" }),
+    clock,
     timings: { heartbeatIntervalMs: 50, heartbeatTimeoutMs: 60_000, receiverStuckMs: 300, ...timings },
   });
-  hub.start();
+  // No timer: the tests run heartbeat rounds themselves, on the manual clock.
   const sid = "session-1";
   const ide = new FakeSocket();
   hub.acceptIde(ide as unknown as WebSocket, sid);
@@ -74,30 +77,30 @@ async function setup(timings: Record<string, number> = {}) {
   const { token } = await tokens.issueBridgeToken("bridge-1", sid);
   bridge.receive({ t: FrameType.Auth, body: { token, version: "0.3.0" } });
   for (let i = 0; i < 100 && !bridge.sent.some((b) => decodeFrame(b).t === FrameType.AuthOk); i++) await tick(5);
-  const channel = (jsonBody(decodeFrame(ide.sent[0])) as { channel: number }).channel;
+  const route = decodeBridgeStatus(decodeFrame(ide.sent[0]).body).route;
   const cleanup = async () => {
     hub.stop();
     await Deno.remove(dir, { recursive: true });
   };
-  return { hub, ide, bridge, channel, cleanup };
+  return { hub, ide, bridge, route, clock, cleanup };
 }
 
-Deno.test("hub: a congested IDE pauses the bridge for its channel, and drains resume it", async () => {
-  const { ide, bridge, channel, cleanup } = await setup();
+Deno.test("hub: a congested IDE pauses the bridge for its route, and drains resume it", async () => {
+  const { ide, bridge, route, cleanup } = await setup();
   try {
-    bridge.receive({ t: FrameType.CmdStdout, c: channel, id: "a", s: 0, q: 1, body: "x" });
+    bridge.receive({ t: FrameType.CmdStdout, r: route, id: "a", s: 0, q: 1, body: "x" });
     await tick(10);
     assert.deepEqual(bridge.flows(), [], "no pause while the IDE keeps up");
     ide.bufferedAmount = FLOW_HIGH_BYTES + 1;
-    bridge.receive({ t: FrameType.CmdStdout, c: channel, id: "a", s: 1, q: 2, body: "x" });
+    bridge.receive({ t: FrameType.CmdStdout, r: route, id: "a", s: 1, q: 2, body: "x" });
     await tick(10);
-    assert.deepEqual(bridge.flows(), [{ c: channel, paused: true }]);
+    assert.deepEqual(bridge.flows(), [{ r: route, paused: true }]);
     ide.bufferedAmount = FLOW_LOW_BYTES + 1;
     await tick(50);
     assert.equal(bridge.flows().length, 1, "still above the low mark: still paused");
     ide.bufferedAmount = FLOW_LOW_BYTES;
     await tick(50);
-    assert.deepEqual(bridge.flows(), [{ c: channel, paused: true }, { c: channel, paused: false }]);
+    assert.deepEqual(bridge.flows(), [{ r: route, paused: true }, { r: route, paused: false }]);
   } finally {
     await cleanup();
   }
@@ -108,20 +111,20 @@ Deno.test("hub: a congested bridge pauses every IDE socket of the session", asyn
   try {
     bridge.bufferedAmount = FLOW_HIGH_BYTES + 1;
     ide.receive({ t: FrameType.CmdStdin, id: "a", s: 0, q: 1, body: "x" });
-    assert.deepEqual(ide.flows(), [{ c: undefined, paused: true }]);
+    assert.deepEqual(ide.flows(), [{ r: undefined, paused: true }]);
     bridge.bufferedAmount = 0;
     await tick(50);
-    assert.deepEqual(ide.flows(), [{ c: undefined, paused: true }, { c: undefined, paused: false }]);
+    assert.deepEqual(ide.flows(), [{ r: undefined, paused: true }, { r: undefined, paused: false }]);
   } finally {
     await cleanup();
   }
 });
 
 Deno.test("hub: a sender that ignores the pause is closed with 4509; the receiver stays", async () => {
-  const { ide, bridge, channel, cleanup } = await setup({ receiverStuckMs: 60_000 });
+  const { ide, bridge, route, cleanup } = await setup({ receiverStuckMs: 60_000 });
   try {
     ide.bufferedAmount = MAX_BUFFERED_BYTES + 1;
-    bridge.receive({ t: FrameType.CmdStdout, c: channel, id: "a", s: 0, q: 1, body: "x" });
+    bridge.receive({ t: FrameType.CmdStdout, r: route, id: "a", s: 0, q: 1, body: "x" });
     await tick(10);
     assert.equal(bridge.closed?.code, CloseCode.IgnoredPause);
     assert.equal(ide.closed, undefined);
@@ -131,16 +134,40 @@ Deno.test("hub: a sender that ignores the pause is closed with 4509; the receive
 });
 
 Deno.test("hub: a receiver whose buffer does not shrink for the stuck limit is closed with 4508", async () => {
-  const { ide, cleanup } = await setup();
+  const { hub, ide, clock, cleanup } = await setup();
   try {
     ide.bufferedAmount = 1000;
-    await tick(200);
+    hub.beat();
+    clock.advance(200);
+    hub.beat();
     assert.equal(ide.closed, undefined, "not yet");
     ide.bufferedAmount = 900; // It reads a little: the clock starts again.
-    await tick(200);
+    hub.beat();
+    clock.advance(200);
+    hub.beat();
     assert.equal(ide.closed, undefined, "reading slowly is not stuck");
-    await tick(400);
+    clock.advance(400);
+    hub.beat();
     assert.equal((ide.closed as { code: number } | undefined)?.code, CloseCode.SlowConsumer);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("hub: heartbeats run on the injected clock: pings while alive, 4000 after the timeout of silence", async () => {
+  const { hub, ide, bridge, clock, cleanup } = await setup({ heartbeatTimeoutMs: 45_000 });
+  try {
+    const pings = (socket: FakeSocket) => socket.sent.filter((b) => decodeFrame(b).t === FrameType.Ping).length;
+    hub.beat();
+    assert.equal(pings(ide), 1);
+    assert.equal(pings(bridge), 1);
+    clock.advance(30_000);
+    bridge.receive({ t: FrameType.Pong }); // The bridge answers; the IDE stays silent.
+    clock.advance(15_001);
+    hub.beat();
+    assert.equal((ide.closed as { code: number } | undefined)?.code, CloseCode.HeartbeatTimeout);
+    assert.equal(bridge.closed, undefined);
+    assert.equal(pings(bridge), 2);
   } finally {
     await cleanup();
   }

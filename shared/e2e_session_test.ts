@@ -8,6 +8,7 @@ import {
   generateEphemeral,
   generateIdentity,
   rawPublicKey,
+  type SessionKeys,
   signTranscript,
   toBase64Url,
   transcript,
@@ -15,14 +16,15 @@ import {
 import {
   BridgeHandshake,
   type ConfirmBody,
-  type E2eChannel,
   E2eError,
+  E2eSession,
   type HelloBody,
   IdeHandshake,
   type ReplyBody,
 } from "./e2e_session.ts";
-import { decodeFrame, encodeFrame, withChannel } from "./frame_codec.ts";
-import { CloseCode, type Frame, PROTOCOL_VERSION } from "./protocol.ts";
+import { Coder1Error } from "./errors.ts";
+import { decodeFrame, encodeFrame, headerAad, routeFrame } from "./frame_codec.ts";
+import { CloseCode, type Frame, type FrameTypeName, HEADER_BYTES, PROTOCOL_VERSION } from "./protocol.ts";
 
 const PAIRING = "0d3c2b1a-5e4f-4a6b-8c7d-9e0f1a2b3c4d";
 const te = new TextEncoder();
@@ -38,16 +40,16 @@ const ideIdentity = await generateIdentity();
 const bridgeIdentity = await generateIdentity();
 
 /**
- * Runs a whole handshake between two identities; returns both channels, the
+ * Runs a whole handshake between two identities; returns both sessions, the
  * bodies exchanged and the bridge's signature (which travels sealed in
  * `e2e.info`; the IDE has not verified it yet).
  */
 async function pair(ide = ideIdentity, bridge = bridgeIdentity, pairingId = PAIRING) {
   const { handshake: ideSide, hello } = await IdeHandshake.start(ide, pairingId);
   const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridge, pairingId, wire(hello));
-  const { channel: ideChannel, bridgeIdentity, confirm } = await ideSide.finish(wire(reply));
-  const { channel: bridgeChannel, signature } = await bridgeSide.finish(wire(confirm));
-  return { ideChannel, bridgeChannel, bridgeIdentity, hello, reply, confirm, signature };
+  const { session: ideSession, bridgeIdentity, confirm } = await ideSide.finish(wire(reply));
+  const { session: bridgeSession, signature } = await bridgeSide.finish(wire(confirm));
+  return { ideSession, bridgeSession, bridgeIdentity, hello, reply, confirm, signature };
 }
 
 /** What a relay can compute from the cleartext handshake: the transcript hash. */
@@ -119,23 +121,60 @@ async function committedIde(identity: CryptoKeyPair, pairingId = PAIRING) {
 /** Re-encodes a frame with changed header fields and/or body. */
 function edit(frame: Frame, change: Partial<Frame>): Frame {
   const f = { ...frame, ...change };
-  return decodeFrame(encodeFrame({ t: f.t, c: f.c, id: f.id, s: f.s, body: f.body }));
+  return decodeFrame(encodeFrame({ t: f.t, r: f.r, id: f.id, s: f.s, q: f.q, body: f.body }));
 }
 
-async function sealed(channel: E2eChannel, t: string, body: string, id?: string): Promise<Frame> {
-  return decodeFrame(await channel.seal({ t, id, body: te.encode(body) }));
+/** Both directions' keys of one key agreement, for tests that need many fresh sessions on the same keys. */
+async function agreedKeys(): Promise<{ ide: SessionKeys; bridge: SessionKeys }> {
+  const ide = await generateEphemeral();
+  const bridge = await generateEphemeral();
+  const ideEphemeral = await rawPublicKey(ide.publicKey);
+  const bridgeEphemeral = await rawPublicKey(bridge.publicKey);
+  const t = transcript({
+    pairingId: PAIRING,
+    ideIdentity: await rawPublicKey(ideIdentity.publicKey),
+    ideEphemeral,
+    bridgeIdentity: await rawPublicKey(bridgeIdentity.publicKey),
+    bridgeEphemeral,
+  });
+  return {
+    ide: await deriveSessionKeys("ide", ide.privateKey, bridgeEphemeral, t),
+    bridge: await deriveSessionKeys("bridge", bridge.privateKey, ideEphemeral, t),
+  };
+}
+
+/** A peer identity for sessions made from {@linkcode agreedKeys} (opening never reads it). */
+const PEER = new Uint8Array(32);
+
+/** Offsets within the (longer) of two headers where they differ. */
+function changedHeaderBytes(a: Uint8Array, b: Uint8Array): number[] {
+  const changed: number[] = [];
+  for (let i = 0; i < Math.max(a.byteLength, b.byteLength); i++) if (a[i] !== b[i]) changed.push(i);
+  return changed;
+}
+
+/** Which header field a byte offset belongs to (the layout at `HEADER_BYTES` in protocol.ts). */
+function headerField(offset: number): string {
+  if (offset < 4) return ["version", "type", "flags", "id length"][offset];
+  if (offset < 8) return "route";
+  if (offset < 16) return "s";
+  return offset < HEADER_BYTES ? "q" : "id";
+}
+
+async function sealed(session: E2eSession, t: FrameTypeName, body: string, id?: string, q?: number): Promise<Frame> {
+  return decodeFrame(await session.seal({ t, id, q, body: te.encode(body) }));
 }
 
 // ---- Handshake ------------------------------------------------------------
 
 Deno.test("handshake: IDE and bridge agree on the SAS, and the IDE verifies the bridge's signature", async () => {
-  const { ideChannel, bridgeChannel, bridgeIdentity: seen, hello, reply, confirm, signature } = await pair();
-  assert.match(ideChannel.sas, /^\d{3} \d{3}$/);
-  assert.equal(ideChannel.sas, bridgeChannel.sas);
+  const { ideSession, bridgeSession, bridgeIdentity: seen, hello, reply, confirm, signature } = await pair();
+  assert.match(ideSession.sas, /^\d{3} \d{3}$/);
+  assert.equal(ideSession.sas, bridgeSession.sas);
   const bridgeKey = await rawPublicKey(bridgeIdentity.publicKey);
   assert.deepEqual(seen, bridgeKey);
-  assert.deepEqual(ideChannel.peerIdentity, bridgeKey);
-  assert.deepEqual(bridgeChannel.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
+  assert.deepEqual(ideSession.peerIdentity, bridgeKey);
+  assert.deepEqual(bridgeSession.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
   // The hello carries no key, only a commitment; the confirm reveals the keys and the IDE's signature.
   assert.deepEqual(Object.keys(hello).sort(), ["commitment", "pairingId"]);
   assert.equal(hello.pairingId, PAIRING);
@@ -144,10 +183,10 @@ Deno.test("handshake: IDE and bridge agree on the SAS, and the IDE verifies the 
   assert.deepEqual(fromBase64Url(confirm.identity), await rawPublicKey(ideIdentity.publicKey));
   assert.equal(fromBase64Url(signature).byteLength, 64);
   // Both sides hash the same transcript, the one the cleartext bodies determine.
-  assert.deepEqual(ideChannel.transcriptHash, bridgeChannel.transcriptHash);
-  assert.deepEqual(ideChannel.transcriptHash, await transcriptHash(confirm, reply));
-  // The bridge's signature (sent sealed in e2e.info) verifies on the IDE's channel.
-  await IdeHandshake.verifyBridge(ideChannel, signature);
+  assert.deepEqual(ideSession.transcriptHash, bridgeSession.transcriptHash);
+  assert.deepEqual(ideSession.transcriptHash, await transcriptHash(confirm, reply));
+  // The bridge's signature (sent sealed in e2e.info) verifies on the IDE's session.
+  await IdeHandshake.verifyBridge(ideSession, signature);
   // The commitment, recomputed with node:crypto from the revealed keys.
   const parts = [
     Buffer.from("coder1 e2e commitment", "utf8"),
@@ -159,8 +198,8 @@ Deno.test("handshake: IDE and bridge agree on the SAS, and the IDE verifies the 
   const input = Buffer.concat(parts.flatMap((p) => [Buffer.from([p.length >> 8, p.length & 0xff]), p]));
   assert.equal(createHash("sha256").update(input).digest("base64url"), hello.commitment);
   // Keys work both ways.
-  assert.equal(td.decode(await bridgeChannel.open(await sealed(ideChannel, "cmd.start", "up"))), "up");
-  assert.equal(td.decode(await ideChannel.open(await sealed(bridgeChannel, "cmd.stdout", "down"))), "down");
+  assert.equal(td.decode(await bridgeSession.open(await sealed(ideSession, "cmd.start", "up"))), "up");
+  assert.equal(td.decode(await ideSession.open(await sealed(bridgeSession, "cmd.stdout", "down"))), "down");
 });
 
 Deno.test("handshake: every run uses fresh ephemerals, so the commitment, keys and SAS change", async () => {
@@ -170,9 +209,9 @@ Deno.test("handshake: every run uses fresh ephemerals, so the commitment, keys a
   assert.notEqual(a.confirm.ephemeral, b.confirm.ephemeral);
   assert.equal(a.confirm.identity, b.confirm.identity);
   assert.notEqual(a.reply.ephemeral, b.reply.ephemeral);
-  assert.notDeepEqual(a.ideChannel.transcriptHash, b.ideChannel.transcriptHash);
+  assert.notDeepEqual(a.ideSession.transcriptHash, b.ideSession.transcriptHash);
   // A frame from one session does not open in the other.
-  await assert.rejects(b.bridgeChannel.open(await sealed(a.ideChannel, "cmd.start", "x")), E2eError);
+  await assert.rejects(b.bridgeSession.open(await sealed(a.ideSession, "cmd.start", "x")), E2eError);
 });
 
 Deno.test("handshake: the bridge refuses a confirm whose keys do not match the hello's commitment", async () => {
@@ -199,15 +238,15 @@ Deno.test("handshake: the bridge refuses a confirm whose keys do not match the h
     await refused(bridgeSide.finish(wire(otherConfirm)), /commitment/, "another handshake's confirm");
   }
   // The untouched confirm still finishes: the refusals were about the changes.
-  const { channel } = await bridgeSide.finish(wire(confirm));
-  assert.deepEqual(channel.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
+  const { session } = await bridgeSide.finish(wire(confirm));
+  assert.deepEqual(session.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
 });
 
 Deno.test("handshake: the bridge refuses a confirm whose IDE signature does not verify", async () => {
   const { handshake: ideSide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
   const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
-  const { channel: ideChannel, confirm } = await ideSide.finish(wire(reply));
-  const hash = ideChannel.transcriptHash;
+  const { session: ideSession, confirm } = await ideSide.finish(wire(reply));
+  const hash = ideSession.transcriptHash;
   const otherHash = hash.slice();
   otherHash[0] ^= 1;
   const mallory = await generateIdentity();
@@ -223,14 +262,14 @@ Deno.test("handshake: the bridge refuses a confirm whose IDE signature does not 
     await refused(bridgeSide.finish({ ...confirm, signature: text }), /signature does not verify/, what);
   }
   // The genuine confirm is accepted.
-  const { channel } = await bridgeSide.finish(wire(confirm));
-  assert.deepEqual(channel.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
+  const { session } = await bridgeSide.finish(wire(confirm));
+  assert.deepEqual(session.peerIdentity, await rawPublicKey(ideIdentity.publicKey));
 });
 
 Deno.test("handshake: verifyBridge refuses a wrong, missing or other-role signature", async () => {
-  const { ideChannel, bridgeChannel, confirm, signature } = await pair();
+  const { ideSession, bridgeSession, confirm, signature } = await pair();
   const other = await pair();
-  const hash = ideChannel.transcriptHash;
+  const hash = ideSession.transcriptHash;
   const mallory = await generateIdentity();
   const bad: [string, unknown, RegExp][] = [
     ["missing", undefined, /no handshake signature/],
@@ -249,13 +288,13 @@ Deno.test("handshake: verifyBridge refuses a wrong, missing or other-role signat
     ["another identity", toBase64Url(await signTranscript("bridge", mallory.privateKey, hash)), /does not verify/],
     ["the same bridge's signature from another session", other.signature, /does not verify/],
   ];
-  for (const [what, value, pattern] of bad) await refused(IdeHandshake.verifyBridge(ideChannel, value), pattern, what);
-  // It checks against the channel's peer: on the bridge's own channel (peer: the IDE) it fails.
-  await refused(IdeHandshake.verifyBridge(bridgeChannel, signature), /does not verify/, "bridge channel");
-  // The genuine signature verifies, on its own channel only.
-  await IdeHandshake.verifyBridge(ideChannel, signature);
-  await IdeHandshake.verifyBridge(other.ideChannel, other.signature);
-  await refused(IdeHandshake.verifyBridge(other.ideChannel, signature), /does not verify/, "crossed sessions");
+  for (const [what, value, pattern] of bad) await refused(IdeHandshake.verifyBridge(ideSession, value), pattern, what);
+  // It checks against the session's peer: on the bridge's own session (peer: the IDE) it fails.
+  await refused(IdeHandshake.verifyBridge(bridgeSession, signature), /does not verify/, "bridge session");
+  // The genuine signature verifies, on its own session only.
+  await IdeHandshake.verifyBridge(ideSession, signature);
+  await IdeHandshake.verifyBridge(other.ideSession, other.signature);
+  await refused(IdeHandshake.verifyBridge(other.ideSession, signature), /does not verify/, "crossed sessions");
 });
 
 Deno.test("handshake: a relay in the middle with its own handshakes gets a different SAS on each side", async () => {
@@ -267,27 +306,27 @@ Deno.test("handshake: a relay in the middle with its own handshakes gets a diffe
     PAIRING,
     wire(hello),
   );
-  const { channel: ideChannel, confirm } = await ideSide.finish(wire(fakeReply));
+  const { session: ideSession, confirm } = await ideSide.finish(wire(fakeReply));
   const relayToIde = await fakeBridge.finish(wire(confirm));
   // Relay posing as the IDE <-> bridge.
   const { handshake: fakeIde, hello: fakeHello } = await IdeHandshake.start(relayIdentity, PAIRING);
   const { handshake: bridgeSide, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(fakeHello));
-  const { channel: relayToBridge, confirm: fakeConfirm } = await fakeIde.finish(wire(reply));
-  const { channel: bridgeChannel, signature } = await bridgeSide.finish(wire(fakeConfirm));
+  const { session: relayToBridge, confirm: fakeConfirm } = await fakeIde.finish(wire(reply));
+  const { session: bridgeSession, signature } = await bridgeSide.finish(wire(fakeConfirm));
   await IdeHandshake.verifyBridge(relayToBridge, signature);
   // Each half is a valid handshake with the relay: the IDE even verifies the relay's signature...
-  await IdeHandshake.verifyBridge(ideChannel, relayToIde.signature);
-  assert.equal(ideChannel.sas, relayToIde.channel.sas);
-  assert.equal(bridgeChannel.sas, relayToBridge.sas);
+  await IdeHandshake.verifyBridge(ideSession, relayToIde.signature);
+  assert.equal(ideSession.sas, relayToIde.session.sas);
+  assert.equal(bridgeSession.sas, relayToBridge.sas);
   // ...but the two people comparing screens see different codes (equal only by a one-in-a-million
   // coincidence) and the relay's identity, not their peer's.
-  assert.notEqual(ideChannel.sas, bridgeChannel.sas);
-  assert.deepEqual(ideChannel.peerIdentity, await rawPublicKey(relayIdentity.publicKey));
-  assert.deepEqual(bridgeChannel.peerIdentity, await rawPublicKey(relayIdentity.publicKey));
+  assert.notEqual(ideSession.sas, bridgeSession.sas);
+  assert.deepEqual(ideSession.peerIdentity, await rawPublicKey(relayIdentity.publicKey));
+  assert.deepEqual(bridgeSession.peerIdentity, await rawPublicKey(relayIdentity.publicKey));
   // The real bridge's signature is over another transcript: passing it on does not help the relay.
-  await refused(IdeHandshake.verifyBridge(ideChannel, signature), /does not verify/);
+  await refused(IdeHandshake.verifyBridge(ideSession, signature), /does not verify/);
   // Without re-sealing, the relay cannot pass the IDE's frames through.
-  await assert.rejects(bridgeChannel.open(await sealed(ideChannel, "cmd.start", "ls")), E2eError);
+  await assert.rejects(bridgeSession.open(await sealed(ideSession, "cmd.start", "ls")), E2eError);
 });
 
 Deno.test("handshake: the commitment makes a relay choose its keys before it can know the other side's", async () => {
@@ -301,10 +340,10 @@ Deno.test("handshake: the commitment makes a relay choose its keys before it can
   const { handshake: fakeBridge, reply } = await BridgeHandshake.respond(relayIdentity, PAIRING, wire(ides[0].hello));
   const finished = [];
   for (const ide of ides) finished.push(await ide.handshake.finish(wire(reply)));
-  const ideSas = finished.map((f) => f.channel.sas);
+  const ideSas = finished.map((f) => f.session.sas);
   assert.equal(new Set(ideSas).size, ideSas.length, ideSas.join(", "));
   // The relay learns that SAS only from the confirm, when its keys are long fixed.
-  assert.equal((await fakeBridge.finish(wire(finished[0].confirm))).channel.sas, ideSas[0]);
+  assert.equal((await fakeBridge.finish(wire(finished[0].confirm))).session.sas, ideSas[0]);
 
   // Towards the bridge: the relay's keys are fixed by its commitment before the bridge picks its
   // ephemeral, so the same relay hello answered several times gives SAS values the relay did not choose.
@@ -313,7 +352,7 @@ Deno.test("handshake: the commitment makes a relay choose its keys before it can
   for (let i = 0; i < 3; i++) {
     const { handshake, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(relay.hello));
     const { sas, confirm } = await relay.answer(reply);
-    assert.equal((await handshake.finish(wire(confirm))).channel.sas, sas);
+    assert.equal((await handshake.finish(wire(confirm))).session.sas, sas);
     bridgeSas.push(sas);
   }
   assert.equal(new Set(bridgeSas).size, bridgeSas.length, bridgeSas.join(", "));
@@ -380,7 +419,7 @@ Deno.test("handshake: small-order and malformed X25519 keys are refused with E2e
     await refused(bridgeSide.finish({ ...confirm, ephemeral }), /Cannot read handshake/, `ephemeral ${ephemeral}`);
   }
   // The refusals spoiled neither side: the IDE finished above, and the bridge finishes now.
-  assert.equal((await bridgeSide.finish(wire(confirm))).channel.peerIdentity.byteLength, 32);
+  assert.equal((await bridgeSide.finish(wire(confirm))).session.peerIdentity.byteLength, 32);
 });
 
 Deno.test("handshake: malformed bodies are refused with E2eError", async () => {
@@ -413,73 +452,73 @@ Deno.test("handshake: E2eError closes with the end-to-end failure code", async (
   assert.equal(err.reason, "e2e-failure");
 });
 
-// ---- Channel ----------------------------------------------------------------
+// ---- Session ----------------------------------------------------------------
 
-Deno.test("channel: frames round-trip in order, both ways, with counters from 0", async () => {
-  const { ideChannel, bridgeChannel } = await pair();
+Deno.test("session: frames round-trip in order, both ways, with counters from 0", async () => {
+  const { ideSession, bridgeSession } = await pair();
   // Seals issued together keep call order.
   const frames = await Promise.all(
-    ["one", "two", "three"].map((text) => ideChannel.seal({ t: "cmd.stdin", id: "a1", body: te.encode(text) })),
+    ["one", "two", "three"].map((text) => ideSession.seal({ t: "cmd.stdin", id: "a1", body: te.encode(text) })),
   );
-  const decoded = frames.map(decodeFrame);
+  const decoded = frames.map((f) => decodeFrame(f));
   assert.deepEqual(decoded.map((f) => f.s), [0, 1, 2]);
   // Opens issued together also resolve in order.
-  const opened = await Promise.all(decoded.map((f) => bridgeChannel.open(f)));
+  const opened = await Promise.all(decoded.map((f) => bridgeSession.open(f)));
   assert.deepEqual(opened.map((b) => td.decode(b)), ["one", "two", "three"]);
   // The other direction counts on its own, and empty and binary bodies survive.
-  const empty = decodeFrame(await bridgeChannel.seal({ t: "cmd.eof", id: "a1" }));
+  const empty = decodeFrame(await bridgeSession.seal({ t: "cmd.eof", id: "a1" }));
   assert.equal(empty.s, 0);
   assert.equal(empty.body.byteLength, 16);
-  assert.equal((await ideChannel.open(empty)).byteLength, 0);
+  assert.equal((await ideSession.open(empty)).byteLength, 0);
   const binary = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff);
-  const out = await ideChannel.open(decodeFrame(await bridgeChannel.seal({ t: "cmd.stdout", id: "a1", body: binary })));
+  const out = await ideSession.open(decodeFrame(await bridgeSession.seal({ t: "cmd.stdout", id: "a1", body: binary })));
   assert.deepEqual(out, binary);
 });
 
-Deno.test("channel: the sealed e2e.* frames (info, approve) decode and open like commands", async () => {
-  const { ideChannel, bridgeChannel } = await pair();
+Deno.test("session: the sealed e2e.* frames (info, approve) decode and open like commands", async () => {
+  const { ideSession, bridgeSession } = await pair();
   const info = '{"name":"box","os":"linux","version":"0.1.0","approval":"needed"}';
-  const infoFrame = decodeFrame(await bridgeChannel.seal({ t: "e2e.info", c: 3, body: te.encode(info) }));
+  const infoFrame = decodeFrame(await bridgeSession.seal({ t: "e2e.info", r: 3, body: te.encode(info) }));
   assert.equal(infoFrame.t, "e2e.info");
-  assert.equal(td.decode(await ideChannel.open(infoFrame)), info);
-  const approve = decodeFrame(await ideChannel.seal({ t: "e2e.approve" }));
+  assert.equal(td.decode(await ideSession.open(infoFrame)), info);
+  const approve = decodeFrame(await ideSession.seal({ t: "e2e.approve" }));
   assert.equal(approve.t, "e2e.approve");
-  assert.equal((await bridgeChannel.open(approve)).byteLength, 0);
+  assert.equal((await bridgeSession.open(approve)).byteLength, 0);
   // An approve cannot be turned into a reject: the type is authenticated.
-  const { ideChannel: ide2, bridgeChannel: bridge2 } = await pair();
+  const { ideSession: ide2, bridgeSession: bridge2 } = await pair();
   const approve2 = decodeFrame(await ide2.seal({ t: "e2e.approve" }));
   await assert.rejects(bridge2.open(edit(approve2, { t: "e2e.reject" })), E2eError);
 });
 
-Deno.test("channel: a replayed frame throws E2eError", async () => {
-  const { ideChannel, bridgeChannel } = await pair();
-  const f = await sealed(ideChannel, "cmd.start", "ls");
-  assert.equal(td.decode(await bridgeChannel.open(f)), "ls");
-  await assert.rejects(bridgeChannel.open(f), E2eError);
+Deno.test("session: a replayed frame throws E2eError", async () => {
+  const { ideSession, bridgeSession } = await pair();
+  const f = await sealed(ideSession, "cmd.start", "ls");
+  assert.equal(td.decode(await bridgeSession.open(f)), "ls");
+  await assert.rejects(bridgeSession.open(f), E2eError);
 });
 
-Deno.test("channel: reordered or skipped frames throw E2eError", async () => {
+Deno.test("session: reordered or skipped frames throw E2eError", async () => {
   {
-    const { ideChannel, bridgeChannel } = await pair();
-    const first = await sealed(ideChannel, "cmd.stdin", "1");
-    const second = await sealed(ideChannel, "cmd.stdin", "2");
-    await assert.rejects(bridgeChannel.open(second), E2eError);
-    // A failure ends the channel: the caller closes the socket and re-keys.
-    await assert.rejects(bridgeChannel.open(first), E2eError);
+    const { ideSession, bridgeSession } = await pair();
+    const first = await sealed(ideSession, "cmd.stdin", "1");
+    const second = await sealed(ideSession, "cmd.stdin", "2");
+    await assert.rejects(bridgeSession.open(second), E2eError);
+    // A failure ends the session: the caller closes the socket and re-keys.
+    await assert.rejects(bridgeSession.open(first), E2eError);
   }
   {
-    const { ideChannel, bridgeChannel } = await pair();
-    await sealed(ideChannel, "cmd.stdin", "dropped by the relay");
-    await assert.rejects(bridgeChannel.open(await sealed(ideChannel, "cmd.stdin", "next")), E2eError);
+    const { ideSession, bridgeSession } = await pair();
+    await sealed(ideSession, "cmd.stdin", "dropped by the relay");
+    await assert.rejects(bridgeSession.open(await sealed(ideSession, "cmd.stdin", "next")), E2eError);
   }
   {
-    const { ideChannel, bridgeChannel } = await pair();
-    const f = await sealed(ideChannel, "cmd.stdin", "x");
-    await assert.rejects(bridgeChannel.open(edit(f, { s: undefined })), E2eError);
+    const { ideSession, bridgeSession } = await pair();
+    const f = await sealed(ideSession, "cmd.stdin", "x");
+    await assert.rejects(bridgeSession.open(edit(f, { s: undefined })), E2eError);
   }
 });
 
-Deno.test("channel: a flipped bit or a truncated body throws E2eError", async () => {
+Deno.test("session: a flipped bit or a truncated body throws E2eError", async () => {
   const cases: [string, (body: Uint8Array) => Uint8Array][] = [
     ["first ciphertext bit", (b) => b.map((x, i) => i === 0 ? x ^ 1 : x)],
     ["last tag bit", (b) => b.map((x, i) => i === b.length - 1 ? x ^ 0x80 : x)],
@@ -490,67 +529,121 @@ Deno.test("channel: a flipped bit or a truncated body throws E2eError", async ()
     ["one byte longer", (b) => Uint8Array.from([...b, 0])],
   ];
   for (const [name, change] of cases) {
-    const { ideChannel, bridgeChannel } = await pair();
-    const f = await sealed(ideChannel, "cmd.stdin", "some input");
-    await assert.rejects(bridgeChannel.open(edit(f, { body: change(f.body.slice()) })), E2eError, name);
+    const { ideSession, bridgeSession } = await pair();
+    const f = await sealed(ideSession, "cmd.stdin", "some input");
+    await assert.rejects(bridgeSession.open(edit(f, { body: change(f.body.slice()) })), E2eError, name);
   }
 });
 
-Deno.test("channel: an altered header (t, id or s) throws E2eError", async () => {
+Deno.test("session: an altered header (type, flags, id, s or q) throws E2eError", async () => {
   const cases: [string, Partial<Frame>][] = [
-    ["t", { t: "cmd.stdin" }],
+    ["type", { t: "cmd.stdin" }],
     ["id", { id: "b2" }],
     ["id removed", { id: undefined }],
+    ["q", { q: 8 }],
+    ["q removed (flag and field)", { q: undefined }],
   ];
   for (const [name, change] of cases) {
-    const { ideChannel, bridgeChannel } = await pair();
-    const f = await sealed(ideChannel, "cmd.start", "ls", "a1");
-    await assert.rejects(bridgeChannel.open(edit(f, change)), E2eError, name);
+    const { ideSession, bridgeSession } = await pair();
+    const f = await sealed(ideSession, "cmd.start", "ls", "a1", 7);
+    await assert.rejects(bridgeSession.open(edit(f, change)), E2eError, name);
   }
-  {
-    const { ideChannel, bridgeChannel } = await pair();
-    const f = await sealed(ideChannel, "cmd.eof", "");
-    await assert.rejects(bridgeChannel.open(edit(f, { id: "a1" })), E2eError, "id added");
+  for (const [name, change] of [["id added", { id: "a1" }], ["q added", { q: 1 }]] as const) {
+    const { ideSession, bridgeSession } = await pair();
+    const f = await sealed(ideSession, "stream.close", "");
+    await assert.rejects(bridgeSession.open(edit(f, change)), E2eError, name);
   }
   {
     // s relabelled to the counter the receiver expects next: the counter check passes, the nonce and AAD do not.
-    const { ideChannel, bridgeChannel } = await pair();
-    const f = await sealed(ideChannel, "cmd.stdin", "once", "a1");
-    await bridgeChannel.open(f);
-    await assert.rejects(bridgeChannel.open(edit(f, { s: 1 })), E2eError, "s");
+    const { ideSession, bridgeSession } = await pair();
+    const f = await sealed(ideSession, "cmd.stdin", "once", "a1");
+    await bridgeSession.open(f);
+    await assert.rejects(bridgeSession.open(edit(f, { s: 1 })), E2eError, "s");
+  }
+  {
+    // The flags: the s-present bit cleared on the first frame (s is 0, so no other byte changes).
+    const { ideSession, bridgeSession } = await pair();
+    const f = await sealed(ideSession, "e2e.approve", "");
+    const cleared = edit(f, { s: undefined });
+    assert.deepEqual(changedHeaderBytes(f.header, cleared.header), [2]);
+    await assert.rejects(bridgeSession.open(cleared), E2eError, "flags");
   }
 });
 
-Deno.test("channel: a frame sealed for one direction does not open in the other", async () => {
-  const { ideChannel, bridgeChannel } = await pair();
+Deno.test("session: a change to any header byte but the route's keeps the frame from opening", async () => {
+  const keys = await agreedKeys();
+  const good = await new E2eSession(keys.ide, PEER).seal({ t: "cmd.stdin", id: "a1-b_2", q: 3, body: te.encode("in") });
+  const refusedBy = { decoder: new Set<string>(), session: new Set<string>() };
+  for (let i = 0; i < decodeFrame(good).header.byteLength; i++) {
+    for (const bit of [0x01, 0x02, 0x80]) {
+      const bytes = good.slice();
+      bytes[i] ^= bit;
+      const what = `byte ${i} (${headerField(i)}) ^ ${bit}`;
+      // A fresh receiver on the same keys for each try: a failed open ends a session.
+      const receiver = new E2eSession(keys.bridge, PEER);
+      if (headerField(i) === "route") {
+        assert.equal(td.decode(await receiver.open(decodeFrame(bytes))), "in", what);
+        continue;
+      }
+      let frame: Frame;
+      try {
+        frame = decodeFrame(bytes);
+      } catch (error) {
+        assert.ok(error instanceof Coder1Error && !(error instanceof E2eError), what);
+        refusedBy.decoder.add(headerField(i));
+        continue;
+      }
+      await assert.rejects(receiver.open(frame), E2eError, what);
+      refusedBy.session.add(headerField(i));
+    }
+  }
+  // The decoder refuses what is malformed (another version, unknown flags, an s beyond 2^53, bad id
+  // characters); every field it lets through is still covered by the counter check or the tag.
+  assert.ok(refusedBy.decoder.has("version"));
+  assert.deepEqual([...refusedBy.session].sort(), ["flags", "id", "id length", "q", "s", "type"]);
+});
+
+Deno.test("session: a frame sealed for one direction does not open in the other", async () => {
+  const { ideSession, bridgeSession } = await pair();
   // Reflected to its sender: the IDE receives with the bridge->IDE key.
-  await assert.rejects(ideChannel.open(await sealed(ideChannel, "cmd.start", "ls")), E2eError);
-  await assert.rejects(bridgeChannel.open(await sealed(bridgeChannel, "cmd.stdout", "out")), E2eError);
+  await assert.rejects(ideSession.open(await sealed(ideSession, "cmd.start", "ls")), E2eError);
+  await assert.rejects(bridgeSession.open(await sealed(bridgeSession, "cmd.stdout", "out")), E2eError);
 });
 
-Deno.test("channel: the channel number c is not authenticated (the relay stamps and removes it)", async () => {
-  const { ideChannel, bridgeChannel } = await pair();
-  const up = decodeFrame(await ideChannel.seal({ t: "cmd.start", id: "a1", body: te.encode("ls") }));
-  assert.equal(up.c, undefined);
-  const stamped = decodeFrame(withChannel(up, 12));
-  assert.equal(stamped.c, 12);
-  assert.equal(td.decode(await bridgeChannel.open(stamped)), "ls");
-  const down = decodeFrame(await bridgeChannel.seal({ t: "cmd.stdout", c: 12, id: "a1", body: te.encode("out") }));
-  assert.equal(down.c, 12);
-  assert.equal(td.decode(await ideChannel.open(decodeFrame(withChannel(down, undefined)))), "out");
-  const again = decodeFrame(await bridgeChannel.seal({ t: "cmd.stdout", c: 12, id: "a1", body: te.encode("more") }));
-  assert.equal(td.decode(await ideChannel.open(edit(again, { c: 99 }))), "more");
+Deno.test("session: the route is not authenticated (the relay re-stamps it in place)", async () => {
+  const { ideSession, bridgeSession } = await pair();
+  const up = await ideSession.seal({ t: "cmd.start", id: "a1", q: 1, body: te.encode("ls") });
+  assert.equal(decodeFrame(up).r, undefined);
+  // What the relay does to a frame from the IDE socket with route 12: stamps the route into the bytes.
+  assert.equal(routeFrame(up, 12), "cmd.start");
+  const stamped = decodeFrame(up);
+  assert.equal(stamped.r, 12);
+  assert.equal(td.decode(await bridgeSession.open(stamped)), "ls");
+  // The bridge addresses its answer to route 12; the relay clears the route before the IDE gets it.
+  const down = await bridgeSession.seal({ t: "cmd.stdout", r: 12, id: "a1", q: 1, body: te.encode("out") });
+  assert.equal(decodeFrame(down).r, 12);
+  routeFrame(down, 0);
+  assert.equal(decodeFrame(down).r, undefined);
+  assert.equal(td.decode(await ideSession.open(decodeFrame(down))), "out");
+  // Any route at all: the associated data does not change with it.
+  const again = await sealed(bridgeSession, "cmd.stdout", "more", "a1", 2);
+  const moved = edit(again, { r: 0xffffffff });
+  assert.equal(moved.r, 0xffffffff);
+  assert.deepEqual(changedHeaderBytes(again.header, moved.header), [4, 5, 6, 7]);
+  assert.deepEqual(headerAad(moved.header), headerAad(again.header));
+  assert.equal(td.decode(await ideSession.open(moved)), "more");
 });
 
-Deno.test("channel: a frame moved to another IDE channel's session does not open", async () => {
-  // Two IDE tabs each have their own handshake; the relay re-stamping a frame onto the other tab's c fails.
+Deno.test("session: a frame re-stamped onto another IDE route does not open in that route's session", async () => {
+  // Two IDE tabs each have their own handshake; the relay re-stamping a frame onto the other tab's route fails.
   const tabA = await pair();
   const tabB = await pair();
-  const f = await sealed(tabA.ideChannel, "cmd.start", "ls");
-  await assert.rejects(tabB.bridgeChannel.open(decodeFrame(withChannel(f, 2))), E2eError);
+  const bytes = await tabA.ideSession.seal({ t: "cmd.start", id: "a1", body: te.encode("ls") });
+  routeFrame(bytes, 2);
+  await assert.rejects(tabB.bridgeSession.open(decodeFrame(bytes)), E2eError);
 });
 
-Deno.test("handshake: each side finishes at most once (no second channel reusing nonces)", async () => {
+Deno.test("handshake: each side finishes at most once (no second session reusing nonces)", async () => {
   const { handshake: ide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
   const { handshake: bridge, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));
   const { confirm } = await ide.finish(wire(reply));
@@ -559,7 +652,7 @@ Deno.test("handshake: each side finishes at most once (no second channel reusing
   await refused(ide.finish(wire(otherReply)), /already finished/);
   await bridge.finish(wire(confirm));
   await refused(bridge.finish(wire(confirm)), /already finished/);
-  // Two finishes racing: exactly one gets a channel.
+  // Two finishes racing: exactly one gets a session.
   {
     const { handshake: ide, hello } = await IdeHandshake.start(ideIdentity, PAIRING);
     const { handshake: bridge, reply } = await BridgeHandshake.respond(bridgeIdentity, PAIRING, wire(hello));

@@ -16,9 +16,9 @@ import {
   transcript,
   verifyTranscript,
 } from "./e2e_crypto.ts";
-import { E2eChannel, IdeHandshake } from "./e2e_session.ts";
-import { decodeFrame } from "./frame_codec.ts";
-import { PROTOCOL_VERSION } from "./protocol.ts";
+import { E2eSession, IdeHandshake } from "./e2e_session.ts";
+import { decodeFrame, headerAad, routeFrame } from "./frame_codec.ts";
+import { type FrameTypeName, PROTOCOL_VERSION, ROUTE_OFFSET } from "./protocol.ts";
 
 /** An Ed25519 or X25519 private key as a JWK. */
 interface VectorJwk {
@@ -47,12 +47,14 @@ export interface E2eVectors {
   frames: {
     name: string;
     direction: "ide->bridge" | "bridge->ide";
-    header: { t: string; c?: number; id?: string; s: number };
+    header: { t: FrameTypeName; r?: number; id?: string; s: number; q?: number };
     bodyText?: string;
     bodyHex?: string;
+    aad: string;
     frame: string;
+    sameSealedBodyAs?: string;
   }[];
-  badFrames: { name: string; direction: "ide->bridge" | "bridge->ide"; frame: string }[];
+  badFrames: { name: string; basedOn: string; direction: "ide->bridge" | "bridge->ide"; frame: string }[];
 }
 
 /** One check's outcome. */
@@ -158,64 +160,64 @@ export async function checkVectors(vectors: E2eVectors): Promise<VectorCheck[]> 
     if (!info?.bodyText) return "no e2e.info frame";
     const signature = (JSON.parse(info.bodyText) as { signature?: unknown }).signature;
     if (signature !== vectors.signatures.bridge) return "signature is not signatures.bridge";
-    await IdeHandshake.verifyBridge(new E2eChannel(k.ide, pub.bridgeIdentity), signature);
+    await IdeHandshake.verifyBridge(new E2eSession(k.ide, pub.bridgeIdentity), signature);
     // The IDE's own signature is no bridge signature.
-    return await IdeHandshake.verifyBridge(new E2eChannel(k.ide, pub.bridgeIdentity), vectors.signatures.ide)
+    return await IdeHandshake.verifyBridge(new E2eSession(k.ide, pub.bridgeIdentity), vectors.signatures.ide)
       .then(() => "the IDE signature passed as the bridge's", () => true);
   });
   const sender = (direction: string) =>
-    direction === "ide->bridge" ? new E2eChannel(k.ide, pub.bridgeIdentity) : new E2eChannel(k.bridge, pub.ideIdentity);
+    direction === "ide->bridge" ? new E2eSession(k.ide, pub.bridgeIdentity) : new E2eSession(k.bridge, pub.ideIdentity);
   const receiver = (direction: string) =>
-    direction === "ide->bridge" ? new E2eChannel(k.bridge, pub.ideIdentity) : new E2eChannel(k.ide, pub.bridgeIdentity);
-  // Frames are sealed in counter order per direction; a relayed copy has the same counter as its original.
+    direction === "ide->bridge" ? new E2eSession(k.bridge, pub.ideIdentity) : new E2eSession(k.ide, pub.bridgeIdentity);
+  const originals = vectors.frames.filter((f) => f.sameSealedBodyAs === undefined);
+  /** A fresh receiver that has opened every original frame of `direction` before counter `s`. */
+  const receiverAt = async (direction: string, s: number) => {
+    const session = receiver(direction);
+    const before = originals.filter((f) => f.direction === direction && f.header.s < s);
+    for (const f of before.sort((a, b) => a.header.s - b.header.s)) await session.open(decodeFrame(_unhex(f.frame)));
+    return session;
+  };
+  const plaintext = (f: { bodyHex?: string; bodyText?: string }) =>
+    f.bodyHex !== undefined ? _unhex(f.bodyHex) : new TextEncoder().encode(f.bodyText ?? "");
+  // Frames are sealed in counter order per direction.
   for (const direction of ["ide->bridge", "bridge->ide"] as const) {
-    const originals = new Map<number, (typeof vectors.frames)[number]>();
-    for (const f of vectors.frames) {
-      if (f.direction === direction && !originals.has(f.header.s)) originals.set(f.header.s, f);
-    }
     const seal = sender(direction);
     const open = receiver(direction);
-    for (const s of [...originals.keys()].sort((a, b) => a - b)) {
-      const f = originals.get(s)!;
-      const body = f.bodyHex !== undefined ? _unhex(f.bodyHex) : new TextEncoder().encode(f.bodyText ?? "");
+    const inOrder = originals.filter((f) => f.direction === direction).sort((a, b) => a.header.s - b.header.s);
+    for (const f of inOrder) {
+      const body = plaintext(f);
       await check(`seal: ${f.name}`, async () => {
-        const bytes = await seal.seal({ t: f.header.t, c: f.header.c, id: f.header.id, body });
-        return _hex(bytes) === f.frame;
+        const { t, r, id, q } = f.header;
+        return _hex(await seal.seal({ t, r, id, q, body })) === f.frame;
       });
+      await check(`associated data: ${f.name}`, () => _hex(headerAad(decodeFrame(_unhex(f.frame)).header)) === f.aad);
       await check(`open: ${f.name}`, async () => _hex(await open.open(decodeFrame(_unhex(f.frame)))) === _hex(body));
     }
-    for (const f of vectors.frames.filter((f) => f.direction === direction && originals.get(f.header.s) !== f)) {
-      await check(`open relayed copy: ${f.name}`, async () => {
-        const ch = receiver(direction);
-        for (const s of [...originals.keys()].sort((a, b) => a - b)) {
-          if (s === f.header.s) break;
-          await ch.open(decodeFrame(_unhex(originals.get(s)!.frame)));
-        }
-        const expected = f.bodyHex !== undefined ? f.bodyHex : _hex(new TextEncoder().encode(f.bodyText ?? ""));
-        return _hex(await ch.open(decodeFrame(_unhex(f.frame)))) === expected;
-      });
-    }
+  }
+  // A relayed copy is its original with the route re-stamped in place, and opens the same.
+  for (const f of vectors.frames.filter((f) => f.sameSealedBodyAs !== undefined)) {
+    await check(`open relayed copy: ${f.name}`, async () => {
+      const original = originals.find((g) => g.name === f.sameSealedBodyAs);
+      if (!original) return "no original";
+      const restamped = _unhex(original.frame);
+      routeFrame(restamped, f.header.r ?? 0);
+      if (_hex(restamped) !== f.frame) return "not the original with only the route re-stamped";
+      if (f.aad !== original.aad) return "the associated data changed with the route";
+      const session = await receiverAt(f.direction, f.header.s);
+      return _hex(await session.open(decodeFrame(_unhex(f.frame)))) === _hex(plaintext(f));
+    });
   }
   for (const bad of vectors.badFrames) {
     await check(`reject: ${bad.name}`, async () => {
-      let frame;
-      try {
-        frame = decodeFrame(_unhex(bad.frame));
-      } catch {
-        return true; // Refused before decryption.
-      }
-      const ch = receiver(bad.direction);
-      // Bring the receiver to the bad frame's claimed counter with the good frames before it.
-      const before = vectors.frames.filter((f) =>
-        f.direction === bad.direction && f.header.s < (frame.s ?? 0) && !f.name.includes("as the")
-      ).sort((a, b) => a.header.s - b.header.s);
-      for (const f of before) await ch.open(decodeFrame(_unhex(f.frame)));
-      try {
-        await ch.open(frame);
-        return "opened";
-      } catch {
-        return true;
-      }
+      const bytes = _unhex(bad.frame);
+      const original = originals.find((g) => g.name === bad.basedOn);
+      if (!original) return "no good frame it is based on";
+      // A bad frame keeps the good frame's route: what it changes, the relay may not.
+      const good = _unhex(original.frame);
+      for (let i = ROUTE_OFFSET; i < ROUTE_OFFSET + 4; i++) if (bytes[i] !== good[i]) return "the route changed";
+      const frame = decodeFrame(bytes);
+      const session = await receiverAt(bad.direction, frame.s ?? 0);
+      return await session.open(frame).then(() => "opened", () => true);
     });
   }
   return results;

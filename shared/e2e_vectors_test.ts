@@ -25,7 +25,6 @@ import {
   deriveSessionKeys,
   type E2eRole,
   fingerprint,
-  frameAad,
   fromBase64Url,
   nonceFor,
   openBody,
@@ -36,17 +35,49 @@ import {
   transcript,
   verifyTranscript,
 } from "./e2e_crypto.ts";
-import { BridgeHandshake, E2eChannel, E2eError, IdeHandshake } from "./e2e_session.ts";
-import { decodeFrame, encodeFrame } from "./frame_codec.ts";
-import { type Frame, PROTOCOL_VERSION } from "./protocol.ts";
+import { BridgeHandshake, E2eError, E2eSession, IdeHandshake } from "./e2e_session.ts";
+import { decodeFrame, encodeFrame, headerAad, routeFrame } from "./frame_codec.ts";
+import { type FrameTypeName, HEADER_BYTES, PROTOCOL_VERSION, ROUTE_OFFSET } from "./protocol.ts";
 
 type Direction = "ide->bridge" | "bridge->ide";
-type FrameVector = (typeof vectors.frames)[number] & { bodyHex?: string; bodyText?: string; sameSealedBodyAs?: string };
+/** The decoded header of a vector frame. */
+interface VectorHeader {
+  t: FrameTypeName;
+  r?: number;
+  id?: string;
+  s?: number;
+  q?: number;
+}
+interface FrameVector {
+  name: string;
+  direction: Direction;
+  header: VectorHeader & { s: number };
+  bodyText?: string;
+  bodyHex?: string;
+  aad: string;
+  nonce: string;
+  sealedBody: string;
+  frame: string;
+  sameSealedBodyAs?: string;
+  changedHeaderBytes?: number[];
+}
+interface BadFrameVector {
+  name: string;
+  basedOn: string;
+  direction: Direction;
+  change: string;
+  header: VectorHeader;
+  changedHeaderBytes: number[];
+  frame: string;
+}
 type Jwk = typeof vectors.keys.ideIdentity;
 
 const te = new TextEncoder();
 const subtle = globalThis.crypto.subtle;
-const frames = vectors.frames as FrameVector[];
+const frames = vectors.frames as unknown as FrameVector[];
+const badFrames = vectors.badFrames as unknown as BadFrameVector[];
+/** Header offsets of the route, the one field the relay may change. */
+const ROUTE_BYTES = [ROUTE_OFFSET, ROUTE_OFFSET + 1, ROUTE_OFFSET + 2, ROUTE_OFFSET + 3];
 /** The frames as sealed, in order per direction (relayed copies left out). */
 const sealedInOrder = frames.filter((f) => f.sameSealedBodyAs === undefined);
 
@@ -82,20 +113,35 @@ async function sessionKeys(): Promise<Record<E2eRole, SessionKeys>> {
   };
 }
 
-/** A channel that receives frames travelling in `direction`. */
-function receiver(keys: Record<E2eRole, SessionKeys>, direction: Direction): E2eChannel {
+/** A session that receives frames travelling in `direction`. */
+function receiver(keys: Record<E2eRole, SessionKeys>, direction: Direction): E2eSession {
   return direction === "ide->bridge"
-    ? new E2eChannel(keys.bridge, pub.ideIdentity)
-    : new E2eChannel(keys.ide, pub.bridgeIdentity);
+    ? new E2eSession(keys.bridge, pub.ideIdentity)
+    : new E2eSession(keys.ide, pub.bridgeIdentity);
 }
 
 /** A fresh receiver that has opened every good frame of `direction` before counter `s`. */
-async function receiverAt(keys: Record<E2eRole, SessionKeys>, direction: Direction, s: number): Promise<E2eChannel> {
-  const channel = receiver(keys, direction);
+async function receiverAt(keys: Record<E2eRole, SessionKeys>, direction: Direction, s: number): Promise<E2eSession> {
+  const session = receiver(keys, direction);
   for (const f of sealedInOrder.filter((f) => f.direction === direction && f.header.s < s)) {
-    await channel.open(decodeFrame(hex(f.frame)));
+    await session.open(decodeFrame(hex(f.frame)));
   }
-  return channel;
+  return session;
+}
+
+/** Offsets within the (longer) header where two messages differ. */
+function changedHeaderBytes(a: Uint8Array, b: Uint8Array): number[] {
+  const changed: number[] = [];
+  for (let i = 0; i < HEADER_BYTES + Math.max(a[3], b[3]); i++) if (a[i] !== b[i]) changed.push(i);
+  return changed;
+}
+
+/** Which header field a byte offset belongs to (the layout at `HEADER_BYTES` in protocol.ts). */
+function headerField(offset: number): string {
+  if (offset < 4) return ["version", "type", "flags", "id length"][offset];
+  if (offset < 8) return "route";
+  if (offset < 16) return "s";
+  return offset < HEADER_BYTES ? "q" : "id";
 }
 
 function plaintextOf(f: FrameVector): Uint8Array {
@@ -239,26 +285,22 @@ Deno.test("vectors: the handshake classes send exactly the vector bodies", async
   const ideSide = await handshake.finish(vectors.handshake.reply);
   assert.deepEqual(ideSide.confirm, vectors.handshake.confirm);
   assert.equal(toHex(ideSide.bridgeIdentity), toHex(pub.bridgeIdentity));
-  const { channel: bridgeChannel, signature } = await bridgeSide.handshake.finish(vectors.handshake.confirm);
+  const { session: bridgeSession, signature } = await bridgeSide.handshake.finish(vectors.handshake.confirm);
   assert.equal(signature, vectors.signatures.bridge);
-  const ideChannel = ideSide.channel;
-  await IdeHandshake.verifyBridge(ideChannel, signature);
-  assert.equal(ideChannel.sas, vectors.sas);
-  assert.equal(bridgeChannel.sas, vectors.sas);
-  assert.equal(toHex(ideChannel.transcriptHash), vectors.transcriptHash);
-  assert.equal(toHex(bridgeChannel.transcriptHash), vectors.transcriptHash);
+  const ideSession = ideSide.session;
+  await IdeHandshake.verifyBridge(ideSession, signature);
+  assert.equal(ideSession.sas, vectors.sas);
+  assert.equal(bridgeSession.sas, vectors.sas);
+  assert.equal(toHex(ideSession.transcriptHash), vectors.transcriptHash);
+  assert.equal(toHex(bridgeSession.transcriptHash), vectors.transcriptHash);
   // The e2e.info vector carries exactly the signature the bridge handshake returned.
   const info = frames.find((f) => f.header.t === "e2e.info")!;
   assert.equal(JSON.parse(info.bodyText!).signature, signature);
-  // The channels the real handshake yields seal the vector frames byte for byte.
-  const senders = { "ide->bridge": ideChannel, "bridge->ide": bridgeChannel };
+  // The sessions the real handshake yields seal the vector frames byte for byte.
+  const senders = { "ide->bridge": ideSession, "bridge->ide": bridgeSession };
   for (const f of sealedInOrder) {
-    const sealed = await senders[f.direction as Direction].seal({
-      t: f.header.t,
-      c: "c" in f.header ? f.header.c as number : undefined,
-      id: f.header.id,
-      body: plaintextOf(f),
-    });
+    const { t, r, id, q } = f.header;
+    const sealed = await senders[f.direction].seal({ t, r, id, q, body: plaintextOf(f) });
     assert.equal(toHex(sealed), f.frame, f.name);
   }
 });
@@ -282,52 +324,87 @@ Deno.test("vectors: the bridge refuses the vector confirm unless it matches the 
   );
 });
 
-Deno.test("vectors: E2eChannel seals the frames byte for byte and opens them in order", async () => {
+Deno.test("vectors: E2eSession seals the frames byte for byte and opens them in order", async () => {
   const keys = await sessionKeys();
   const senders = {
-    "ide->bridge": new E2eChannel(keys.ide, pub.bridgeIdentity),
-    "bridge->ide": new E2eChannel(keys.bridge, pub.ideIdentity),
+    "ide->bridge": new E2eSession(keys.ide, pub.bridgeIdentity),
+    "bridge->ide": new E2eSession(keys.bridge, pub.ideIdentity),
   };
   const receivers = { "ide->bridge": receiver(keys, "ide->bridge"), "bridge->ide": receiver(keys, "bridge->ide") };
   for (const f of sealedInOrder) {
-    const direction = f.direction as Direction;
-    const header = f.header as { t: string; c?: number; id?: string; s: number };
-    const sealed = await senders[direction].seal({ t: header.t, c: header.c, id: header.id, body: plaintextOf(f) });
+    const { t, r, id, q, s } = f.header;
+    const sealed = await senders[f.direction].seal({ t, r, id, q, body: plaintextOf(f) });
     assert.equal(toHex(sealed), f.frame, f.name);
-    assert.equal(toHex(encodeFrame({ ...header, body: hex(f.sealedBody) })), f.frame, f.name);
+    assert.equal(toHex(encodeFrame({ ...f.header, body: hex(f.sealedBody) })), f.frame, f.name);
     const frame = decodeFrame(sealed);
-    assert.deepEqual({ t: frame.t, c: frame.c, id: frame.id, s: frame.s }, { c: undefined, id: undefined, ...header });
-    assert.equal(new TextDecoder().decode(frameAad(frame as Frame & { s: number })), f.aad, f.name);
-    assert.equal(toHex(nonceFor(header.s)), f.nonce, f.name);
-    assert.equal(toHex(await receivers[direction].open(frame)), toHex(plaintextOf(f)), f.name);
+    assert.deepEqual(
+      { t: frame.t, r: frame.r, id: frame.id, s: frame.s, q: frame.q },
+      { r: undefined, id: undefined, q: undefined, ...f.header },
+    );
+    // The associated data is the header as sent with the route bytes zeroed.
+    const aad = sealed.slice(0, frame.header.byteLength);
+    aad.fill(0, ROUTE_OFFSET, ROUTE_OFFSET + 4);
+    assert.equal(toHex(aad), f.aad, f.name);
+    assert.equal(toHex(headerAad(frame.header)), f.aad, f.name);
+    assert.equal(toHex(nonceFor(s)), f.nonce, f.name);
+    assert.equal(toHex(await receivers[f.direction].open(frame)), toHex(plaintextOf(f)), f.name);
   }
 });
 
-Deno.test("vectors: relayed copies (c stamped or removed) open to the same plaintext", async () => {
+Deno.test("vectors: relayed copies (route re-stamped in place) open to the same plaintext", async () => {
   const keys = await sessionKeys();
   const relayed = frames.filter((f) => f.sameSealedBodyAs !== undefined);
-  assert.ok(relayed.length >= 2);
+  assert.ok(relayed.length >= 3);
+  // Stamped onto an IDE frame, cleared from a bridge frame, and every route byte changed.
+  assert.ok(relayed.some((f) => f.direction === "ide->bridge" && f.header.r !== undefined));
+  assert.ok(relayed.some((f) => f.direction === "bridge->ide" && f.header.r === undefined));
+  assert.deepEqual([...new Set(relayed.flatMap((f) => f.changedHeaderBytes!))].sort(), ROUTE_BYTES);
   for (const f of relayed) {
     const original = frames.find((g) => g.name === f.sameSealedBodyAs)!;
     assert.equal(f.sealedBody, original.sealedBody);
-    assert.notEqual(f.frame, original.frame);
-    assert.notEqual((f.header as { c?: number }).c, (original.header as { c?: number }).c);
-    const channel = await receiverAt(keys, f.direction as Direction, f.header.s);
-    assert.equal(toHex(await channel.open(decodeFrame(hex(f.frame)))), toHex(plaintextOf(f)), f.name);
+    assert.equal(f.aad, original.aad);
+    assert.notEqual(f.header.r, original.header.r);
+    // What the relay does: stamp the route into the received bytes, in place.
+    const bytes = hex(original.frame);
+    assert.equal(routeFrame(bytes, f.header.r ?? 0), f.header.t);
+    assert.equal(toHex(bytes), f.frame, f.name);
+    const changed = changedHeaderBytes(hex(original.frame), bytes);
+    assert.deepEqual(changed, f.changedHeaderBytes, f.name);
+    assert.ok(changed.length > 0 && changed.every((i) => ROUTE_BYTES.includes(i)), f.name);
+    const session = await receiverAt(keys, f.direction, f.header.s);
+    assert.equal(toHex(await session.open(decodeFrame(bytes))), toHex(plaintextOf(f)), f.name);
   }
 });
 
-Deno.test("vectors: every bad frame fails to open, in a channel and with the bare primitive", async () => {
-  const keys = await sessionKeys();
-  assert.ok(vectors.badFrames.length >= 3);
-  for (const bad of vectors.badFrames) {
-    const direction = bad.direction as Direction;
+Deno.test("vectors: the bad frames change the type, flags, id, s and q, never the route", () => {
+  const touched = new Set<string>();
+  for (const bad of badFrames) {
+    const good = frames.find((f) => f.name === bad.basedOn)!;
+    const changed = changedHeaderBytes(hex(good.frame), hex(bad.frame));
+    assert.deepEqual(changed, bad.changedHeaderBytes, bad.name);
+    for (const i of changed) touched.add(headerField(i));
+    // Each still decodes: the tag refuses it, not the decoder.
     const frame = decodeFrame(hex(bad.frame));
-    const channel = await receiverAt(keys, direction, frame.s!);
-    await assert.rejects(channel.open(frame), E2eError, bad.name);
-    const key = direction === "ide->bridge" ? keys.bridge.receive : keys.ide.receive;
-    const aad = frameAad({ v: frame.v, t: frame.t, id: frame.id, s: frame.s! });
-    await assert.rejects(openBody(key, frame.s!, aad, frame.body), bad.name);
+    assert.deepEqual(
+      { t: frame.t, r: frame.r, id: frame.id, s: frame.s, q: frame.q },
+      { r: undefined, id: undefined, s: undefined, q: undefined, ...bad.header },
+      bad.name,
+    );
+  }
+  assert.deepEqual([...touched].sort(), ["flags", "id", "q", "s", "type"]);
+});
+
+Deno.test("vectors: every bad frame fails to open, in a session and with the bare primitive", async () => {
+  const keys = await sessionKeys();
+  assert.ok(badFrames.length >= 9);
+  for (const bad of badFrames) {
+    const frame = decodeFrame(hex(bad.frame));
+    // The receiver expects the counter in the frame's s bytes (0 where the s flag is cleared).
+    const s = frame.s ?? 0;
+    const session = await receiverAt(keys, bad.direction, s);
+    await assert.rejects(session.open(frame), E2eError, bad.name);
+    const key = bad.direction === "ide->bridge" ? keys.bridge.receive : keys.ide.receive;
+    await assert.rejects(openBody(key, s, headerAad(frame.header), frame.body), bad.name);
   }
 });
 
@@ -376,16 +453,22 @@ function nodeKeyMaterial(): { shared: Buffer; okm: Buffer; sas: Buffer; hash: Bu
   };
 }
 
-function nodeOpen(key: Buffer, frameHex: string): Buffer {
-  const frame = Buffer.from(frameHex, "hex");
-  const headerLength = frame.readUInt16BE(0);
-  const header = JSON.parse(frame.subarray(2, 2 + headerLength).toString("utf8"));
-  const body = frame.subarray(2 + headerLength);
-  const nonce = Buffer.alloc(12);
-  nonce.writeBigUInt64BE(BigInt(header.s), 4);
+/**
+ * Opens a frame by the layout in the description, not with the shared codec:
+ * 24 fixed header bytes and then the id (its length in byte 3); the nonce is
+ * four zero bytes and the s bytes (8..15); the associated data is the header
+ * with the route bytes (4..7) zeroed.
+ */
+function nodeOpen(key: Buffer, frame: Buffer | string): Buffer {
+  const bytes = typeof frame === "string" ? Buffer.from(frame, "hex") : frame;
+  const headerLength = 24 + bytes[3];
+  const aad = Buffer.from(bytes.subarray(0, headerLength));
+  aad.fill(0, 4, 8);
+  const nonce = Buffer.concat([Buffer.alloc(4), bytes.subarray(8, 16)]);
+  const body = bytes.subarray(headerLength);
   if (body.length < 16) throw new Error("Cannot open: shorter than a tag");
   const decipher = createDecipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
-  decipher.setAAD(Buffer.from(JSON.stringify([header.v, header.t, header.id ?? null, header.s]), "utf8"));
+  decipher.setAAD(aad);
   decipher.setAuthTag(body.subarray(body.length - 16));
   return Buffer.concat([decipher.update(body.subarray(0, body.length - 16)), decipher.final()]);
 }
@@ -467,8 +550,27 @@ Deno.test("node:crypto: AES-256-GCM opens every good frame with the node-derived
     const other = f.direction === "ide->bridge" ? "bridge->ide" : "ide->bridge";
     assert.throws(() => nodeOpen(keyFor(other), f.frame), f.name);
   }
-  for (const bad of vectors.badFrames) {
+  for (const bad of badFrames) {
     assert.throws(() => nodeOpen(keyFor(bad.direction), bad.frame), bad.name);
+  }
+});
+
+Deno.test("node:crypto: a flipped bit anywhere in the header but the route makes a frame fail to open", () => {
+  const { okm } = nodeKeyMaterial();
+  const keyFor = (direction: string) => direction === "ide->bridge" ? okm.subarray(0, 32) : okm.subarray(32, 64);
+  for (const f of sealedInOrder) {
+    const good = Buffer.from(f.frame, "hex");
+    for (let i = 0; i < 24 + good[3]; i++) {
+      for (const bit of [0x01, 0x80]) {
+        const bytes = Buffer.from(good);
+        bytes[i] ^= bit;
+        if (i >= 4 && i < 8) {
+          assert.equal(nodeOpen(keyFor(f.direction), bytes).toString("hex"), toHex(plaintextOf(f)), `${f.name} ${i}`);
+        } else {
+          assert.throws(() => nodeOpen(keyFor(f.direction), bytes), `${f.name}: byte ${i} bit ${bit}`);
+        }
+      }
+    }
   }
 });
 
@@ -495,4 +597,11 @@ Deno.test("vectors: the browser-safe checker (shared/e2e_vectors_check.ts) passe
   const unsignedInfo = structuredClone(vectors) as unknown as Parameters<typeof checkVectors>[0];
   unsignedInfo.signatures.bridge = unsignedInfo.signatures.ide;
   assert.ok((await checkVectors(unsignedInfo)).some((r) => !r.ok && r.name.startsWith("e2e.info")));
+  // A relayed copy whose relay changed more than the route (here the type byte) is caught.
+  const retyped = structuredClone(vectors) as unknown as Parameters<typeof checkVectors>[0];
+  const copy = retyped.frames.find((f) => f.sameSealedBodyAs !== undefined)!;
+  copy.frame = copy.frame.slice(0, 2) + "47" + copy.frame.slice(4);
+  assert.deepEqual((await checkVectors(retyped)).filter((r) => !r.ok).map((r) => r.name), [
+    `open relayed copy: ${copy.name}`,
+  ]);
 });

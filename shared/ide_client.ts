@@ -19,7 +19,7 @@
  *
  * const ide = new IdeClient({
  *   relayUrl: "http://127.0.0.1:8787",
- *   webSocket: (url, headers) => new WebSocket(url, { headers }),
+ *   webSocket: (url, headers, protocols) => new WebSocket(url, protocols, { headers }),
  * });
  * await ide.createSession();
  * const { code } = await ide.requestPairingCode();

@@ -36,7 +36,7 @@ Deno.test("IDE client: handshakes abandoned before the bridge proves itself back
   const socket = new FakeSocket();
   const ide = new IdeClient({ relayUrl: "http://relay.test", webSocket: () => socket });
   const connected = ide.connect();
-  const status = { state: "connected", channel: 1, bridgeId: "b1", version: "0.2.0" };
+  const status = { state: "connected", route: 1, bridgeId: "b1", version: "0.2.0" };
   socket.deliver({ t: FrameType.BridgeStatus, body: status });
   await connected;
   const hellos = () => socket.sent.filter((f) => f.t === FrameType.E2eHello);
@@ -49,7 +49,9 @@ Deno.test("IDE client: handshakes abandoned before the bridge proves itself back
     assert.ok(hellos()[n - 1].at - before >= minGap, `hello ${n} came after ${hellos()[n - 1].at - before} ms`);
   }
   // Unknown frame types are skipped, not treated as an end-to-end failure.
-  socket.deliver({ t: "future.thing", body: "x" });
+  const future = encodeFrame({ t: FrameType.Ping, body: "x" });
+  future[1] = 0xee; // A type code this version does not know.
+  socket.onmessage?.({ data: future.buffer });
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(socket.readyState, 1);
   ide.close();

@@ -72,7 +72,7 @@ Deno.test("receiver: delivers each number once and in order; refuses a gap; ackn
   const receiver = new StreamReceiver();
   const acks: number[] = [];
   receiver.setAckSender((n) => acks.push(n));
-  const f = (q?: number) => ({ t: "cmd.stdout", q, body: body(1) });
+  const f = (q?: number) => ({ t: "cmd.stdout" as const, q, body: body(1) });
   assert.equal(receiver.accept(f(1)), true);
   assert.equal(receiver.accept(f(2)), true);
   assert.equal(receiver.accept(f(2)), false, "duplicate");

@@ -24,8 +24,15 @@ async function withRelay(
   }
 }
 
-/** A frame with an arbitrary (possibly invalid) header, bypassing encodeFrame's checks. */
-function rawFrame(header: unknown, body = new Uint8Array(0)): Uint8Array {
+/** A well-formed frame with one byte changed afterwards (bypassing encodeFrame's checks). */
+function editedFrame(init: Parameters<typeof encodeFrame>[0], at: number, value: number): Uint8Array {
+  const bytes = encodeFrame(init);
+  bytes[at] = value;
+  return bytes;
+}
+
+/** A protocol 3 frame: a u16 length, then a JSON header. */
+function v3Frame(header: unknown, body = new Uint8Array(0)): Uint8Array {
   const h = new TextEncoder().encode(JSON.stringify(header));
   return new Uint8Array([h.byteLength >> 8, h.byteLength & 0xff, ...h, ...body]);
 }
@@ -58,7 +65,7 @@ async function healthyPair(relay: RelayHandle) {
       ide.send(encodeFrame({ t: FrameType.CmdStdin, id: "x", body: "ping" }));
       const got = decodeFrame(await bridge.next());
       assert.equal(got.t, FrameType.CmdStdin);
-      bridge.send(encodeFrame({ t: FrameType.CmdStdout, c: got.c, id: "x", body: "pong" }));
+      bridge.send(encodeFrame({ t: FrameType.CmdStdout, r: got.r, id: "x", body: "pong" }));
       const back = decodeFrame(await ide.next());
       assert.equal(new TextDecoder().decode(back.body), "pong");
     },
@@ -76,13 +83,31 @@ Deno.test("bad frames on the bridge socket get documented close codes; others ke
     const cases: [string, (s: RawSocket) => void, number][] = [
       ["text (non-JSON) frame", (s) => s.send("hello"), CloseCode.BadFrame],
       ["JSON as text", (s) => s.send(JSON.stringify({ t: "auth" })), CloseCode.BadFrame],
-      ["garbage bytes", (s) => s.send(new Uint8Array([0, 5, 1, 2, 3, 4, 5, 6])), CloseCode.BadFrame],
-      ["header longer than the frame", (s) => s.send(new Uint8Array([0xff, 0xff, 1])), CloseCode.BadFrame],
-      ["wrong protocol version", (s) => s.send(rawFrame({ v: 9, t: "auth" })), CloseCode.BadFrame],
-      ["header is an array", (s) => s.send(rawFrame([1, 2])), CloseCode.BadFrame],
+      ["garbage bytes", (s) => s.send(new Uint8Array([4, 5, 1, 2, 3, 4, 5, 6])), CloseCode.BadFrame],
+      [
+        "shorter than the header",
+        (s) => s.send(encodeFrame({ t: FrameType.Auth }).subarray(0, 20)),
+        CloseCode.BadFrame,
+      ],
+      [
+        "id longer than the frame",
+        (s) => s.send(editedFrame({ t: FrameType.Auth, body: "{}" }, 3, 60)),
+        CloseCode.BadFrame,
+      ],
+      ["unknown flag bits", (s) => s.send(editedFrame({ t: FrameType.Auth }, 2, 0x80)), CloseCode.BadFrame],
+      [
+        "another protocol version",
+        (s) => s.send(editedFrame({ t: FrameType.Auth }, 0, 9)),
+        CloseCode.UnsupportedVersion,
+      ],
+      [
+        "a protocol 3 auth frame",
+        (s) => s.send(v3Frame({ v: 3, t: "auth" }, new TextEncoder().encode('{"code":"123456","version":"0.3.0"}'))),
+        CloseCode.UnsupportedVersion,
+      ],
       [
         "frame before auth",
-        (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, c: 1, id: "a", body: "x" })),
+        (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, r: 1, id: "a", body: "x" })),
         CloseCode.BadFrame,
       ],
       ["auth body not JSON", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: "{nope" })), CloseCode.BadFrame],
@@ -105,10 +130,17 @@ Deno.test("bad frames on the bridge socket get documented close codes; others ke
         await good.roundTrip();
       });
     }
-    await t.step("unknown type and IDE-only type after auth", async () => {
-      for (const type of ["bogus.type", FrameType.CmdStart, FrameType.Auth]) {
+    await t.step("unknown type, IDE-only type, relay-only type and a second auth after auth", async () => {
+      const frames = [
+        editedFrame({ t: FrameType.CmdStdout, r: 1, id: "a" }, 1, 0xee),
+        encodeFrame({ t: FrameType.CmdStart, r: 1, id: "a" }),
+        encodeFrame({ t: FrameType.Flow, r: 1, body: { paused: true } }),
+        encodeFrame({ t: FrameType.Auth, body: { code: "123456", version: "1" } }),
+        encodeFrame({ t: FrameType.CmdStdout, id: "no-route" }),
+      ];
+      for (const frame of frames) {
         const pair = await healthyPair(relay);
-        pair.bridge.send(encodeFrame({ t: type, c: 1, id: "a" }));
+        pair.bridge.send(frame);
         assert.equal((await pair.bridge.closed).code, CloseCode.BadFrame);
         pair.close();
         await good.roundTrip();
@@ -126,12 +158,14 @@ Deno.test("bad frames on the IDE socket get documented close codes; others keep 
     const ws = relay.url.replace("http", "ws");
     const cases: [string, (s: RawSocket) => void, number][] = [
       ["text frame", (s) => s.send("{}"), CloseCode.BadFrame],
-      ["garbage bytes", (s) => s.send(new Uint8Array([0, 1, 0x7b])), CloseCode.BadFrame],
-      ["unknown type", (s) => s.send(encodeFrame({ t: "bogus" })), CloseCode.BadFrame],
+      ["garbage bytes", (s) => s.send(new Uint8Array([4, 1, 0x7b])), CloseCode.BadFrame],
+      ["a protocol 3 frame", (s) => s.send(v3Frame({ v: 3, t: "pong" })), CloseCode.UnsupportedVersion],
+      ["unknown type", (s) => s.send(editedFrame({ t: FrameType.Pong }, 1, 0xee)), CloseCode.BadFrame],
       ["bridge-only type", (s) => s.send(encodeFrame({ t: FrameType.CmdStdout, id: "a" })), CloseCode.BadFrame],
       ["auth on the IDE socket", (s) => s.send(encodeFrame({ t: FrameType.Auth, body: {} })), CloseCode.BadFrame],
-      ["bad command id", (s) => s.send(rawFrame({ v: 1, t: "cmd.start", id: "../x" })), CloseCode.BadFrame],
-      ["negative channel", (s) => s.send(rawFrame({ v: 1, t: "cmd.start", id: "a", c: -1 })), CloseCode.BadFrame],
+      ["relay-only type", (s) => s.send(encodeFrame({ t: FrameType.BridgeStatus, body: {} })), CloseCode.BadFrame],
+      // A bad id, s or q in an end-to-end frame is not checked here: the relay reads only the
+      // fixed prefix of what it forwards, and the bridge refuses such frames (shared/frame_codec.ts).
       ["oversized frame", (s) => s.send(new Uint8Array(MAX_FRAME_BYTES + 10)), CloseCode.TooBig],
     ];
     for (const [name, act, expected] of cases) {
@@ -249,15 +283,23 @@ Deno.test("the IDE socket checks Origin and session; the API refuses foreign ori
   }, { allowedOrigins: ["https://ide.example"] });
 });
 
-Deno.test("relay forwards IDE frames stamped with the sender's channel; bridge replies route back by channel", async () => {
+Deno.test("relay forwards IDE frames stamped with the sender's route; bridge replies go back by route", async () => {
   await withRelay(async (relay) => {
     const pair = await healthyPair(relay);
-    pair.ide.send(encodeFrame({ t: FrameType.CmdStart, c: 999, id: "k", body: { command: "x" } }));
-    const f = decodeFrame(await pair.bridge.next());
-    assert.notEqual(f.c, 999, "an IDE cannot choose its channel");
+    const sent = encodeFrame({ t: FrameType.CmdStart, r: 999, id: "k", s: 7, q: 3, body: { command: "x" } });
+    pair.ide.send(sent);
+    const got = await pair.bridge.next();
+    const f = decodeFrame(got);
+    assert.notEqual(f.r, 999, "an IDE cannot choose its route");
     assert.equal(JSON.parse(new TextDecoder().decode(f.body)).command, "x");
-    // A reply to a channel that does not exist goes nowhere and does not kill the bridge.
-    pair.bridge.send(encodeFrame({ t: FrameType.CmdStdout, c: 424242, id: "k", body: "lost" }));
+    // Forwarding changes the four route bytes and nothing else.
+    assert.equal(got.byteLength, sent.byteLength);
+    for (let i = 0; i < sent.byteLength; i++) if (i < 4 || i > 7) assert.equal(got[i], sent[i], `byte ${i}`);
+    // Frames to the IDE carry no route.
+    pair.bridge.send(encodeFrame({ t: FrameType.CmdStdout, r: f.r, id: "k", body: "back" }));
+    assert.equal(decodeFrame(await pair.ide.next()).r, undefined);
+    // A reply to a route that does not exist goes nowhere and does not kill the bridge.
+    pair.bridge.send(encodeFrame({ t: FrameType.CmdStdout, r: 424242, id: "k", body: "lost" }));
     await pair.roundTrip();
     pair.close();
   });
@@ -272,4 +314,26 @@ Deno.test("allowed origins are compared as browsers send them (no trailing slash
     await s.opened;
     s.close();
   }, { allowedOrigins: ["https://ide.example/"], publicUrl: "https://relay.example:443/" });
+});
+
+Deno.test("a client of an older protocol (no coder1.v4 subprotocol) is told which side to update, with 4426", async () => {
+  await withRelay(async (relay) => {
+    const ws = relay.url.replace("http", "ws");
+    const bridge = new RawSocket(`${ws}/ws/bridge`, {}, {}, []);
+    await bridge.opened;
+    const closed = await bridge.closed;
+    assert.equal(closed.code, CloseCode.UnsupportedVersion);
+    assert.equal(closed.reason, "update the bridge: relay speaks protocol 4");
+    const cookie = await newSession(relay);
+    const ide = new RawSocket(`${ws}/ws/ide`, { cookie, origin: relay.url }, {}, []);
+    await ide.opened;
+    const ideClosed = await ide.closed;
+    assert.equal(ideClosed.code, CloseCode.UnsupportedVersion);
+    assert.equal(ideClosed.reason, "reload the page: relay speaks protocol 4");
+    // A current client gets the subprotocol back.
+    const current = new RawSocket(`${ws}/ws/bridge`);
+    await current.opened;
+    assert.equal(current.ws.protocol, "coder1.v4");
+    current.close();
+  });
 });

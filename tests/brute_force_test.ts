@@ -17,6 +17,7 @@ import {
   REDEEM_GLOBAL_PER_WINDOW,
   REDEEM_PER_ADDRESS_PER_WINDOW,
   REDEEM_RATE_WINDOW_MS,
+  WS_SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import {
   approveBridge,
@@ -58,7 +59,7 @@ type Outcome = "paired" | number;
 /** One redemption attempt on its own socket: the close code, or "paired" on auth.ok. */
 function attempt(url: string, localAddress: string, code: string): Promise<Outcome> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, { localAddress, perMessageDeflate: false });
+    const ws = new WebSocket(url, [WS_SUBPROTOCOL], { localAddress, perMessageDeflate: false });
     ws.binaryType = "arraybuffer";
     const timer = setTimeout(() => {
       ws.terminate();

@@ -10,8 +10,8 @@ import { createLogger } from "../relay/logger.ts";
 import type { FrameTap, TapResult } from "../relay/hub.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
 import { fingerprint, generateIdentity, rawPublicKey, toBase64Url } from "../shared/e2e_crypto.ts";
-import { BridgeHandshake, type E2eChannel, IdeHandshake } from "../shared/e2e_session.ts";
-import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, jsonBody, withChannel } from "../shared/frame_codec.ts";
+import { BridgeHandshake, type E2eSession, IdeHandshake } from "../shared/e2e_session.ts";
+import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, parseJsonObject } from "../shared/frame_codec.ts";
 import { type IdeClient, type IdeClientError, MemoryPinStore } from "../shared/ide_client.ts";
 import { CloseCode, FrameType } from "../shared/protocol.ts";
 import {
@@ -192,7 +192,7 @@ Deno.test({
  */
 function mitm(): {
   tap: FrameTap;
-  toBridge?: E2eChannel;
+  toBridge?: E2eSession;
   bridgeChannel?: number;
   sealForBridge(init: FrameInit): Promise<Uint8Array>;
   /** What to send the bridge instead of a sealed frame from the IDE. */
@@ -203,7 +203,7 @@ function mitm(): {
       const frame = decodeFrame(bytes);
       identities ??= { asBridge: await generateIdentity(), asIde: await generateIdentity() };
       if (direction === "ide-to-bridge" && frame.t === FrameType.E2eHello) {
-        const hello = jsonBody(frame);
+        const hello = parseJsonObject(frame.body, frame.t);
         const asBridge = await BridgeHandshake.respond(identities.asBridge, String(hello.pairingId), hello);
         towardsIde = asBridge.handshake;
         const asIde = await IdeHandshake.start(identities.asIde, String(hello.pairingId));
@@ -211,17 +211,17 @@ function mitm(): {
         state.bridgeChannel = channel;
         return {
           back: [encodeFrame({ t: FrameType.E2eReply, body: { ...asBridge.reply } })],
-          forward: [encodeFrame({ t: FrameType.E2eHello, c: channel, body: { ...asIde.hello } })],
+          forward: [encodeFrame({ t: FrameType.E2eHello, r: channel, body: { ...asIde.hello } })],
         };
       }
       if (direction === "bridge-to-ide" && frame.t === FrameType.E2eReply) {
-        const { channel: ch, confirm } = await towardsBridge!.finish(jsonBody(frame));
+        const { session: ch, confirm } = await towardsBridge!.finish(parseJsonObject(frame.body, frame.t));
         state.toBridge = ch;
-        return { back: [encodeFrame({ t: FrameType.E2eConfirm, c: channel, body: { ...confirm } })] };
+        return { back: [encodeFrame({ t: FrameType.E2eConfirm, r: channel, body: { ...confirm } })] };
       }
       if (direction === "ide-to-bridge" && frame.t === FrameType.E2eConfirm) {
-        const finished = await towardsIde!.finish(jsonBody(frame));
-        toIde = finished.channel;
+        const finished = await towardsIde!.finish(parseJsonObject(frame.body, frame.t));
+        toIde = finished.session;
         signatureForIde = finished.signature;
         return [];
       }
@@ -235,10 +235,10 @@ function mitm(): {
       return []; // Everything else is swallowed: the MITM holds both ends.
     },
     sealForBridge: (init) =>
-      state.toBridge!.seal({ t: init.t, id: init.id, c: state.bridgeChannel, body: bodyBytes(init.body) }),
+      state.toBridge!.seal({ t: init.t, id: init.id, r: state.bridgeChannel, body: bodyBytes(init.body) }),
   };
   let identities: { asBridge: CryptoKeyPair; asIde: CryptoKeyPair } | undefined;
-  let towardsIde: BridgeHandshake | undefined, towardsBridge: IdeHandshake | undefined, toIde: E2eChannel | undefined;
+  let towardsIde: BridgeHandshake | undefined, towardsBridge: IdeHandshake | undefined, toIde: E2eSession | undefined;
   let signatureForIde = "";
   return state;
 }
@@ -307,7 +307,7 @@ Deno.test({
           setTap((direction, bytes) => {
             const frame = decodeFrame(bytes);
             if (direction !== "bridge-to-ide" || frame.t !== FrameType.E2eReply) return [bytes];
-            return [encodeFrame({ t: frame.t, body: { ...jsonBody(frame), ephemeral: mallory } })];
+            return [encodeFrame({ t: frame.t, body: { ...parseJsonObject(frame.body, frame.t), ephemeral: mallory } })];
           });
           await bridge.stderr.waitFor(
             /end-to-end check failed \(Cannot trust IDE: its handshake signature does not verify\)/,
@@ -320,10 +320,11 @@ Deno.test({
           const frame = decodeFrame(bytes);
           if (direction !== "ide-to-bridge" || frame.t !== FrameType.E2eConfirm) return [bytes];
           return [
-            withChannel(
-              decodeFrame(encodeFrame({ t: frame.t, body: { ...jsonBody(frame), ephemeral: mallory } })),
-              frame.c,
-            ),
+            encodeFrame({
+              t: frame.t,
+              r: frame.r,
+              body: { ...parseJsonObject(frame.body, frame.t), ephemeral: mallory },
+            }),
           ];
         });
         await bridge.stderr.waitFor(/do not match the commitment/, 30_000);
@@ -413,7 +414,7 @@ Deno.test({
           const s = decodeFrame(bytes).s!;
           const forged = encodeFrame({
             t: FrameType.CmdStart,
-            c: channel,
+            r: channel,
             id: "evil",
             s,
             body: JSON.stringify({ command: `touch ${work}/pwned` }),
@@ -659,18 +660,18 @@ Deno.test({
     const hello = async (c: number) => {
       const started = await IdeHandshake.start(relayIde, pairingId);
       handshake = started.handshake;
-      return encodeFrame({ t: FrameType.E2eHello, c, body: { ...started.hello } });
+      return encodeFrame({ t: FrameType.E2eHello, r: c, body: started.hello });
     };
     setTap(async (direction, bytes, channel) => {
       const frame = decodeFrame(bytes);
       if (direction === "ide-to-bridge") {
         if (frame.t !== FrameType.E2eHello) return [];
-        pairingId = String(jsonBody(frame).pairingId);
+        pairingId = String(parseJsonObject(frame.body, frame.t).pairingId);
         return [await hello(channel)];
       }
       if (frame.t === FrameType.E2eReply) {
-        const { confirm } = await handshake!.finish(jsonBody(frame));
-        return { back: [encodeFrame({ t: FrameType.E2eConfirm, c: channel, body: { ...confirm } })] };
+        const { confirm } = await handshake!.finish(parseJsonObject(frame.body, frame.t));
+        return { back: [encodeFrame({ t: FrameType.E2eConfirm, r: channel, body: { ...confirm } })] };
       }
       if (frame.t === FrameType.E2eInfo) return { back: [await hello(channel)] };
       return [];
@@ -702,14 +703,14 @@ Deno.test({
     let pairingId = "";
     const hello = async (c: number) => {
       const started = await IdeHandshake.start(relayIde, pairingId);
-      return encodeFrame({ t: FrameType.E2eHello, c, body: { ...started.hello } });
+      return encodeFrame({ t: FrameType.E2eHello, r: c, body: started.hello });
     };
     let replies = 0;
     setTap(async (direction, bytes, channel) => {
       const frame = decodeFrame(bytes);
       if (direction === "ide-to-bridge") {
         if (frame.t !== FrameType.E2eHello) return [];
-        pairingId = String(jsonBody(frame).pairingId);
+        pairingId = String(parseJsonObject(frame.body, frame.t).pairingId);
         return [await hello(channel)];
       }
       // Each reply is one SAS value the relay can compute; ask for another.

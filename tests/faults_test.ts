@@ -274,8 +274,8 @@ Deno.test({
       const relay = await startRelayProcess(dirs);
       let socket: WebSocket | undefined;
       const ide = ideClient(relay.url, {
-        webSocket: (url, headers) => {
-          socket = new WebSocket(url, { headers, perMessageDeflate: false });
+        webSocket: (url, headers, protocols) => {
+          socket = new WebSocket(url, protocols, { headers, perMessageDeflate: false });
           return socket as unknown as WebSocketLike;
         },
       });
@@ -342,8 +342,8 @@ Deno.test({
       });
       let socket: WebSocket | undefined;
       const ide = ideClient(relay.url, {
-        webSocket: (url, headers) => {
-          socket = new WebSocket(url, { headers, perMessageDeflate: false });
+        webSocket: (url, headers, protocols) => {
+          socket = new WebSocket(url, protocols, { headers, perMessageDeflate: false });
           return socket as unknown as WebSocketLike;
         },
       });

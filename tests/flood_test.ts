@@ -1,8 +1,9 @@
 /**
  * Connection floods and slow clients: bridge sockets that never authenticate
  * (closed with 4408 at the auth deadline), upgrades sent byte by byte, request
- * heads that never end (slowloris), and many sockets from one address (the
- * per-address cap: HTTP 429 `too-many-sockets` past it). Meanwhile a
+ * heads that never end (slowloris), many sockets from one address (the
+ * per-address cap: HTTP 429 `too-many-sockets` past it), and clients of an
+ * older protocol (no subprotocol: upgraded, then closed with 4426). Meanwhile a
  * paired user keeps working. docs/RELIABILITY.md ("Abuse limits") has the
  * figures these tests print.
  *
@@ -13,7 +14,14 @@ import WebSocket from "ws";
 import { createLogger } from "../relay/logger.ts";
 import { type RelayHandle, type RelayOptions, startRelay } from "../relay/relay.ts";
 import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
-import { AUTH_DEADLINE_MS, CloseCode, FrameType, MAX_CONNECTIONS_PER_ADDRESS } from "../shared/protocol.ts";
+import {
+  AUTH_DEADLINE_MS,
+  CloseCode,
+  FrameType,
+  MAX_CONNECTIONS_PER_ADDRESS,
+  PROTOCOL_VERSION,
+  WS_SUBPROTOCOL,
+} from "../shared/protocol.ts";
 import { makeTestDirs, pairedSetup, RawSocket, runCollect, startRelayProcess } from "./helpers.ts";
 
 const SANITIZE = { sanitizeOps: false, sanitizeResources: false };
@@ -73,7 +81,7 @@ async function healthyPair(url: string) {
     async roundTrip(): Promise<void> {
       ide.send(encodeFrame({ t: FrameType.CmdStdin, id: "h", q: 1, body: "ping" }));
       const there = decodeFrame(await bridge.next());
-      bridge.send(encodeFrame({ t: FrameType.CmdStdout, c: there.c, id: "h", q: 1, body: "pong" }));
+      bridge.send(encodeFrame({ t: FrameType.CmdStdout, r: there.r, id: "h", q: 1, body: "pong" }));
       assert.equal(decoder.decode(decodeFrame(await ide.next()).body), "pong");
     },
     close() {
@@ -83,9 +91,12 @@ async function healthyPair(url: string) {
   };
 }
 
-/** An npm:ws socket from `localAddress`; `refused` has the status and JSON body of an HTTP refusal. */
+/**
+ * An npm:ws socket (asking for this version's subprotocol) from `localAddress`;
+ * `refused` has the status and JSON body of an HTTP refusal.
+ */
 function socketFrom(url: string, localAddress: string, headers: Record<string, string> = {}) {
-  const ws = new WebSocket(url, { headers, localAddress, perMessageDeflate: false });
+  const ws = new WebSocket(url, [WS_SUBPROTOCOL], { headers, localAddress, perMessageDeflate: false });
   const result = Promise.withResolvers<"open" | { status: number; body: Record<string, unknown> }>();
   const closed = Promise.withResolvers<number>();
   ws.on("open", () => result.resolve("open"));
@@ -105,11 +116,12 @@ function socketFrom(url: string, localAddress: string, headers: Record<string, s
 // ---------------------------------------------------------------------------
 // Raw TCP: HTTP requests and WebSocket frames written by hand.
 
-/** The upgrade request of a WebSocket client, as bytes. */
+/** The upgrade request of a WebSocket client of this version (it asks for the subprotocol), as bytes. */
 function upgradeRequest(path: string, host: string): Uint8Array {
   return encoder.encode(
     `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${btoa("coder1-flood-key")}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      `Sec-WebSocket-Key: ${btoa("coder1-flood-key")}\r\nSec-WebSocket-Version: 13\r\n` +
+      `Sec-WebSocket-Protocol: ${WS_SUBPROTOCOL}\r\n\r\n`,
   );
 }
 
@@ -297,6 +309,49 @@ Deno.test("per-address cap with --trust-proxy counts the X-Forwarded-For address
     assert.equal(relay.connections.count("198.51.100.1"), 4);
     assert.equal(relay.connections.count("127.0.0.1"), 0);
   }, { trustProxy: true, maxConnectionsPerAddress: 4 });
+});
+
+Deno.test("clients that do not ask for the subprotocol get the upgrade, then 4426 naming protocol 4; nothing they send is read", async () => {
+  await withRelay(async (relay) => {
+    const good = await healthyPair(relay.url);
+    const cookie = await newSession(relay.url);
+    const codeRes = await fetch(`${relay.url}/api/pairing-codes`, { method: "POST", headers: { cookie } });
+    const { code } = await codeRes.json();
+    const ws = relay.url.replace("http", "ws");
+    // Clients of protocols 1-3 asked for no subprotocol (RawSocket with `[]`).
+    const bridge = new RawSocket(`${ws}/ws/bridge`, {}, {}, []);
+    const ide = new RawSocket(`${ws}/ws/ide`, { cookie, origin: relay.url }, {}, []);
+    await Promise.all([bridge.opened, ide.opened]);
+    assert.equal(bridge.ws.protocol, "");
+    // A protocol 3 bridge sends its auth at once: a u16 header length, a JSON header, the body.
+    const header = encoder.encode(JSON.stringify({ v: 3, t: "auth" }));
+    const body = encoder.encode(JSON.stringify({ code, version: "0.3.0" }));
+    bridge.send(new Uint8Array([0, header.length, ...header, ...body]));
+    const [bridgeClose, ideClose] = await Promise.all([bridge.closed, ide.closed]);
+    console.log(
+      `older bridge: ${bridgeClose.code} "${bridgeClose.reason}"; older IDE: ${ideClose.code} "${ideClose.reason}"`,
+    );
+    assert.deepEqual(bridgeClose, {
+      code: CloseCode.UnsupportedVersion,
+      reason: `update the bridge: relay speaks protocol ${PROTOCOL_VERSION}`,
+    });
+    assert.deepEqual(ideClose, {
+      code: CloseCode.UnsupportedVersion,
+      reason: `reload the page: relay speaks protocol ${PROTOCOL_VERSION}`,
+    });
+    assert.match(bridgeClose.reason, /protocol 4$/);
+    assert.match(ideClose.reason, /protocol 4$/);
+    await eventually(() => relay.connections.total === 2, `slots back (${relay.connections.total} held)`);
+    // The older bridge's code was not redeemed: a current bridge still pairs with it.
+    const current = new RawSocket(`${ws}/ws/bridge`);
+    await current.opened;
+    assert.equal(current.ws.protocol, WS_SUBPROTOCOL);
+    current.send(encodeFrame({ t: FrameType.Auth, body: { code, version: "0.4.0" } }));
+    assert.equal(decodeFrame(await current.next()).t, FrameType.AuthOk);
+    current.close();
+    await good.roundTrip();
+    good.close();
+  });
 });
 
 Deno.test("messages of 63 MiB get 4413; over Deno's 64 MiB limit the connection is dropped (1006); the relay goes on", async () => {

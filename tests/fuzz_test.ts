@@ -2,12 +2,14 @@
  * Frame fuzzing against a real relay process. A seeded fuzzer sends at least
  * 100,000 frames over hundreds of `/ws/bridge` sockets (before and after
  * `auth`) and `/ws/ide` sockets, from many addresses in 127.0.0.0/8: random
- * bytes, truncated and bit-flipped real frames, bad header JSON, oversized
- * frames and headers, text messages, valid types in the wrong state or
- * direction, bad `c`/`id`/`s`/`q` fields, bad `auth` and `crash` bodies. Every
- * socket first sends a run of frames the protocol lets it survive, then one
- * bad frame, and must be closed with the close code docs/PROTOCOL.md gives for
- * that frame, within a bound. Meanwhile a paired IDE and bridge process keep
+ * bytes, truncated and bit-flipped real frames, binary headers with unknown
+ * type codes or flags, bad id lengths or bytes, bad `s`/`q` fields, frames of
+ * protocols 1-3 and other version bytes, oversized frames, text messages,
+ * valid types in the wrong state or direction, bridge frames without a route,
+ * bad `auth` and `crash` bodies. Every socket first sends a run of frames the
+ * protocol lets it survive (including header fields the relay does not read
+ * on frames it forwards), then one bad frame, and must be closed with the
+ * close code shared/protocol.ts gives for that frame, within a bound. Meanwhile a paired IDE and bridge process keep
  * running commands whose output must stay exact, and the relay's RSS is
  * sampled. At the end the relay process is alive and `/healthz` answers.
  *
@@ -19,17 +21,29 @@
  */
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { decodeFrame, encodeFrame, type FrameInit, jsonBody } from "../shared/frame_codec.ts";
+import { decodeAuthOk } from "../shared/frame_bodies.ts";
+import { decodeFrame, encodeFrame, type FrameInit, peekRoute, peekType } from "../shared/frame_codec.ts";
 import type { IdeClient } from "../shared/ide_client.ts";
 import {
   AUTH_DEADLINE_MS,
-  BRIDGE_TO_RELAY,
+  BRIDGE_SENDS,
   CloseCode,
+  END_TO_END,
+  FLAG_SEQ,
+  FLAG_STREAM_SEQ,
+  FRAME_NAME_BY_CODE,
+  FRAME_TABLE,
   FrameType,
-  IDE_TO_RELAY,
+  type FrameTypeName,
+  HEADER_BYTES,
+  IDE_SENDS,
+  MAX_CONTROL_BODY_BYTES,
   MAX_FRAME_BYTES,
-  MAX_HEADER_BYTES,
+  MAX_ID_LENGTH,
   PROTOCOL_VERSION,
+  ROUTE_OFFSET,
+  STREAM_TYPES,
+  WS_SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import { sanitizeCrash } from "../shared/scrub.ts";
 import { makeTestDirs, pairedSetup, type RelayProcess, runCollect, startRelayProcess } from "./helpers.ts";
@@ -112,7 +126,10 @@ class Rng {
 }
 
 // ---------------------------------------------------------------------------
-// The oracle: what docs/PROTOCOL.md says the relay does with one message.
+// The oracle: what the relay does with one message. It is written out from the
+// header layout (at HEADER_BYTES in shared/protocol.ts) and the close codes
+// (CloseCode), not by calling the codec, so a codec or hub that drifts from
+// the layout fails here.
 
 /** Which socket a message goes to, and in what state. */
 type Role = "ide" | "bridge-pre" | "bridge-post";
@@ -121,36 +138,86 @@ type Role = "ide" | "bridge-pre" | "bridge-post";
 type Verdict =
   | { kind: "ok" }
   /** Close the socket with one of these codes. */
-  | { kind: "bad"; codes: number[] }
-  /** Depends on state the fuzzer does not track (a bridge connected to the session); never sent. */
-  | { kind: "maybe" };
+  | { kind: "bad"; codes: number[] };
 
 const OK: Verdict = { kind: "ok" };
 const bad = (...codes: number[]): Verdict => ({ kind: "bad", codes });
 
+/** The first version with a binary header: older frames start with a u16 header length, then `{`. */
+const FIRST_BINARY_VERSION = 4;
+const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+const ID_BYTES: ReadonlySet<number> = new Set([...ID_ALPHABET].map((c) => c.charCodeAt(0)));
+const MAX_U53 = BigInt(Number.MAX_SAFE_INTEGER);
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** End-to-end types an IDE socket may send (forwarded to the bridge). */
+const IDE_FORWARDS: ReadonlySet<FrameTypeName> = new Set([...IDE_SENDS].filter((t) => END_TO_END.has(t)));
+/** End-to-end types a bridge may send (forwarded to the IDE socket of the route). */
+const BRIDGE_FORWARDS: ReadonlySet<FrameTypeName> = new Set([...BRIDGE_SENDS].filter((t) => END_TO_END.has(t)));
+
 /**
- * The documented outcome of `data` on a socket of `role`: the frame checks
- * (4400, 4413), which types each side may send, `c` required from bridges,
- * the `auth` and `crash` body rules. `token` is the one token this socket may
- * log in with.
+ * The fixed prefix, which the relay checks on every message before anything
+ * else: size (4413), version (4426, older JSON-header frames too), type code,
+ * flags and id length (4400). Returns the type, or the verdict.
+ */
+function checkPrefix(b: Uint8Array): FrameTypeName | Verdict {
+  if (b.length > MAX_FRAME_BYTES) return bad(CloseCode.TooBig);
+  const older = b.length >= 3 && b[0] < FIRST_BINARY_VERSION && b[2] === 0x7b;
+  if (b.length < HEADER_BYTES) return bad(older ? CloseCode.UnsupportedVersion : CloseCode.BadFrame);
+  if (b[0] !== PROTOCOL_VERSION) return bad(CloseCode.UnsupportedVersion);
+  const t = FRAME_NAME_BY_CODE[b[1]];
+  if (t === undefined) return bad(CloseCode.BadFrame);
+  if (b[2] & ~(FLAG_SEQ | FLAG_STREAM_SEQ)) return bad(CloseCode.BadFrame);
+  if (b[3] > MAX_ID_LENGTH || HEADER_BYTES + b[3] > b.length) return bad(CloseCode.BadFrame);
+  return t;
+}
+
+/**
+ * The rest of the header, which the relay reads only where it decodes a whole
+ * frame (a bridge's `auth` and `crash`): `s` and `q` below 2^53 and zero
+ * without their flag, `q` at least 1 with it, the id's bytes from
+ * {@linkcode ID_ALPHABET}. Frames it forwards are routed by bytes 0-7 alone;
+ * the endpoints check the rest.
+ */
+function fieldsOk(b: Uint8Array): boolean {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const s = view.getBigUint64(8), q = view.getBigUint64(16);
+  if (s > MAX_U53 || q > MAX_U53) return false;
+  if (!(b[2] & FLAG_SEQ) && s !== 0n) return false;
+  if (b[2] & FLAG_STREAM_SEQ ? q < 1n : q !== 0n) return false;
+  for (let i = HEADER_BYTES; i < HEADER_BYTES + b[3]; i++) if (!ID_BYTES.has(b[i])) return false;
+  return true;
+}
+
+/** A control body: UTF-8 JSON, an object, at most {@linkcode MAX_CONTROL_BODY_BYTES}; undefined otherwise. */
+function controlBody(body: Uint8Array): Record<string, unknown> | undefined {
+  if (body.length > MAX_CONTROL_BODY_BYTES) return undefined;
+  try {
+    const value = JSON.parse(utf8.decode(body));
+    return typeof value === "object" && value !== null && !Array.isArray(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The outcome of `data` on a socket of `role`: the prefix checks, which types
+ * each side may send, a route required on bridges' end-to-end frames, the
+ * whole-frame checks and body rules of `auth` and `crash`. `token` is the one
+ * token this socket may log in with.
  */
 function judge(role: Role, data: Uint8Array | string, token?: string): Verdict {
+  // Every coder1 frame is a binary message.
   if (typeof data === "string") return bad(CloseCode.BadFrame);
-  let frame;
-  try {
-    frame = decodeFrame(data);
-  } catch (error) {
-    return bad((error as { closeCode: number }).closeCode);
-  }
+  const t = checkPrefix(data);
+  if (typeof t !== "string") return t;
+  const body = data.subarray(HEADER_BYTES + data[3]);
   if (role === "bridge-pre") {
-    if (frame.t !== FrameType.Auth) return bad(CloseCode.BadFrame);
-    let body;
-    try {
-      body = jsonBody(frame);
-    } catch {
-      return bad(CloseCode.BadFrame);
-    }
-    const { code, token: given, version, telemetry } = body;
+    // The first frame is decoded whole and must be `auth`.
+    if (!fieldsOk(data) || t !== FrameType.Auth) return bad(CloseCode.BadFrame);
+    const o = controlBody(body);
+    if (!o) return bad(CloseCode.BadFrame);
+    const { code, token: given, version, telemetry } = o;
     if ((code === undefined) === (given === undefined)) return bad(CloseCode.BadFrame);
     if (code !== undefined && typeof code !== "string") return bad(CloseCode.BadFrame);
     if (given !== undefined && typeof given !== "string") return bad(CloseCode.BadFrame);
@@ -161,90 +228,139 @@ function judge(role: Role, data: Uint8Array | string, token?: string): Verdict {
     return given === token ? OK : bad(CloseCode.AuthFailed);
   }
   if (role === "bridge-post") {
-    if (!BRIDGE_TO_RELAY.has(frame.t)) return bad(CloseCode.BadFrame);
-    if (frame.t === FrameType.Pong) return OK;
-    if (frame.t === FrameType.Crash) {
-      try {
-        return sanitizeCrash(jsonBody(frame)) ? OK : bad(CloseCode.BadFrame);
-      } catch {
-        return bad(CloseCode.BadFrame);
-      }
+    if (t === FrameType.Pong) return OK;
+    if (t === FrameType.Crash) {
+      const o = fieldsOk(data) ? controlBody(body) : undefined;
+      return o && sanitizeCrash(o) ? OK : bad(CloseCode.BadFrame);
     }
-    return frame.c === undefined ? bad(CloseCode.BadFrame) : OK;
+    if (!BRIDGE_FORWARDS.has(t)) return bad(CloseCode.BadFrame);
+    return routeOf(data) === 0 ? bad(CloseCode.BadFrame) : OK;
   }
-  if (!IDE_TO_RELAY.has(frame.t)) return bad(CloseCode.BadFrame);
-  if (frame.t === FrameType.Pong) return OK;
-  // Forwarded with the socket's channel stamped in (when a bridge is connected):
-  // a frame that would outgrow the limits then is closed, otherwise dropped.
-  try {
-    const stamped = encodeFrame({ t: frame.t, c: 2 ** 32, id: frame.id, s: frame.s, q: frame.q, body: frame.body });
-    return stamped.byteLength > MAX_FRAME_BYTES ? { kind: "maybe" } : OK;
-  } catch {
-    return { kind: "maybe" };
-  }
+  // An IDE socket's route is stamped in place, whatever it sent there.
+  return t === FrameType.Pong || IDE_FORWARDS.has(t) ? OK : bad(CloseCode.BadFrame);
+}
+
+/** The route field (bytes 4-7) of a message whose prefix passed. */
+function routeOf(b: Uint8Array): number {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(ROUTE_OFFSET);
 }
 
 // ---------------------------------------------------------------------------
 // Frame generators.
 
-const IDE_TYPES = [...IDE_TO_RELAY];
-const BRIDGE_TYPES = [...BRIDGE_TO_RELAY].filter((t) => t !== FrameType.Crash);
-const RELAY_ONLY_TYPES = [
-  FrameType.AuthOk,
-  FrameType.Ping,
-  FrameType.BridgeStatus,
-  FrameType.IdeOpen,
-  FrameType.IdeClose,
-  FrameType.Flow,
-];
-const ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+const IDE_TYPES = [...IDE_SENDS];
+const BRIDGE_TYPES = [...BRIDGE_SENDS].filter((t) => t !== FrameType.Auth && t !== FrameType.Crash);
+const ALL_TYPES = Object.keys(FRAME_TABLE) as FrameTypeName[];
+const UNKNOWN_CODES = Array.from({ length: 256 }, (_, c) => c).filter((c) => FRAME_NAME_BY_CODE[c] === undefined);
 
 function randomBody(rng: Rng): Uint8Array {
   const r = rng.u32() / 2 ** 32;
   return rng.bytes(r < 0.7 ? rng.int(256) : r < 0.97 ? rng.range(256, 4096) : rng.range(4096, 65536));
 }
 
+/** A route: a u32 other than 0. */
+function randomRoute(rng: Rng): number {
+  return rng.u32() || 1;
+}
+
+/** A sequence number, now and then next to the largest one the header may carry (2^53 - 1). */
+function randomSeq(rng: Rng, lo: number): number {
+  return rng.chance(0.02) ? Number.MAX_SAFE_INTEGER - rng.int(1000) : rng.range(lo, 1_000_000);
+}
+
 /** Header fields a valid frame of type `t` might carry. */
-function validFields(rng: Rng, t: string, channel?: number): Omit<FrameInit, "t" | "body"> {
+function validFields(rng: Rng, t: FrameTypeName, route?: number): Omit<FrameInit, "t" | "body"> {
   const fields: Omit<FrameInit, "t" | "body"> = {};
-  if (channel !== undefined) fields.c = channel;
-  if (t.startsWith("cmd.") || rng.chance(0.1)) fields.id = rng.text(rng.range(1, 64), ID_ALPHABET);
-  if (t !== FrameType.Pong && rng.chance(0.8)) fields.s = rng.int(1_000_000);
-  if (t.startsWith("cmd.") || rng.chance(0.05)) fields.q = rng.range(1, 1_000_000);
+  if (route !== undefined) fields.r = route;
+  if (STREAM_TYPES.has(t) || rng.chance(0.1)) fields.id = rng.text(rng.range(1, MAX_ID_LENGTH), ID_ALPHABET);
+  if (t !== FrameType.Pong && rng.chance(0.8)) fields.s = randomSeq(rng, 0);
+  if (STREAM_TYPES.has(t) || rng.chance(0.05)) fields.q = randomSeq(rng, 1);
   return fields;
+}
+
+/** A valid crash report body. */
+function crashBody(rng: Rng): Record<string, unknown> {
+  return { errorClass: "TypeError", message: `fuzz ${rng.int(1000)}`, version: "0.0.0", os: "linux" };
+}
+
+/**
+ * Header faults that only a whole-frame decode sees, applied to a copy of
+ * `frame` (which has an id). On an IDE socket or a bridge's forwarded frame
+ * the relay passes them on (it routes by bytes 0-7); in a bridge's `auth` or
+ * `crash` they close the socket with 4400.
+ */
+const FIELD_FAULTS: Record<string, (rng: Rng, frame: Uint8Array) => void> = {
+  "bad id byte": (rng, f) => {
+    const bad = [0x00, 0x20, 0x2e, 0x2f, 0x2b, 0x7e, 0x7f, 0x80, 0xc3, 0xff];
+    f[HEADER_BYTES + rng.int(f[3])] = rng.pick(bad);
+  },
+  "q flag with q = 0": (_rng, f) => {
+    f[2] |= FLAG_STREAM_SEQ;
+    f.fill(0, 16, 24);
+  },
+  "s or q bits without their flag": (rng, f) => {
+    const field = rng.pick([{ flag: FLAG_SEQ, at: 8 }, { flag: FLAG_STREAM_SEQ, at: 16 }]);
+    f[2] &= ~field.flag;
+    f[field.at + rng.int(8)] |= 1 << rng.int(8);
+  },
+  "s or q above 2^53": (rng, f) => {
+    const field = rng.pick([{ flag: FLAG_SEQ, at: 8 }, { flag: FLAG_STREAM_SEQ, at: 16 }]);
+    f[2] |= field.flag;
+    // High word 2^21 or more: the value is 2^53 or more.
+    new DataView(f.buffer, f.byteOffset).setUint32(field.at, rng.range(2 ** 21, 2 ** 32 - 1));
+  },
+};
+const FIELD_FAULT_NAMES = Object.keys(FIELD_FAULTS);
+
+/** `frame` with one of {@linkcode FIELD_FAULTS}. */
+function withFieldFault(rng: Rng, init: FrameInit, fault = rng.pick(FIELD_FAULT_NAMES)): Uint8Array {
+  const f = encodeFrame({ ...init, id: init.id ?? rng.text(rng.range(1, MAX_ID_LENGTH), ID_ALPHABET) });
+  FIELD_FAULTS[fault](rng, f);
+  return f;
+}
+
+/** A valid frame of the socket's own side and state (bridge-pre: an `auth` with a code). */
+function validInit(rng: Rng, role: Role, routes: number[]): FrameInit {
+  if (role === "bridge-pre") {
+    return { t: FrameType.Auth, body: { code: rng.text(6, "0123456789"), version: "0.4.0" } };
+  }
+  if (role === "ide") {
+    const t = rng.pick(IDE_TYPES);
+    // Any route an IDE sends is overwritten by the relay.
+    const r = rng.chance(0.1) ? randomRoute(rng) : undefined;
+    return { t, ...validFields(rng, t, r), body: t === FrameType.Pong ? undefined : randomBody(rng) };
+  }
+  if (rng.chance(0.005)) return { t: FrameType.Crash, body: crashBody(rng) };
+  const t = rng.pick(BRIDGE_TYPES);
+  // A route of an IDE socket of this session, or one that does not exist (dropped).
+  const r = t === FrameType.Pong
+    ? undefined
+    : routes.length > 0 && rng.chance(0.5)
+    ? rng.pick(routes)
+    : randomRoute(rng);
+  return { t, ...validFields(rng, t, r), body: t === FrameType.Pong ? undefined : randomBody(rng) };
 }
 
 /**
  * A frame the socket survives: a frame of its side with random fields and a
- * random body, a third of them bit-flipped (kept when still valid; counted in
- * `flips`).
+ * random body; a tenth of them with a header fault the relay does not read on
+ * frames it forwards (counted in `flips.junk`), and a third bit-flipped (kept
+ * when still survivable; counted in `flips.kept`).
  */
 function survivable(
   rng: Rng,
   role: "ide" | "bridge-post",
-  channels: number[],
-  flips = { kept: 0 },
+  routes: number[],
+  flips = { kept: 0, junk: 0 },
 ): Uint8Array {
-  let frame: Uint8Array;
-  if (role === "ide") {
-    const t = rng.pick(IDE_TYPES);
-    // Any `c` an IDE sends is overwritten by the relay.
-    const c = rng.chance(0.1) ? rng.int(2 ** 31) : undefined;
-    frame = encodeFrame({ t, ...validFields(rng, t, c), body: t === FrameType.Pong ? undefined : randomBody(rng) });
-  } else if (rng.chance(0.005)) {
-    frame = encodeFrame({
-      t: FrameType.Crash,
-      body: { errorClass: "TypeError", message: `fuzz ${rng.int(1000)}`, version: "0.0.0", os: "linux" },
-    });
-  } else {
-    const t = rng.pick(BRIDGE_TYPES);
-    // A channel of an IDE socket of this session, or one that does not exist (dropped).
-    const c = t === FrameType.Pong
-      ? undefined
-      : channels.length > 0 && rng.chance(0.5)
-      ? rng.pick(channels)
-      : rng.int(2 ** 31);
-    frame = encodeFrame({ t, ...validFields(rng, t, c), body: t === FrameType.Pong ? undefined : randomBody(rng) });
+  const init = validInit(rng, role, routes);
+  let frame = encodeFrame(init);
+  if (init.t !== FrameType.Crash && rng.chance(0.1)) {
+    const junk = withFieldFault(rng, init);
+    if (judge(role, junk).kind === "ok") {
+      frame = junk;
+      flips.junk++;
+    }
   }
   if (rng.chance(0.3)) {
     const flipped = bitFlip(rng, frame);
@@ -256,9 +372,10 @@ function survivable(
   return frame;
 }
 
+/** Flips one to four bits, mostly in the header. */
 function bitFlip(rng: Rng, frame: Uint8Array): Uint8Array {
   const out = frame.slice();
-  const headerEnd = Math.min(out.length, 2 + ((out[0] << 8) | out[1]));
+  const headerEnd = Math.min(out.length, HEADER_BYTES + out[3]);
   for (let i = rng.range(1, 4); i > 0; i--) {
     const at = rng.chance(0.7) ? rng.int(headerEnd) : rng.int(out.length);
     out[at] ^= 1 << rng.int(8);
@@ -266,8 +383,8 @@ function bitFlip(rng: Rng, frame: Uint8Array): Uint8Array {
   return out;
 }
 
-/** A frame with an arbitrary header (anything JSON can say), bypassing encodeFrame's checks. */
-function rawFrame(header: unknown, body: Uint8Array = new Uint8Array(0)): Uint8Array {
+/** A protocol 1-3 frame: a u16 header length, a JSON header, the body. */
+function olderFrame(header: unknown, body: Uint8Array = new Uint8Array(0)): Uint8Array {
   const h = new TextEncoder().encode(JSON.stringify(header));
   const out = new Uint8Array(2 + h.length + body.length);
   out[0] = (h.length >> 8) & 0xff;
@@ -277,87 +394,100 @@ function rawFrame(header: unknown, body: Uint8Array = new Uint8Array(0)): Uint8A
   return out;
 }
 
-/** A frame of the socket's own side and state, as the base for truncation and bit flips. */
-function baseFrame(rng: Rng, role: Role, channels: number[]): Uint8Array {
-  if (role === "bridge-pre") {
-    return encodeFrame({ t: FrameType.Auth, body: { code: rng.text(6, "0123456789"), version: "0.3.0" } });
-  }
-  return survivable(rng, role, channels);
+/** The type a control body goes in: `crash` on a bridge socket after `auth`, else `auth`. */
+function controlType(role: Role): FrameTypeName {
+  return role === "bridge-post" ? FrameType.Crash : FrameType.Auth;
 }
 
-/** The kinds of bad frame, each a generator (the oracle decides the exact close code). */
-const BAD_KINDS: Record<string, (rng: Rng, role: Role, channels: number[]) => Uint8Array | string> = {
+/**
+ * The kinds of bad frame, each a generator (the oracle decides the exact close
+ * code); undefined where the kind does not apply to the socket's role.
+ */
+const BAD_KINDS: Record<string, (rng: Rng, role: Role, routes: number[]) => Uint8Array | string | undefined> = {
   "random bytes": (rng) => rng.bytes(rng.int(rng.chance(0.5) ? 16 : 600)),
   "empty message": () => new Uint8Array(0),
-  "truncated frame": (rng, role, channels) => {
-    const frame = baseFrame(rng, role, channels);
-    const headerEnd = 2 + ((frame[0] << 8) | frame[1]);
-    return frame.subarray(0, rng.int(Math.min(frame.length, headerEnd)));
+  "truncated prefix": (rng, role, routes) => encodeFrame(validInit(rng, role, routes)).slice(0, rng.int(HEADER_BYTES)),
+  "truncated id": (rng, role, routes) => {
+    const init = validInit(rng, role, routes);
+    const id = init.id ?? rng.text(rng.range(1, MAX_ID_LENGTH), ID_ALPHABET);
+    return encodeFrame({ ...init, id }).slice(0, HEADER_BYTES + rng.int(id.length));
   },
-  "bit flips": (rng, role, channels) => bitFlip(rng, baseFrame(rng, role, channels)),
-  "header not JSON": (rng) => {
-    const junk = rng.chance(0.5) ? rng.bytes(rng.range(1, 200)) : new TextEncoder().encode(
-      rng.pick(['{"v":3,"t":"pong"', "{v:3}", '{"v":3,"t":"pong"}}', "\ufeff{}", '{"v":3,"t":"\\ud800"}x']),
-    );
-    return new Uint8Array([junk.length >> 8, junk.length & 0xff, ...junk]);
+  "bit flips": (rng, role, routes) => bitFlip(rng, encodeFrame(validInit(rng, role, routes))),
+  "unknown type code": (rng, role, routes) => {
+    const f = encodeFrame(validInit(rng, role, routes));
+    f[1] = rng.pick(UNKNOWN_CODES);
+    return f;
   },
-  "header not an object": (rng) => rawFrame(rng.pick([[3, "pong"], null, "pong", 3, true, []])),
-  "bad version": (rng) =>
-    rawFrame({ v: rng.pick([0, 1, 2, 4, -3, 3.5, "3", null, PROTOCOL_VERSION + 1]), t: FrameType.Pong }),
-  "bad type": (rng) =>
-    rawFrame({
-      v: PROTOCOL_VERSION,
-      t: rng.pick(["", "Pong", "cmd stdout", "9pong", "x".repeat(33), 5, null, ["pong"], ".pong", "cmd-start"]),
-    }),
-  "bad field": (rng, role) => {
-    const t = role === "ide" ? rng.pick(IDE_TYPES) : role === "bridge-post" ? rng.pick(BRIDGE_TYPES) : FrameType.Auth;
-    const header: Record<string, unknown> = { v: PROTOCOL_VERSION, t, c: 1, id: "a", s: 0, q: 1 };
-    const field = rng.pick(["c", "id", "s", "q"]);
-    header[field] = rng.pick(
-      {
-        c: [-1, 1.5, "1", 2 ** 53, null, [1], true],
-        id: ["", "x".repeat(65), "../x", "a b", 7, null, "é", "a/b"],
-        s: [-1, 0.5, "0", 2 ** 53, null],
-        q: [0, -2, 1.5, "1", 2 ** 60, null],
-      }[field]!,
-    );
-    return rawFrame(header, new Uint8Array(4));
+  "unknown flag bits": (rng, role, routes) => {
+    const f = encodeFrame(validInit(rng, role, routes));
+    f[2] |= 1 << rng.range(2, 7);
+    return f;
+  },
+  "id length over 64": (rng, role, routes) => {
+    const f = encodeFrame(validInit(rng, role, routes));
+    const length = rng.range(MAX_ID_LENGTH + 1, 255);
+    // Half of them long enough to hold such an id.
+    const out = rng.chance(0.5) && f.length < HEADER_BYTES + length ? new Uint8Array(HEADER_BYTES + length + 4) : f;
+    out.set(f.subarray(0, HEADER_BYTES));
+    out.fill(0x61, HEADER_BYTES, Math.min(out.length, HEADER_BYTES + length));
+    out[3] = length;
+    return out;
+  },
+  "id length past the end": (rng, role, routes) => {
+    const init = validInit(rng, role, routes);
+    const f = encodeFrame({ ...init, id: rng.chance(0.5) ? "i" : undefined, body: rng.bytes(rng.int(16)) });
+    f[3] = rng.range(f.length - HEADER_BYTES + 1, MAX_ID_LENGTH);
+    return f;
+  },
+  "protocol 1-3 frame (JSON header)": (rng, role) => {
+    const t = rng.pick(["pong", "auth", "cmd.stdin", "e2e.hello"]);
+    const header = { v: rng.range(1, 3), t, ...(role === "bridge-post" ? { c: 1 } : {}), id: "a", s: 0, q: 1 };
+    const body = t === "auth" ? new TextEncoder().encode('{"code":"123456","version":"0.3.0"}') : rng.bytes(8);
+    return olderFrame(header, body);
+  },
+  "another version byte": (rng, role, routes) => {
+    const f = encodeFrame(validInit(rng, role, routes));
+    f[0] = rng.pick([0, 1, 2, 3, PROTOCOL_VERSION + 1, 6, 0x7b, 0xff]);
+    return f;
   },
   "oversized frame": (rng) => {
     const size = rng.chance(0.95) ? MAX_FRAME_BYTES + rng.range(1, 65536) : rng.range(2 * MiB, 4 * MiB);
     const out = new Uint8Array(size);
-    out.set(encodeFrame({ t: FrameType.CmdStdin, id: "big" }).subarray(0, 64));
-    out[0] = 0;
-    out[1] = 30;
+    out.set(encodeFrame({ t: FrameType.CmdStdin, id: "big", q: 1 }));
     return out;
   },
-  "big header": (rng) => {
-    if (rng.chance(0.3)) return new Uint8Array([0xff, 0xff, ...rng.bytes(rng.int(64))]);
-    const pad = "p".repeat(rng.range(MAX_HEADER_BYTES, 60_000));
-    return rawFrame({ v: PROTOCOL_VERSION, t: FrameType.Pong, pad });
-  },
   "text message": (rng) =>
-    rng.pick(["", "hello", JSON.stringify({ v: PROTOCOL_VERSION, t: "pong" }), "\u0000\u0001", "x".repeat(5000)]),
+    rng.pick(["", "hello", JSON.stringify({ v: 3, t: "pong" }), "\u0004\u0004\u0000\u0000", "x".repeat(5000)]),
   "wrong type for the state": (rng, role) => {
     const types = role === "ide"
-      ? [...BRIDGE_TYPES.filter((t) => !IDE_TO_RELAY.has(t)), FrameType.Crash, FrameType.Auth, ...RELAY_ONLY_TYPES]
+      ? ALL_TYPES.filter((t) => !IDE_SENDS.has(t))
       : role === "bridge-post"
-      ? [...IDE_TYPES.filter((t) => !BRIDGE_TO_RELAY.has(t)), FrameType.Auth, ...RELAY_ONLY_TYPES]
-      : [...IDE_TYPES, ...BRIDGE_TYPES, ...RELAY_ONLY_TYPES];
-    const t = rng.pick([...types, "bogus", "cmd.run", "e2e.hello2", rng.text(rng.range(1, 20), "abc.")]);
-    const body = t === FrameType.Auth ? { token: "x", version: "0.3.0" } : randomBody(rng);
-    return encodeFrame({ t: /^[a-z]/.test(t) ? t : `a${t}`, c: 1, id: "w", body });
+      ? ALL_TYPES.filter((t) => !BRIDGE_FORWARDS.has(t) && t !== FrameType.Pong && t !== FrameType.Crash)
+      : ALL_TYPES.filter((t) => t !== FrameType.Auth);
+    const t = rng.pick(types);
+    const body = t === FrameType.Auth ? { token: "x", version: "0.4.0" } : randomBody(rng);
+    return encodeFrame({ t, r: 1, id: "w", body });
   },
-  "bridge frame without c": (rng, role) => {
-    if (role !== "bridge-post") return rng.bytes(3);
-    const t = rng.pick(BRIDGE_TYPES.filter((t) => t !== FrameType.Pong));
-    return encodeFrame({ t, id: "n", s: 0, body: randomBody(rng) });
+  "bridge e2e frame with route 0": (rng, role) => {
+    if (role !== "bridge-post") return undefined;
+    const t = rng.pick([...BRIDGE_FORWARDS]);
+    return encodeFrame({ t, r: rng.chance(0.5) ? 0 : undefined, id: "n", s: 0, body: randomBody(rng) });
   },
+  "control body not JSON": (rng, role) =>
+    encodeFrame({
+      t: controlType(role),
+      body: rng.pick<string | Uint8Array>([
+        "{nope",
+        "",
+        '{"code":"123456"}}',
+        "{'code':'123456'}",
+        new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]),
+      ]),
+    }),
+  "control body not an object": (rng, role) =>
+    encodeFrame({ t: controlType(role), body: rng.pick(["[]", "null", "3", '"auth"', "true", '[{"code":"1"}]']) }),
   "bad auth body": (rng) => {
     const bodies: (string | Record<string, unknown>)[] = [
-      "{nope",
-      "[]",
-      "null",
       { version: "1" },
       { code: "123456", token: "t", version: "1" },
       { code: 123456, version: "1" },
@@ -375,34 +505,45 @@ const BAD_KINDS: Record<string, (rng: Rng, role: Role, channels: number[]) => Ui
     encodeFrame({
       t: FrameType.Auth,
       body: rng.chance(0.5)
-        ? { code: rng.text(rng.chance(0.9) ? 6 : rng.range(1, 12), "0123456789"), version: "0.3.0" }
+        ? { code: rng.text(rng.chance(0.9) ? 6 : rng.range(1, 12), "0123456789"), version: "0.4.0" }
         : {
           token: rng.chance(0.9) ? `eyJ${rng.text(rng.range(10, 300), ID_ALPHABET)}` : "t".repeat(5000),
           version: "1",
         },
     }),
-  "bad crash body": (rng) =>
-    encodeFrame({
+  "bad crash body": (rng, role) =>
+    role !== "bridge-post" ? undefined : encodeFrame({
       t: FrameType.Crash,
       body: rng.pick<string | Record<string, unknown>>([
-        "{",
         { errorClass: 1, message: "m", version: "v", os: "o" },
         { message: "m" },
+        { errorClass: "E", message: "m", version: "v", os: "o", stack: 3 },
         JSON.stringify({ errorClass: "E", message: "x".repeat(9000), version: "v", os: "o" }),
       ]),
     }),
 };
+// The header faults only a whole-frame decode sees: where the relay decodes
+// the whole frame (the first `auth`, or a `crash`); IDE sockets survive them.
+for (const fault of FIELD_FAULT_NAMES) {
+  BAD_KINDS[fault] = (rng, role) => {
+    if (role === "ide") return undefined;
+    const t = controlType(role);
+    const body = role === "bridge-post" ? crashBody(rng) : { code: rng.text(6, "0123456789"), version: "0.4.0" };
+    return withFieldFault(rng, { t, ...validFields(rng, t), body }, fault);
+  };
+}
 const BAD_KIND_NAMES = Object.keys(BAD_KINDS);
 
 /** A bad frame for `role`: a kind drawn at random, regenerated until the oracle says it closes the socket. */
 function badFrame(
   rng: Rng,
   role: Role,
-  channels: number[],
+  routes: number[],
 ): { kind: string; data: Uint8Array | string; codes: number[] } {
   for (let attempt = 0; attempt < 100; attempt++) {
     const kind = rng.pick(BAD_KIND_NAMES);
-    const data = BAD_KINDS[kind](rng, role, channels);
+    const data = BAD_KINDS[kind](rng, role, routes);
+    if (data === undefined) continue;
     const verdict = judge(role, data);
     if (verdict.kind === "bad") return { kind, data, codes: verdict.codes };
   }
@@ -424,6 +565,8 @@ interface SocketResult {
   frames: number;
   /** Of those, bit-flipped frames the socket survived. */
   flipped: number;
+  /** Of those, frames forwarded with a header fault the relay does not read. */
+  junk: number;
 }
 
 /** A session the fuzz sockets use: its cookie, and its bridge token (checked out by one bridge at a time). */
@@ -439,7 +582,12 @@ function sourceAddress(rng: Rng): string {
 }
 
 function openSocket(url: string, headers: Record<string, string>, localAddress: string) {
-  const ws = new WebSocket(url, { headers, perMessageDeflate: false, localAddress, handshakeTimeout: 5_000 });
+  const ws = new WebSocket(url, [WS_SUBPROTOCOL], {
+    headers,
+    perMessageDeflate: false,
+    localAddress,
+    handshakeTimeout: 5_000,
+  });
   ws.binaryType = "arraybuffer";
   const opened = Promise.withResolvers<void>();
   const closed = Promise.withResolvers<{ code: number | string; reason: string }>();
@@ -464,7 +612,7 @@ function openSocket(url: string, headers: Record<string, string>, localAddress: 
     new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no ${t} in ${ms} ms`)), ms);
       const look = (bytes: Uint8Array) => {
-        if (decodeFrame(bytes).t !== t) return false;
+        if (_typeOf(bytes) !== t) return false;
         clearTimeout(timer);
         resolve(bytes);
         return true;
@@ -475,6 +623,15 @@ function openSocket(url: string, headers: Record<string, string>, localAddress: 
       };
     });
   return { ws, opened: opened.promise, closed: closed.promise, first, messages };
+}
+
+/** The type of a message the relay sent, or undefined when its prefix does not pass (a forwarded fuzz frame). */
+function _typeOf(bytes: Uint8Array): FrameTypeName | undefined {
+  try {
+    return peekType(bytes);
+  } catch {
+    return undefined;
+  }
 }
 
 async function closedWithin(
@@ -504,8 +661,18 @@ async function fuzzSocket(
   const address = sourceAddress(rng);
   const preferred = rng.int(pool.length);
   const entry = role === "bridge-post" ? await checkout(pool, preferred) : pool[preferred];
-  const result: SocketResult = { index, role, kind: "", expected: [], got: "", reason: "", frames: 0, flipped: 0 };
-  const flips = { kept: 0 };
+  const result: SocketResult = {
+    index,
+    role,
+    kind: "",
+    expected: [],
+    got: "",
+    reason: "",
+    frames: 0,
+    flipped: 0,
+    junk: 0,
+  };
+  const flips = { kept: 0, junk: 0 };
   const s = role === "ide"
     ? openSocket(`${wsBase}/ws/ide`, { cookie: entry.cookie, origin }, address)
     : openSocket(`${wsBase}/ws/bridge`, {}, address);
@@ -517,31 +684,33 @@ async function fuzzSocket(
       result.reason = String(error);
       return result;
     }
-    const channels: number[] = [];
+    // Routes of this session's IDE sockets, learnt from `ide.open` and from their forwarded frames.
+    const routes: number[] = [];
     if (role === "bridge-post") {
       s.ws.send(encodeFrame({ t: FrameType.Auth, body: { token: entry.token, version: "fuzz" } }));
       result.frames++;
-      const ok = jsonBody(decodeFrame(await s.first(FrameType.AuthOk, 10_000)));
-      channels.push(...(ok.channels as number[]));
+      await s.first(FrameType.AuthOk, 10_000);
       s.ws.on("message", (data: ArrayBuffer) => {
-        const frame = decodeFrame(new Uint8Array(data));
-        if (frame.t === FrameType.IdeOpen && frame.c !== undefined) channels.push(frame.c);
+        const bytes = new Uint8Array(data);
+        const route = _typeOf(bytes) === undefined ? 0 : peekRoute(bytes);
+        if (route !== 0 && !routes.includes(route)) routes.push(route);
       });
     } else if (role === "ide") {
       await s.first(FrameType.BridgeStatus, 10_000);
     }
     if (role !== "bridge-pre") {
       for (let n = rng.range(50, 400); n > 0; n--) {
-        s.ws.send(survivable(rng, role, channels, flips));
+        s.ws.send(survivable(rng, role, routes, flips));
         result.frames++;
       }
     }
-    const terminal = badFrame(rng, role, channels);
+    const terminal = badFrame(rng, role, routes);
     result.kind = terminal.kind;
     result.expected = terminal.codes;
     s.ws.send(terminal.data);
     result.frames++;
     result.flipped = flips.kept;
+    result.junk = flips.junk;
     const closed = await closedWithin(s.closed, CLOSE_BOUND_MS);
     result.got = closed.code;
     result.reason = closed.reason;
@@ -591,10 +760,11 @@ async function makePool(relay: RelayProcess, size: number): Promise<PoolEntry[]>
     const s = openSocket(`${wsBase}/ws/bridge`, {}, `127.0.9.${i + 1}`);
     await s.opened;
     s.ws.send(encodeFrame({ t: FrameType.Auth, body: { code, version: "fuzz" } }));
-    const ok = jsonBody(decodeFrame(await s.first(FrameType.AuthOk, 10_000)));
+    const ok = decodeAuthOk(decodeFrame(await s.first(FrameType.AuthOk, 10_000)).body);
     s.ws.close(1000);
     await s.closed;
-    pool.push({ cookie, token: ok.token as string, busy: false });
+    assert.ok(ok.token, "a redeemed code brings a token");
+    pool.push({ cookie, token: ok.token, busy: false });
   }
   return pool;
 }
@@ -675,7 +845,7 @@ Deno.test({
       });
 
       let nextIndex = 0;
-      let frames = 0, flipped = 0;
+      let frames = 0, flipped = 0, junk = 0;
       const results: SocketResult[] = [];
       const worker = async () => {
         for (;;) {
@@ -684,6 +854,7 @@ Deno.test({
           const r = await fuzzSocket(wsBase, relay.url, seed, nextIndex++, pool);
           frames += r.frames;
           flipped += r.flipped;
+          junk += r.junk;
           results.push(r);
         }
       };
@@ -706,6 +877,7 @@ Deno.test({
       const growth = (peak - baseline) / 1024;
       console.log(
         `fuzz: ${frames} frames (${results.length} bad ones ending a socket, ${flipped} bit-flipped ones the socket survived, ` +
+          `${junk} forwarded with header faults only the endpoints check, ` +
           `the rest with random fields and bodies) over ${results.length} sockets (+${SILENT_BRIDGES} silent) in ${
             (fuzzMs / 1000).toFixed(1)
           } s; close codes ${JSON.stringify(codes)}`,

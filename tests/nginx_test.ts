@@ -15,7 +15,7 @@
  * when nginx or openssl is missing; under CODER1_REQUIRE_ALL=1 it runs and fails.
  */
 import assert from "node:assert/strict";
-import { decodeFrame, encodeFrame, jsonBody } from "../shared/frame_codec.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import { CloseCode, FrameType, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
 import {
   approveBridge,
@@ -311,7 +311,7 @@ Deno.test({
         socket.send(encodeFrame({ t: FrameType.Auth, body: { code, version: "0.3.0" } }));
         const ok = decodeFrame(await socket.next());
         assert.equal(ok.t, FrameType.AuthOk);
-        assert.equal(typeof jsonBody(ok).bridgeId, "string");
+        assert.equal(typeof parseJsonObject(ok.body, ok.t).bridgeId, "string");
         socket.close();
         await socket.closed;
       } finally {

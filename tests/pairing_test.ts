@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ManualClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame, jsonBody } from "../shared/frame_codec.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import { CloseCode, CODE_TTL_MS, FrameType, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
 import { createLogger } from "../relay/logger.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
@@ -38,7 +38,7 @@ async function redeem(
   ]);
   if ("close" in result) return { close: result.close, socket };
   assert.equal(result.frame.t, FrameType.AuthOk);
-  return { ok: jsonBody(result.frame), socket };
+  return { ok: parseJsonObject(result.frame.body, result.frame.t), socket };
 }
 
 Deno.test("a code is 6 digits, works once, and a redeemed code fails the second time", async () => {

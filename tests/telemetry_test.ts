@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { permissionFlags, roleFor } from "../cli/permissions.ts";
-import { decodeFrame, encodeFrame, jsonBody } from "../shared/frame_codec.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import { ManualClock } from "../shared/clock.ts";
 import { telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { createLogger } from "../relay/logger.ts";
@@ -170,7 +170,7 @@ async function privacyRun(options: RunOptions) {
       t: "auth",
       body: { code: code2, version: "0.3.0", ...(options.bridgeTelemetry ? {} : { telemetry: false }) },
     }));
-    const ok = jsonBody(decodeFrame(await raw.next()));
+    const ok = parseJsonObject(decodeFrame(await raw.next()).body, "auth.ok");
     secrets.push(String(ok.token));
     assert.equal(ok.crashReports, options.relayTelemetry && options.bridgeTelemetry ? true : undefined);
     raw.send(encodeFrame({

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import * as jose from "jose";
 import { ManualClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame, jsonBody } from "../shared/frame_codec.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import { BRIDGE_TOKEN_TTL_MS, CloseCode, FrameType } from "../shared/protocol.ts";
 import { createLogger } from "../relay/logger.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
@@ -27,7 +27,7 @@ async function authWith(relay: { url: string }, token: string) {
   await socket.opened;
   socket.send(encodeFrame({ t: FrameType.Auth, body: { token, name: "t", version: "0", os: "linux" } }));
   const r = await Promise.race([
-    socket.next().then((b) => ({ ok: jsonBody(decodeFrame(b)) })),
+    socket.next().then((b) => ({ ok: parseJsonObject(decodeFrame(b).body, "auth.ok") })),
     socket.closed.then((close) => ({ close })),
   ]);
   socket.close();
@@ -43,7 +43,7 @@ async function pairRaw(relay: RelayHandle): Promise<{ token: string; cookie: str
   const socket = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
   await socket.opened;
   socket.send(encodeFrame({ t: FrameType.Auth, body: { code, name: "t", version: "0", os: "linux" } }));
-  const ok = jsonBody(decodeFrame(await socket.next()));
+  const ok = parseJsonObject(decodeFrame(await socket.next()).body, "auth.ok");
   socket.close();
   await socket.closed;
   return { token: ok.token as string, cookie };

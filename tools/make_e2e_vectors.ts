@@ -18,16 +18,33 @@
  * vectors. Reading the old file is a module import, so no read permission is
  * needed.
  *
+ * Before anything is written, every value is computed twice: with the shared
+ * modules (WebCrypto) and with `node:crypto` from the private keys alone
+ * (X25519, HKDF, Ed25519, and AES-256-GCM reading each frame by the header
+ * layout, not with the shared codec). The relayed copies must differ from
+ * their originals in the route bytes only and still open; the bad frames must
+ * differ in anything but the route and not open.
+ *
  * @module
  */
+import { Buffer } from "node:buffer";
+import {
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  hkdfSync,
+  sign,
+} from "node:crypto";
 import {
   commitment,
   deriveSessionKeys,
   type E2eRole,
   fingerprint,
-  frameAad,
   fromBase64Url,
   nonceFor,
+  openBody,
   sasFromBytes,
   sealBody,
   signTranscript,
@@ -35,9 +52,18 @@ import {
   transcript,
   verifyTranscript,
 } from "../shared/e2e_crypto.ts";
-import { E2eChannel, IdeHandshake } from "../shared/e2e_session.ts";
-import { decodeFrame, encodeFrame, withChannel } from "../shared/frame_codec.ts";
-import { type E2eInfoBody, type FrameHeader, PROTOCOL_VERSION } from "../shared/protocol.ts";
+import { E2eSession, IdeHandshake } from "../shared/e2e_session.ts";
+import { decodeFrame, encodeFrame, type FrameInit, headerAad, routeFrame } from "../shared/frame_codec.ts";
+import {
+  type E2eInfoBody,
+  FLAG_SEQ,
+  FLAG_STREAM_SEQ,
+  FRAME_TABLE,
+  type FrameTypeName,
+  HEADER_BYTES,
+  PROTOCOL_VERSION,
+  ROUTE_OFFSET,
+} from "../shared/protocol.ts";
 
 /** Where the vectors live, next to the modules they test. */
 const VECTORS_URL = new URL("../shared/e2e_vectors.json", import.meta.url);
@@ -64,13 +90,23 @@ export interface VectorSeed {
 /** Which way a frame travels; the sender seals with that direction's key. */
 export type Direction = "ide->bridge" | "bridge->ide";
 
-/** A frame to seal: what the sender hands to `E2eChannel.seal`. */
+/** The header fields of a vector frame, as decoded (`r` and `q` only when present). */
+interface _Header {
+  t: FrameTypeName;
+  r?: number;
+  id?: string;
+  s?: number;
+  q?: number;
+}
+
+/** A frame to seal: what the sender hands to `E2eSession.seal`. */
 interface _FrameSpec {
   name: string;
   direction: Direction;
-  t: string;
-  c?: number;
+  t: FrameTypeName;
+  r?: number;
   id?: string;
+  q?: number;
   text?: string;
   hex?: string;
   /** An `e2e.info` body without its signature: the bridge's transcript signature is added as `signature`. */
@@ -79,7 +115,8 @@ interface _FrameSpec {
 
 /**
  * The frames sealed, in seal order per direction, so `s` counts 0, 1, 2, ...
- * in each: the first sealed frame each way of a first pairing, then a command.
+ * in each: the first sealed frame each way of a first pairing, then a command
+ * whose frames are numbered in its stream (`q` 1, 2, ... per direction).
  */
 const FRAME_SPECS: readonly _FrameSpec[] = [
   { name: "ide approves the bridge (empty body)", direction: "ide->bridge", t: "e2e.approve", text: "" },
@@ -88,52 +125,88 @@ const FRAME_SPECS: readonly _FrameSpec[] = [
     direction: "ide->bridge",
     t: "cmd.start",
     id: "a1",
+    q: 1,
     text: '{"command":"echo hi","cwd":"src"}',
   },
-  { name: "ide sends binary stdin", direction: "ide->bridge", t: "cmd.stdin", id: "a1", hex: "000102037f80c3fffe0a" },
   {
-    name: "bridge sends its info and signature (c set by the bridge)",
+    name: "ide sends binary stdin",
+    direction: "ide->bridge",
+    t: "cmd.stdin",
+    id: "a1",
+    q: 2,
+    hex: "000102037f80c3fffe0a",
+  },
+  {
+    name: "bridge sends its info and signature (route set by the bridge)",
     direction: "bridge->ide",
     t: "e2e.info",
-    c: 5,
+    r: 5,
     info: { name: "build-box", os: "linux", version: "0.1.0", approval: "needed" },
   },
   {
     name: "bridge sends stdout (non-ASCII UTF-8)",
     direction: "bridge->ide",
     t: "cmd.stdout",
-    c: 5,
+    r: 5,
     id: "a1",
+    q: 1,
     text: "hi h\u00e9llo \u2713\n",
   },
-  { name: "bridge sends binary stderr", direction: "bridge->ide", t: "cmd.stderr", c: 5, id: "a1", hex: "ff00fe" },
+  {
+    name: "bridge sends binary stderr",
+    direction: "bridge->ide",
+    t: "cmd.stderr",
+    r: 5,
+    id: "a1",
+    q: 2,
+    hex: "ff00fe",
+  },
   {
     name: "bridge reports the exit",
     direction: "bridge->ide",
     t: "cmd.exit",
-    c: 5,
+    r: 5,
     id: "a1",
+    q: 3,
     text: '{"code":0,"signal":null,"durationMs":12}',
   },
 ];
 
-/** Frames as the relay delivers them: same sealed body, only the channel changed (`c` is not authenticated). */
-const RELAYED: readonly { name: string; from: string; c: number | undefined }[] = [
-  { name: "ide starts a command, as the bridge receives it (relay stamped c=4)", from: "ide starts a command", c: 4 },
+/**
+ * Frames as the relay delivers them: the same bytes with the route re-stamped
+ * in place (`routeFrame`), which is all the relay may change.
+ */
+const RELAYED: readonly { name: string; from: string; route: number }[] = [
   {
-    name: "bridge sends stdout, as the IDE receives it (relay removed c)",
+    name: "ide starts a command, as the bridge receives it (the relay stamped route 4)",
+    from: "ide starts a command",
+    route: 4,
+  },
+  {
+    name: "bridge sends stdout, as the IDE receives it (the relay cleared route 5 to 0)",
     from: "bridge sends stdout (non-ASCII UTF-8)",
-    c: undefined,
+    route: 0,
+  },
+  {
+    name: "ide sends binary stdin, stamped with route 0xfedcba98 (every route byte changed)",
+    from: "ide sends binary stdin",
+    route: 0xfedcba98,
   },
 ];
 
-/** Frames that must not open: each changes one thing in a good frame. */
+/** Fields of a good frame that a bad one edits before it is encoded again. */
+type _Editable = Omit<_Header, "t"> & { t: FrameTypeName; body: Uint8Array };
+
+/**
+ * Frames that must not open: each changes one thing in a good frame, and
+ * together they change every header field but the route.
+ */
 const BAD: readonly {
   name: string;
   from: string;
   direction?: Direction;
   change: string;
-  edit: (f: { t: string; c?: number; id?: string; s: number; body: Uint8Array }) => void;
+  edit: (f: _Editable) => void;
 }[] = [
   {
     name: "flipped ciphertext bit",
@@ -154,22 +227,41 @@ const BAD: readonly {
     edit: (f) => void (f.body = f.body.subarray(0, f.body.length - 1)),
   },
   {
-    name: "wrong s",
+    name: "altered type",
     from: "ide sends binary stdin",
-    change: "header s raised by one (the sealed body replayed under the counter the receiver expects next)",
-    edit: (f) => void (f.s += 1),
-  },
-  {
-    name: "altered header t",
-    from: "ide sends binary stdin",
-    change: "header t cmd.stdin -> cmd.start",
+    change: "type cmd.stdin (0x41) -> cmd.start (0x40), header byte 1",
     edit: (f) => void (f.t = "cmd.start"),
   },
   {
-    name: "altered header id",
+    name: "altered flags",
+    from: "ide approves the bridge (empty body)",
+    change: "flags 0x01 -> 0x00, header byte 2: the s-present bit cleared on a frame whose s is 0, so no other " +
+      "byte changes (the receiver, expecting counter 0, tries it)",
+    edit: (f) => void (f.s = undefined),
+  },
+  {
+    name: "altered id",
     from: "bridge reports the exit",
-    change: "header id a1 -> a2",
+    change: "id a1 -> a2, the last header byte",
     edit: (f) => void (f.id = "a2"),
+  },
+  {
+    name: "wrong s",
+    from: "ide sends binary stdin",
+    change: "s 2 -> 3, header byte 15 (the sealed body replayed under the counter the receiver expects next)",
+    edit: (f) => void (f.s = f.s! + 1),
+  },
+  {
+    name: "altered q",
+    from: "ide sends binary stdin",
+    change: "q 2 -> 3, header byte 23 (a stream frame renumbered)",
+    edit: (f) => void (f.q = f.q! + 1),
+  },
+  {
+    name: "q removed",
+    from: "ide sends binary stdin",
+    change: "q-present flag cleared and q zeroed, header bytes 2 and 23 (a stream frame passed off as unnumbered)",
+    edit: (f) => void (f.q = undefined),
   },
   {
     name: "reflected to its sender",
@@ -186,7 +278,8 @@ const DESCRIPTION: Record<string, string> = {
     "shared/e2e_session.ts), checked by shared/e2e_vectors_test.ts and written by tools/make_e2e_vectors.ts. " +
     "Hex is lowercase; base64url has no padding; every key and value below is fixed, and all outputs are " +
     "deterministic (Ed25519 signatures, AES-GCM with counter nonces).",
-  protocolVersion: "PROTOCOL_VERSION: the v of every frame header and the one-byte version field of the transcript.",
+  protocolVersion: "PROTOCOL_VERSION: byte 0 of every frame header and the one-byte version field of the " +
+    "commitment input and the transcript.",
   pairingId: "The pairing id both sides bind (the bridge id the relay assigned); in the hello, the commitment " +
     "and the transcript.",
   keys: "The four private keys as JWKs (kty OKP; x = raw public key, d = private key, base64url). " +
@@ -224,35 +317,51 @@ const DESCRIPTION: Record<string, string> = {
     "transcriptHash.",
   "signatures.ide": "Ed25519 signature (base64url, 64 bytes) of signedMessages.ide with keys.ideIdentity.",
   "signatures.bridge": "Ed25519 signature (base64url, 64 bytes) of signedMessages.bridge with keys.bridgeIdentity; " +
-    "the bridge sends it as the signature field of its sealed e2e.info body, and the IDE trusts nothing on the " +
-    "channel before it verifies.",
+    "the bridge sends it as the signature field of its sealed e2e.info body, and the IDE trusts nothing in the " +
+    "session before it verifies.",
   "fingerprints.ide": "fingerprint() of the raw IDE identity public key: the first 16 bytes of its SHA-256 as " +
     "lowercase hex in groups of four, space-separated.",
   "fingerprints.bridge": "fingerprint() of the raw bridge identity public key.",
-  frames: "Sealed frames that must open. They were sealed in this order, each direction by its own E2eChannel, " +
+  frames: "Sealed frames that must open. They were sealed in this order, each direction by its own E2eSession, " +
     "so s counts up from 0 in each direction; entries with sameSealedBodyAs are relayed copies of an earlier frame. " +
     "The bridge's first frame is its e2e.info, whose JSON body carries signatures.bridge as signature.",
   "frames[].name": "What the frame is.",
   "frames[].direction":
     "'ide->bridge' (sealed with keyMaterial.ideToBridge) or 'bridge->ide' (keyMaterial.bridgeToIde).",
-  "frames[].header": "The cleartext header fields besides v: t (type), c (channel; only when present), id (command " +
-    "id; only when present), s (the per-direction counter).",
+  "frames[].header": "The header fields, decoded: t (the type's name; its one-byte code is in FRAME_TABLE, " +
+    "shared/protocol.ts), r (the route; only when not 0), id (command id; only when present), s (the " +
+    "per-direction counter), q (the stream sequence number; only on stream frames, cmd.*).",
   "frames[].bodyText": "The plaintext body as UTF-8 text (present when the plaintext is text).",
   "frames[].bodyHex": "The plaintext body as hex (present instead of bodyText for binary plaintext).",
-  "frames[].aad": "The AES-GCM associated data as UTF-8 text: JSON.stringify([v, t, id ?? null, s]). The channel c " +
-    "is not part of it: the relay stamps or removes c, so a frame opens whatever its c.",
-  "frames[].nonce": "Hex of the 12-byte AES-GCM nonce: four zero bytes, then s as a big-endian u64.",
+  "frames[].aad": "Hex of the AES-GCM associated data: the frame's header with the route zeroed. The header is " +
+    "24 fixed bytes, all integers big-endian: byte 0 the version, byte 1 the type code, byte 2 the flags (bit 0: " +
+    "s present, bit 1: q present), byte 3 the id length L, bytes 4..7 the route (u32; zero here), bytes 8..15 s " +
+    "(u64), bytes 16..23 q (u64; 0 when absent); then the L id bytes (ASCII). The route is the one header field " +
+    "not authenticated: the relay re-stamps it in place, so a frame opens whatever its route, while a change to " +
+    "any other header byte makes it fail.",
+  "frames[].nonce": "Hex of the 12-byte AES-GCM nonce: four zero bytes, then s as a big-endian u64 (header bytes " +
+    "8..15).",
   "frames[].sealedBody": "Hex of the frame body: AES-256-GCM ciphertext followed by the 16-byte tag.",
-  "frames[].frame": "Hex of the whole encoded frame (u16 big-endian header length, header JSON with keys in the " +
-    "order v, t, c, id, s, then sealedBody), as E2eChannel.seal returns it.",
-  "frames[].sameSealedBodyAs": "On a relayed copy: the name of the frame it was taken from. Only c differs, and " +
-    "the copy opens with the same key and counter.",
-  badFrames: "Frames that must not open. The receiver uses the key of `direction` and has already opened every " +
-    "earlier frame of that direction (from `frames`, excluding relayed copies), so it expects header.s.",
+  "frames[].frame": "Hex of the whole encoded frame (one binary WebSocket message): the header as in aad but with " +
+    "the route in bytes 4..7, then sealedBody. For an original, what E2eSession.seal returns.",
+  "frames[].sameSealedBodyAs": "On a relayed copy: the name of the frame it was taken from. The relay re-stamped " +
+    "the route in place (routeFrame in shared/frame_codec.ts); nothing else differs, and the copy opens with the " +
+    "same key and counter to the same plaintext.",
+  "frames[].changedHeaderBytes": "On a relayed copy: the offsets of the bytes that differ from the frame it was " +
+    "taken from, all within the route (4..7).",
+  badFrames: "Frames that must not open. Each still decodes as a well-formed frame, so it is the AES-GCM tag, not " +
+    "the decoder, that refuses it. The receiver uses the key of `direction` and has already opened every earlier " +
+    "frame of that direction (from `frames`, excluding relayed copies), so it expects the counter in header bytes " +
+    "8..15. Between them they change the body, the key, and every header field but the route: type, flags, id, s " +
+    "and q.",
   "badFrames[].name": "What is wrong.",
   "badFrames[].basedOn": "The name of the good frame it was made from.",
   "badFrames[].direction": "Whose key the receiver opens it with (the direction it is presented as travelling).",
   "badFrames[].change": "The one change made to the good frame.",
+  "badFrames[].header": "The header fields of the bad frame, decoded (as in frames[].header; s is absent when its " +
+    "flag is cleared).",
+  "badFrames[].changedHeaderBytes": "The offsets of the header bytes that differ from the good frame: empty when " +
+    "only the body or the key changed; never a route byte.",
   "badFrames[].frame": "Hex of the whole encoded frame.",
 };
 
@@ -322,54 +431,103 @@ export async function makeE2eVectors(seed: VectorSeed): Promise<Record<string, u
   if (!await verifyTranscript("ide", pub.ideIdentity, transcriptHash, ideSignature)) _fail("IDE signature");
   if (!await verifyTranscript("bridge", pub.bridgeIdentity, transcriptHash, bridgeSignature)) _fail("bridge signature");
   // What the IDE runs on the signature from e2e.info.
-  await IdeHandshake.verifyBridge(new E2eChannel(ideKeys, pub.bridgeIdentity), toBase64Url(bridgeSignature))
+  await IdeHandshake.verifyBridge(new E2eSession(ideKeys, pub.bridgeIdentity), toBase64Url(bridgeSignature))
     .catch(() => _fail("bridge signature (IdeHandshake.verifyBridge)"));
 
   const senders = {
-    "ide->bridge": new E2eChannel(ideKeys, pub.bridgeIdentity),
-    "bridge->ide": new E2eChannel(bridgeKeys, pub.ideIdentity),
+    "ide->bridge": new E2eSession(ideKeys, pub.bridgeIdentity),
+    "bridge->ide": new E2eSession(bridgeKeys, pub.ideIdentity),
   };
   const receivers = {
-    "ide->bridge": new E2eChannel(bridgeKeys, pub.ideIdentity),
-    "bridge->ide": new E2eChannel(ideKeys, pub.bridgeIdentity),
+    "ide->bridge": new E2eSession(bridgeKeys, pub.ideIdentity),
+    "bridge->ide": new E2eSession(ideKeys, pub.bridgeIdentity),
+  };
+
+  // node:crypto, a second implementation, from the private keys alone: it
+  // must agree on the secret, the keys, the SAS bytes and the signatures,
+  // and its AES-GCM opens every frame below.
+  const node = _nodeKeyMaterial(seed, t);
+  _same(node.sharedSecret, _hex(sharedSecret), "X25519 secret from node:crypto");
+  _same(node.okm, _hex(okm), "HKDF key material from node:crypto");
+  _same(node.sasBytes, _hex(sasBytes), "SAS bytes from node:crypto");
+  _same(
+    _nodeSign(keys.ideIdentity, _signedMessage("ide", transcriptHash)),
+    _hex(ideSignature),
+    "IDE signature from node:crypto",
+  );
+  _same(
+    _nodeSign(keys.bridgeIdentity, _signedMessage("bridge", transcriptHash)),
+    _hex(bridgeSignature),
+    "bridge signature from node:crypto",
+  );
+  const nodeKey = {
+    "ide->bridge": Buffer.from(node.okm, "hex").subarray(0, 32),
+    "bridge->ide": Buffer.from(node.okm, "hex").subarray(32, 64),
   };
   const frames: Record<string, unknown>[] = [];
-  const sealed = new Map<string, { direction: Direction; bytes: Uint8Array }>();
+  const sealed = new Map<string, { direction: Direction; bytes: Uint8Array; plaintext: Uint8Array }>();
   for (const spec of FRAME_SPECS) {
     const text = spec.info !== undefined
       ? JSON.stringify({ ...spec.info, signature: toBase64Url(bridgeSignature) } satisfies E2eInfoBody)
       : spec.text;
     const plaintext = spec.hex !== undefined ? _fromHex(spec.hex) : te.encode(text ?? "");
-    const bytes = await senders[spec.direction].seal({ t: spec.t, c: spec.c, id: spec.id, body: plaintext });
+    const bytes = await senders[spec.direction].seal({ t: spec.t, r: spec.r, id: spec.id, q: spec.q, body: plaintext });
     const frame = decodeFrame(bytes);
     const s = frame.s!;
-    // The same frame from the primitives and the raw HKDF key: E2eChannel adds nothing unstated.
-    const aad = frameAad({ v: PROTOCOL_VERSION, t: spec.t, id: spec.id, s });
+    // The same frame from the primitives, the raw HKDF key and the header
+    // spelled out from its layout: E2eSession adds nothing unstated.
+    const aad = _layoutAad({ t: spec.t, id: spec.id, s, q: spec.q });
+    _same(_hex(headerAad(frame.header)), _hex(aad), `${spec.name}: associated data`);
     const direct = await sealBody(rawKey[spec.direction], s, aad, plaintext);
-    _same(_hex(encodeFrame({ t: spec.t, c: spec.c, id: spec.id, s, body: direct })), _hex(bytes), spec.name);
+    const init: FrameInit = { t: spec.t, r: spec.r, id: spec.id, s, q: spec.q, body: direct };
+    _same(_hex(encodeFrame(init)), _hex(bytes), spec.name);
     _same(_hex(await receivers[spec.direction].open(frame)), _hex(plaintext), `${spec.name} opened`);
-    sealed.set(spec.name, { direction: spec.direction, bytes });
+    _same(_hex(_nodeOpen(nodeKey[spec.direction], bytes)), _hex(plaintext), `${spec.name} opened by node:crypto`);
+    sealed.set(spec.name, { direction: spec.direction, bytes, plaintext });
     frames.push(_frameVector(spec.name, spec.direction, bytes, plaintext, spec.hex !== undefined));
   }
   for (const r of RELAYED) {
     const from = sealed.get(r.from)!;
-    const bytes = withChannel(decodeFrame(from.bytes), r.c);
-    const plaintext = await _openAt(rawKey[from.direction], decodeFrame(bytes));
+    const bytes = from.bytes.slice();
+    routeFrame(bytes, r.route);
+    const changed = _changedHeaderBytes(from.bytes, bytes);
+    if (changed.length === 0 || changed.some((i) => !_isRouteByte(i))) _fail(`relayed copy "${r.name}"`);
+    const frame = decodeFrame(bytes);
+    const opened = await openBody(rawKey[from.direction], frame.s!, _layoutAad(frame), frame.body);
+    _same(_hex(opened), _hex(from.plaintext), `${r.name} opened`);
+    _same(_hex(_nodeOpen(nodeKey[from.direction], bytes)), _hex(from.plaintext), `${r.name} opened by node:crypto`);
     const binary = FRAME_SPECS.find((f) => f.name === r.from)!.hex !== undefined;
-    frames.push({ ..._frameVector(r.name, from.direction, bytes, plaintext, binary), sameSealedBodyAs: r.from });
+    frames.push({
+      ..._frameVector(r.name, from.direction, bytes, opened, binary),
+      sameSealedBodyAs: r.from,
+      changedHeaderBytes: changed,
+    });
   }
 
   const badFrames: Record<string, unknown>[] = [];
   for (const bad of BAD) {
     const from = sealed.get(bad.from)!;
     const f = decodeFrame(from.bytes);
-    const edited = { t: f.t, c: f.c, id: f.id, s: f.s!, body: f.body.slice() };
+    const edited: _Editable = { t: f.t, r: f.r, id: f.id, s: f.s, q: f.q, body: f.body.slice() };
     bad.edit(edited);
     const bytes = encodeFrame(edited);
+    const frame = decodeFrame(bytes);
+    const changed = _changedHeaderBytes(from.bytes, bytes);
+    if (changed.some(_isRouteByte)) _fail(`bad frame "${bad.name}" changes the route`);
     const direction = bad.direction ?? from.direction;
-    const opened = await _openAt(rawKey[direction], decodeFrame(bytes)).then(() => true, () => false);
+    const opened = await openBody(rawKey[direction], frame.s ?? 0, _layoutAad(frame), frame.body)
+      .then(() => true, () => false);
     if (opened) _fail(`bad frame "${bad.name}" opens`);
-    badFrames.push({ name: bad.name, basedOn: bad.from, direction, change: bad.change, frame: _hex(bytes) });
+    if (_opens(() => _nodeOpen(nodeKey[direction], bytes))) _fail(`bad frame "${bad.name}" opens with node:crypto`);
+    badFrames.push({
+      name: bad.name,
+      basedOn: bad.from,
+      direction,
+      change: bad.change,
+      header: _headerOf(frame),
+      changedHeaderBytes: changed,
+      frame: _hex(bytes),
+    });
   }
 
   return {
@@ -433,33 +591,108 @@ export async function newVectorSeed(): Promise<VectorSeed> {
 
 function _frameVector(name: string, direction: Direction, bytes: Uint8Array, plaintext: Uint8Array, binary: boolean) {
   const f = decodeFrame(bytes);
-  const header: Omit<FrameHeader, "v"> = { t: f.t };
-  if (f.c !== undefined) header.c = f.c;
-  if (f.id !== undefined) header.id = f.id;
-  header.s = f.s;
   return {
     name,
     direction,
-    header,
+    header: _headerOf(f),
     ...(binary
       ? { bodyHex: _hex(plaintext) }
       : { bodyText: new TextDecoder("utf-8", { fatal: true }).decode(plaintext) }),
-    aad: new TextDecoder().decode(frameAad(f as FrameHeader & { s: number })),
+    aad: _hex(headerAad(f.header)),
     nonce: _hex(nonceFor(f.s!)),
     sealedBody: _hex(f.body),
     frame: _hex(bytes),
   };
 }
 
-async function _openAt(key: CryptoKey, f: { v: number; t: string; id?: string; s?: number; body: Uint8Array }) {
-  const aad = frameAad({ v: f.v, t: f.t, id: f.id, s: f.s! });
-  return new Uint8Array(
-    await subtle.decrypt(
-      { name: "AES-GCM", iv: nonceFor(f.s!) as BufferSource, additionalData: aad as BufferSource },
-      key,
-      f.body as BufferSource,
-    ),
-  );
+/** The decoded header fields in the file's order (t, r, id, s, q), absent ones left out. */
+function _headerOf(f: _Header): _Header {
+  const header: _Header = { t: f.t };
+  if (f.r !== undefined) header.r = f.r;
+  if (f.id !== undefined) header.id = f.id;
+  if (f.s !== undefined) header.s = f.s;
+  if (f.q !== undefined) header.q = f.q;
+  return header;
+}
+
+/**
+ * The associated data spelled out from the header layout (`HEADER_BYTES` in
+ * shared/protocol.ts) and the fields, not copied from a frame: the route
+ * bytes are zero whatever the route.
+ */
+function _layoutAad(h: _Header): Uint8Array {
+  const id = te.encode(h.id ?? "");
+  const out = new Uint8Array(HEADER_BYTES + id.byteLength);
+  const view = new DataView(out.buffer);
+  out[0] = PROTOCOL_VERSION;
+  out[1] = FRAME_TABLE[h.t].code;
+  out[2] = (h.s !== undefined ? FLAG_SEQ : 0) | (h.q !== undefined ? FLAG_STREAM_SEQ : 0);
+  out[3] = id.byteLength;
+  view.setBigUint64(8, BigInt(h.s ?? 0));
+  view.setBigUint64(16, BigInt(h.q ?? 0));
+  out.set(id, HEADER_BYTES);
+  return out;
+}
+
+/** X25519 and HKDF-SHA-256 with node:crypto, from the JWKs and the transcript (hex results). */
+function _nodeKeyMaterial(seed: VectorSeed, transcriptBytes: Uint8Array) {
+  const privateKey = createPrivateKey({ key: { ...seed.keys.ideEphemeral }, format: "jwk" });
+  const { kty, crv, x } = seed.keys.bridgeEphemeral;
+  const publicKey = createPublicKey({ key: { kty, crv, x }, format: "jwk" });
+  const shared = diffieHellman({ privateKey, publicKey });
+  const hash = createHash("sha256").update(transcriptBytes).digest();
+  return {
+    sharedSecret: shared.toString("hex"),
+    okm: Buffer.from(hkdfSync("sha256", shared, hash, "coder1 e2e keys", 64)).toString("hex"),
+    sasBytes: Buffer.from(hkdfSync("sha256", shared, hash, "coder1 e2e sas", 8)).toString("hex"),
+  };
+}
+
+/** An Ed25519 signature with node:crypto (deterministic, so it must equal WebCrypto's), as hex. */
+function _nodeSign(jwk: OkpJwk, message: Uint8Array): string {
+  return sign(null, message, createPrivateKey({ key: { ...jwk }, format: "jwk" })).toString("hex");
+}
+
+/**
+ * Opens a frame with node:crypto, a second AES-GCM implementation, reading
+ * the message by the documented layout rather than with the shared codec:
+ * the id length from byte 3, the nonce from the `s` bytes, the associated
+ * data as the header with the route bytes zeroed.
+ */
+function _nodeOpen(key: Uint8Array, message: Uint8Array): Uint8Array {
+  const bytes = Buffer.from(message);
+  const headerLength = HEADER_BYTES + bytes[3];
+  const aad = Buffer.from(bytes.subarray(0, headerLength));
+  aad.fill(0, ROUTE_OFFSET, ROUTE_OFFSET + 4);
+  const nonce = Buffer.alloc(12);
+  bytes.copy(nonce, 4, 8, 16);
+  const body = bytes.subarray(headerLength);
+  if (body.length < 16) throw new Error("Cannot open: shorter than a tag");
+  const decipher = createDecipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(body.subarray(body.length - 16));
+  return new Uint8Array(Buffer.concat([decipher.update(body.subarray(0, body.length - 16)), decipher.final()]));
+}
+
+function _opens(open: () => unknown): boolean {
+  try {
+    open();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Offsets within the (longer) header where two messages differ. */
+function _changedHeaderBytes(a: Uint8Array, b: Uint8Array): number[] {
+  const end = HEADER_BYTES + Math.max(a[3], b[3]);
+  const changed: number[] = [];
+  for (let i = 0; i < end; i++) if (a[i] !== b[i]) changed.push(i);
+  return changed;
+}
+
+function _isRouteByte(offset: number): boolean {
+  return offset >= ROUTE_OFFSET && offset < ROUTE_OFFSET + 4;
 }
 
 /** Each part as a u16 big-endian length then its bytes (as the transcript and the commitment are built). */
