@@ -132,10 +132,11 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
   const manager = options.commands(send);
   const stopCommands = async () => {
     // Stop the children first (their exit reports go into the streams), give
-    // the reports a moment to reach the relay, then hang up.
+    // the IDE a moment to acknowledge them, then hang up.
     await manager.stopAll();
-    const deadline = Date.now() + STOP_FLUSH_MS;
-    while (Date.now() < deadline && streams.unacknowledged) await new Promise((r) => setTimeout(r, 20));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => timer = setTimeout(resolve, STOP_FLUSH_MS));
+    await Promise.race([streams.drained(), late]).finally(() => clearTimeout(timer));
   };
   const telemetry = options.telemetry === false ? { telemetry: false } : {};
   let auth: AuthBody = { ...options.auth, version: options.identity.version, ...telemetry };

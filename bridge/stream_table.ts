@@ -60,9 +60,17 @@ export class StreamTable {
     return this.#byId.size;
   }
 
-  /** Whether an attached stream still waits for the IDE to acknowledge frames. */
-  get unacknowledged(): boolean {
-    return [...this.#byId.values()].some((s) => s.route !== undefined && s.sender.unackedFrames > 0);
+  /**
+   * Resolves once every attached stream's IDE has acknowledged what was
+   * pushed to it so far, or that stream detached or was forgotten: a stopping
+   * bridge races it against its flush deadline. Detached streams are not
+   * waited for (their IDE is not there to acknowledge).
+   *
+   * @returns A promise that never rejects.
+   */
+  drained(): Promise<void> {
+    const attached = [...this.#byId.values()].filter((s) => s.route !== undefined);
+    return Promise.all(attached.map((s) => s.sender.drained())).then(() => {});
   }
 
   /**

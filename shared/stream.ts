@@ -51,6 +51,7 @@ export class StreamSender {
   #generation = 0;
   #chain: Promise<void> = Promise.resolve();
   #roomWaiters: (() => void)[] = [];
+  #drainWaiters: { upTo: number; wake: () => void }[] = [];
 
   /** @param window Most unacknowledged bytes before {@linkcode push} waits. */
   constructor(window: number = STREAM_WINDOW_BYTES) {
@@ -100,6 +101,31 @@ export class StreamSender {
   }
 
   /**
+   * Resolves once the peer has acknowledged every frame pushed before this
+   * call, or the connection is gone (detached or reset), whichever comes
+   * first: what a sender about to hang up waits for, against a deadline of its
+   * own. Frames pushed later do not hold it back.
+   *
+   * @returns A promise that never rejects.
+   *
+   * @example
+   * ```ts
+   * import { StreamSender } from "./stream.ts";
+   * const sender = new StreamSender();
+   * sender.attach(() => Promise.resolve(), 0);
+   * sender.push({ t: "cmd.exit", id: "a", body: new Uint8Array(2) });
+   * const drained = sender.drained();
+   * sender.ack(1);
+   * await drained;
+   * ```
+   */
+  drained(): Promise<void> {
+    const upTo = this.#next - 1;
+    if (!this.#transport || this.#acked() >= upTo) return Promise.resolve();
+    return new Promise((wake) => this.#drainWaiters.push({ upTo, wake }));
+  }
+
+  /**
    * The peer has everything up to `received`: drop it from the buffer.
    *
    * @throws {E2eError} When `received` acknowledges frames never sent.
@@ -118,6 +144,12 @@ export class StreamSender {
       const waiters = this.#roomWaiters;
       this.#roomWaiters = [];
       for (const wake of waiters) wake();
+    }
+    if (this.#drainWaiters.length) {
+      const acked = this.#acked();
+      const due = this.#drainWaiters.filter((w) => w.upTo <= acked);
+      this.#drainWaiters = this.#drainWaiters.filter((w) => w.upTo > acked);
+      for (const w of due) w.wake();
     }
   }
 
@@ -140,6 +172,10 @@ export class StreamSender {
   detach(): void {
     this.#transport = undefined;
     this.#generation++;
+    // Nothing more will be acknowledged on this connection: stop waiting for it.
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w.wake();
   }
 
   /** Forgets everything (the peer's state is gone); numbering starts again at 1. */
@@ -151,6 +187,11 @@ export class StreamSender {
     const waiters = this.#roomWaiters;
     this.#roomWaiters = [];
     for (const wake of waiters) wake();
+  }
+
+  /** The highest number the peer has acknowledged (everything before the buffer). */
+  #acked(): number {
+    return this.#buffer.length ? this.#buffer[0].q - 1 : this.#next - 1;
   }
 
   #send(frame: StreamFrame): void {
@@ -233,7 +274,7 @@ export class StreamReceiver {
 }
 
 /**
- * Pause state from the relay's `flow` frames, for one IDE channel (bridge
+ * Pause state from the relay's `flow` frames, for one IDE route (bridge
  * side) or one IDE socket. While paused, sends queue (in order: sealed frames
  * must leave in counter order) and go out on resume; the callers awaiting
  * them (a stream's sender, and through it a command's output pump) wait too.

@@ -105,3 +105,52 @@ Deno.test("flow gate: sends wait while paused and leave in call order when resum
   await Promise.all([a, b, c]);
   assert.deepEqual(out, [1, 2, 3, 4]);
 });
+
+/** Whether `promise` has settled after pending microtasks and timers ran. */
+async function settled(promise: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  promise.then(() => (done = true), () => (done = true));
+  await tick();
+  return done;
+}
+
+Deno.test("sender: drained resolves at once with nothing unacknowledged, or without a connection", async () => {
+  const sender = new StreamSender();
+  await sender.drained(); // Never attached.
+  sender.push({ t: "cmd.stdout", body: body(1) });
+  assert.equal(await settled(sender.drained()), true, "detached: nobody is there to acknowledge");
+  sender.attach(() => Promise.resolve(), 0);
+  assert.equal(await settled(sender.drained()), false);
+  sender.ack(1);
+  assert.equal(await settled(sender.drained()), true);
+});
+
+Deno.test("sender: drained waits for what was pushed before it, not for frames pushed later", async () => {
+  const sender = new StreamSender();
+  sender.attach(() => Promise.resolve(), 0);
+  sender.push({ t: "cmd.stdout", id: "a", body: body(10) });
+  sender.push({ t: "cmd.exit", id: "a", body: body(2) });
+  const drained = sender.drained();
+  sender.push({ t: "cmd.stdout", id: "b", body: body(10) }); // After the call: not waited for.
+  sender.ack(1);
+  assert.equal(await settled(drained), false, "frame 2 is not acknowledged yet");
+  sender.ack(2);
+  assert.equal(await settled(drained), true);
+  assert.equal(sender.unackedFrames, 1);
+});
+
+Deno.test("sender: drained resolves when the connection goes (detach or reset), acknowledged or not", async () => {
+  const sender = new StreamSender();
+  sender.attach(() => Promise.resolve(), 0);
+  sender.push({ t: "cmd.exit", id: "a", body: body(2) });
+  const first = sender.drained();
+  assert.equal(await settled(first), false);
+  sender.detach();
+  assert.equal(await settled(first), true);
+  assert.equal(sender.unackedFrames, 1, "still kept for the next connection");
+
+  sender.attach(() => Promise.resolve(), 0);
+  const second = sender.drained();
+  sender.reset();
+  assert.equal(await settled(second), true);
+});
