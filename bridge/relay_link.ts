@@ -9,6 +9,7 @@
  * @module
  */
 import WebSocket from "ws";
+import { backoffDelay } from "../shared/backoff.ts";
 import { E2eError } from "../shared/e2e_session.ts";
 import { decodeAuthOk, decodeFlow } from "../shared/frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
@@ -201,7 +202,7 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
       if (attempt.e2eFailure) {
         options.print(`Connection closed: end-to-end check failed (${attempt.e2eFailure}); re-keying on reconnect`);
       }
-      const delay = _backoff(failures++);
+      const delay = backoffDelay(failures++, { baseMs: RECONNECT_BASE_MS, maxMs: RECONNECT_MAX_MS, jitter: "equal" });
       options.print(`Connection to the relay lost (${why}); retrying in ${(delay / 1000).toFixed(1)}s`);
       await Promise.race([stopped, new Promise((r) => setTimeout(r, delay))]);
     }
@@ -227,12 +228,6 @@ function _linkExit(reason: unknown): LinkExit | undefined {
   return typeof reason === "object" && reason !== null && "linkExit" in reason
     ? (reason as { linkExit: LinkExit }).linkExit
     : undefined;
-}
-
-/** Exponential backoff with "equal jitter": half fixed, half random. */
-function _backoff(failures: number): number {
-  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** Math.min(failures, 16));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
 function _connect(
