@@ -10,6 +10,7 @@
  */
 import WebSocket from "ws";
 import { backoffDelay } from "../shared/backoff.ts";
+import { type Clock, systemClock } from "../shared/clock.ts";
 import { E2eError } from "../shared/e2e_session.ts";
 import { decodeAuthOk, decodeFlow } from "../shared/frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
@@ -39,6 +40,11 @@ const SEND_HIGH_WATER = 1024 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** On stop, how long the exit reports of stopped commands may take to go out. */
 const STOP_FLUSH_MS = 1_000;
+/**
+ * The most often the heartbeat watchdog looks at the time (it looks four
+ * times per heartbeat limit when that is shorter, as tests make it).
+ */
+const WATCHDOG_TICK_MS = 1_000;
 
 /** Who the bridge says it is (the relay learns only the version; the rest goes sealed to the IDE). */
 export interface BridgeIdentity {
@@ -90,6 +96,8 @@ export interface RelayLinkOptions {
   signal: AbortSignal;
   /** Heartbeat silence limit (tests shrink it). */
   heartbeatTimeoutMs?: number;
+  /** The time the heartbeat watchdog compares against (default: the system clock). */
+  clock?: Clock;
   /** How long a stream whose IDE is away is kept (tests shrink it). */
   streamLingerMs?: number;
   /** False with `CODER1_TELEMETRY=false`: `auth` says so and no crash report is sent. */
@@ -254,21 +262,22 @@ function _connect(
     if (ws.bufferedAmount < SEND_HIGH_WATER) return ws.send(bytes);
     await new Promise<void>((resolve) => ws.send(bytes, () => resolve()));
   };
-  // The relay pauses channels whose IDE is behind (`flow`); frames for a
-  // paused channel wait, in order, behind one another.
+  // The relay pauses routes whose IDE is behind (`flow`); frames for a
+  // paused route wait, in order, behind one another.
   const flows = new Map<number, FlowGate>();
-  const rawSend = (bytes: Uint8Array, channel?: number): Promise<void> => {
-    const flow = channel === undefined ? undefined : flows.get(channel);
+  const rawSend = (bytes: Uint8Array, route?: number): Promise<void> => {
+    const flow = route === undefined ? undefined : flows.get(route);
     return flow ? flow.send(() => socketSend(bytes)) : socketSend(bytes);
   };
-  let lastSeen = Date.now();
+  const clock = options.clock ?? systemClock;
+  let lastSeen = clock.now();
   const limit = options.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_MS;
   const watchdog = setInterval(() => {
-    if (Date.now() - lastSeen > limit) {
+    if (clock.now() - lastSeen > limit) {
       result.error = "no heartbeat from the relay";
       ws.terminate();
     }
-  }, Math.min(1000, limit / 4));
+  }, Math.min(WATCHDOG_TICK_MS, limit / 4));
   const onAbort = () => {
     // Bounded: stopAll waits at most the kill grace, the flush STOP_FLUSH_MS.
     beforeClose().catch(() => {}).finally(() => ws.close(CloseCode.Normal, "bridge stopping"));
@@ -281,7 +290,7 @@ function _connect(
   });
   let queue = Promise.resolve();
   ws.on("message", (data: ArrayBuffer) => {
-    lastSeen = Date.now();
+    lastSeen = clock.now();
     queue = queue.then(async () => {
       if (result.e2eFailure) return; // Hanging up: nothing more is trusted.
       let frame: Frame | undefined;

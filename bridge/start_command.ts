@@ -9,6 +9,7 @@ import { type FlagValues, UsageError } from "../cli/args.ts";
 import { defaultConfigDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_START } from "../cli/specs.ts";
+import { systemClock } from "../shared/clock.ts";
 import { fingerprint, fromBase64Url, toBase64Url } from "../shared/e2e_crypto.ts";
 import { APPROVAL_TIMEOUT_MS, DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
@@ -244,6 +245,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
         else if (m.startsWith("Connecting")) say(m);
       },
       debug: verbose ? (m) => console.error(m) : () => {},
+      clock: systemClock,
       signal: abort.signal,
     });
     if (exit.dropToken) await store.delete(relay.http);
