@@ -21,11 +21,14 @@ import {
   type CrashBody,
   type Frame,
   FrameType,
+  HANDSHAKE_TIMEOUT_MS,
   HEARTBEAT_TIMEOUT_MS,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   RECONNECT_BASE_MS,
   RECONNECT_MAX_MS,
+  SEND_HIGH_WATER,
+  STOP_FLUSH_MS,
   WS_SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import type { RelayUrl } from "../shared/relay_url.ts";
@@ -34,12 +37,6 @@ import { E2eGate, type E2eGateOptions } from "./e2e_gate.ts";
 import { StreamTable } from "./stream_table.ts";
 import { FlowGate } from "../shared/stream.ts";
 
-/** Above this many unsent bytes, senders wait for the socket to drain. */
-const SEND_HIGH_WATER = 1024 * 1024;
-/** How long the WebSocket handshake (TCP + TLS + upgrade) may take. */
-const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** On stop, how long the exit reports of stopped commands may take to go out. */
-const STOP_FLUSH_MS = 1_000;
 /**
  * The most often the heartbeat watchdog looks at the time (it looks four
  * times per heartbeat limit when that is shorter, as tests make it).

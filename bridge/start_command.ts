@@ -11,7 +11,12 @@ import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_START } from "../cli/specs.ts";
 import { systemClock } from "../shared/clock.ts";
 import { fingerprint, fromBase64Url, toBase64Url } from "../shared/e2e_crypto.ts";
-import { APPROVAL_TIMEOUT_MS, DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
+import {
+  APPROVAL_TIMEOUT_MS,
+  DEFAULT_MAX_COMMANDS,
+  MAX_APPROVAL_ATTEMPTS,
+  MAX_UNPINNED_HELLOS,
+} from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { CommandManager } from "./command_manager.ts";
@@ -270,21 +275,6 @@ function _resolveRoot(dir: string): string {
   }
   throw new UsageError(`--cwd ${dir} is not a directory`, BRIDGE_START);
 }
-
-/**
- * Handshakes that may ask for approval in one run. A first pairing needs one
- * (a few if the IDE reconnects meanwhile); a relay trying again and again for
- * equal SAS values on both sides needs about a million.
- */
-const MAX_APPROVAL_ATTEMPTS = 5;
-
-/**
- * Handshakes answered in one run before any IDE is approved. Each answer lets
- * its sender compute one SAS the bridge would show, so this caps how many
- * guesses a relay hunting for digits equal to the IDE's gets (each hits with
- * probability 10^-6). Every IDE tab and every reconnect during pairing uses one.
- */
-const MAX_UNPINNED_HELLOS = 10;
 
 /** m:ss */
 function _clock(ms: number): string {

@@ -172,6 +172,21 @@ export const MAX_COMMAND_TIMEOUT_MS = 2 ** 31 - 1;
 
 /** How long a newly paired bridge waits for the IDE user to approve it. */
 export const APPROVAL_TIMEOUT_MS = 5 * 60_000;
+/**
+ * Handshakes that may ask for approval in one bridge run. A first pairing
+ * needs one (a few if the IDE reconnects meanwhile); a relay trying again and
+ * again for equal SAS values on both sides needs about a million. The bridge
+ * stops pairing (exit 1) at the next one.
+ */
+export const MAX_APPROVAL_ATTEMPTS = 5;
+/**
+ * `e2e.hello` frames a bridge answers in one run before any IDE is approved.
+ * Each answer lets its sender compute one SAS the bridge would show, so this
+ * caps how many guesses a relay hunting for digits equal to the IDE's gets
+ * (each hits with probability 10^-6). Every IDE tab and every reconnect during
+ * pairing uses one; the bridge stops pairing (exit 1) at the next one.
+ */
+export const MAX_UNPINNED_HELLOS = 10;
 
 /** Default cap on concurrent commands per bridge. */
 export const DEFAULT_MAX_COMMANDS = 8;
@@ -180,6 +195,18 @@ export const DEFAULT_MAX_COMMANDS = 8;
 export const RECONNECT_BASE_MS = 500;
 /** Bridge reconnect backoff: largest delay (before jitter). */
 export const RECONNECT_MAX_MS = 30_000;
+/** How long the bridge's WebSocket opening handshake (TCP, TLS and the upgrade) may take. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * Above this many bytes not yet written to its relay socket, the bridge waits
+ * for the socket to drain before it sends more (so its commands wait too).
+ */
+export const SEND_HIGH_WATER = 1024 * 1024;
+/**
+ * When the bridge stops, how long it waits for the IDE to acknowledge what its
+ * streams hold (the exit reports of the commands it stopped) before it hangs up.
+ */
+export const STOP_FLUSH_MS = 1_000;
 
 /** Default relay port. */
 export const DEFAULT_PORT = 8787;
