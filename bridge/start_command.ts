@@ -10,22 +10,18 @@ import { defaultConfigDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_START } from "../cli/specs.ts";
 import { systemClock } from "../shared/clock.ts";
-import { fingerprint, fromBase64Url, toBase64Url } from "../shared/e2e_crypto.ts";
-import {
-  APPROVAL_TIMEOUT_MS,
-  DEFAULT_MAX_COMMANDS,
-  MAX_APPROVAL_ATTEMPTS,
-  MAX_UNPINNED_HELLOS,
-} from "../shared/protocol.ts";
+import { fromBase64Url } from "../shared/e2e_crypto.ts";
+import { DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { CommandManager } from "./command_manager.ts";
 import { CrashReports } from "./crash_report.ts";
 import { CredentialStore } from "./credentials.ts";
+import { FirstPairing } from "./first_pairing.ts";
 import { loadIdentityKey } from "./identity_key.ts";
 import { LineReader } from "./stdin_lines.ts";
 import { resolveRelay } from "./relay_choice.ts";
-import { endLink, type LinkExit, runRelayLink } from "./relay_link.ts";
+import { endLink, runRelayLink } from "./relay_link.ts";
 import { OrphanGuard } from "./orphan_guard.ts";
 import { ShellRunner } from "./shell_runner.ts";
 
@@ -48,6 +44,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
   const root = _resolveRoot((flags.cwd as string | undefined) ?? Deno.cwd());
   const verbose = Boolean(flags.verbose);
   const say = (m: string) => console.log(m);
+  const clock = systemClock;
   let telemetry: boolean;
   try {
     telemetry = telemetryEnabled(Deno.env.get(TELEMETRY_ENV));
@@ -66,7 +63,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
   const stored = flags.pair ? undefined : await store.get(relay.http);
   let auth: { code: string } | { token: string };
   if (typeof flags.code === "string") auth = { code: flags.code.replace(/\s/g, "") };
-  else if (stored && stored.expiresAt > Date.now()) auth = { token: stored.token };
+  else if (stored && stored.expiresAt > clock.now()) auth = { token: stored.token };
   else {
     const code = await _askCode(lines);
     if (code === undefined) {
@@ -102,22 +99,23 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       : `Telemetry: off (${TELEMETRY_ENV}=false): the relay is asked to keep nothing about this bridge, and no crash reports are sent`,
   );
   const identityKey = await loadIdentityKey(store.dir);
-  // The approved IDE's key; a new pairing (a code) starts without one.
-  let pinned = "code" in auth || !stored?.pinnedIde ? undefined : fromBase64Url(stored.pinnedIde);
-  const approvalMs = flags["approval-timeout"] ? Number(flags["approval-timeout"]) * 1000 : APPROVAL_TIMEOUT_MS;
-  let approvalTimer: ReturnType<typeof setTimeout> | undefined;
-  let approvalAttempts = 0;
-  let unpinnedHellos = 0;
-  let approvalTicker: ReturnType<typeof setInterval> | undefined;
-  const stopApprovalClock = () => {
-    clearTimeout(approvalTimer);
-    clearInterval(approvalTicker);
-    approvalTimer = approvalTicker = undefined;
-  };
-
   const abort = new AbortController();
+  const pairing = new FirstPairing({
+    store,
+    relay: relay.http,
+    // The approved IDE's key; a new pairing (a code) starts without one.
+    pinned: "code" in auth || !stored?.pinnedIde ? undefined : fromBase64Url(stored.pinnedIde),
+    approvalTimeoutMs: flags["approval-timeout"] ? Number(flags["approval-timeout"]) * 1000 : undefined,
+    end: (exit) => endLink(abort, exit),
+    prompt: async (text) => void await Deno.stdout.write(new TextEncoder().encode(text)),
+    readLine: () => lines.next(),
+    say,
+    warn: (m) => console.error(m),
+    debug: verbose ? (m) => console.error(m) : undefined,
+    clock,
+  });
+
   const stop = () => abort.abort();
-  const end = (exit: LinkExit) => endLink(abort, exit);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   try {
@@ -128,92 +126,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       auth,
       telemetry,
       crashReport: { take: () => crashes.take(), sent: () => crashes.discard() },
-      e2e: {
-        identity: identityKey.keyPair,
-        pinned: () => pinned,
-        askSas: async () => {
-          await Deno.stdout.write(
-            new TextEncoder().encode("Type the 6 digits the IDE shows to confirm (anything else refuses): "),
-          );
-          const answer = await lines.next();
-          if (answer === undefined) {
-            end({
-              code: 1,
-              message:
-                "Cannot confirm the pairing: standard input ended before an answer. Run the bridge in a terminal and type the digits the IDE shows.",
-            });
-          } else if (/^\d{3} ?\d{3}$/.test(answer.trim())) say("Typed here; approve the bridge in the IDE too.");
-          return answer;
-        },
-        onMismatch: () => {
-          stopApprovalClock();
-          end({
-            code: 1,
-            dropToken: true,
-            message:
-              "Pairing refused: the digits typed are not the ones this bridge computed, so someone (possibly the relay) may be in the middle. Nothing was run and the token was dropped; pair again with a new code.",
-          });
-        },
-        onUnpinnedHello: () => {
-          if (++unpinnedHellos <= MAX_UNPINNED_HELLOS) return true;
-          end({
-            code: 1,
-            message:
-              `Pairing stopped: ${MAX_UNPINNED_HELLOS} handshakes were started before any IDE was approved, more than pairing needs; someone (possibly the relay) may be hunting for matching digits. Nothing was run. Pair again with a new code.`,
-          });
-          return false;
-        },
-        onApprovalNeeded: (sas, ideFingerprint) => {
-          if (++approvalAttempts > MAX_APPROVAL_ATTEMPTS) {
-            end({
-              code: 1,
-              message:
-                `Pairing stopped: ${MAX_APPROVAL_ATTEMPTS} handshakes asked for approval in this run, more than pairing needs; someone (possibly the relay) may be trying to get in the middle. Nothing was run. Pair again with a new code.`,
-            });
-            return false;
-          }
-          say(`Check that the IDE shows: ${sas}`);
-          if (verbose) console.error(`IDE identity fingerprint: ${ideFingerprint}`);
-          if (approvalTimer !== undefined) return true;
-          const deadline = Date.now() + approvalMs;
-          const left = () => _clock(deadline - Date.now());
-          say(
-            `If the IDE shows the same digits, type them here and approve in the IDE (waiting ${left()}, until ${
-              _time(deadline)
-            }).`,
-          );
-          approvalTimer = setTimeout(() => {
-            stopApprovalClock();
-            end({
-              code: 1,
-              message:
-                "No approval from the IDE in time, so nothing was run. Run `coder1 bridge start` again to retry, or `--pair` to start over.",
-            });
-          }, approvalMs);
-          approvalTicker = setInterval(() => say(`Still waiting for approval in the IDE (${left()} left)`), 60_000);
-          return true;
-        },
-        onApproved: async (ideIdentity) => {
-          stopApprovalClock();
-          pinned = ideIdentity;
-          await store.pin(relay.http, toBase64Url(ideIdentity));
-          say(`Approved in the IDE (IDE key ${await fingerprint(ideIdentity)}). Waiting for commands; Ctrl-C stops.`);
-        },
-        onRejected: () => {
-          stopApprovalClock();
-          end({
-            code: 1,
-            dropToken: true,
-            message: "The IDE rejected this bridge: the pairing is over and its token was dropped. Nothing was run.",
-          });
-        },
-        onRefused: (ideFingerprint) => {
-          console.error(
-            `coder1: refused an IDE whose identity key (${ideFingerprint}) is not the one approved for this bridge; ` +
-              "it can run nothing. If you changed browsers on purpose, pair again: coder1 bridge start --pair",
-          );
-        },
-      },
+      e2e: { identity: identityKey.keyPair, ...pairing.callbacks() },
       commands: (send) =>
         new CommandManager({
           runner,
@@ -224,14 +137,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
           onEvent: verbose ? (m) => console.error(m) : undefined,
         }),
       onAuthenticated: async (ok, first) => {
-        if (ok.token) {
-          await store.put(relay.http, {
-            token: ok.token,
-            bridgeId: ok.bridgeId,
-            expiresAt: ok.expiresAt,
-            pairedAt: Date.now(),
-          });
-        }
+        await pairing.saveCredential(ok);
         if (first) {
           say(
             `Bridge connected (bridge ${ok.bridgeId.slice(0, 8)}, token valid until ${
@@ -239,7 +145,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
             })`,
           );
           say(
-            pinned
+            pairing.pinned
               ? "Waiting for commands from the approved IDE. Press Ctrl-C to stop."
               : "Waiting for the IDE to confirm this pairing ...",
           );
@@ -250,7 +156,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
         else if (m.startsWith("Connecting")) say(m);
       },
       debug: verbose ? (m) => console.error(m) : () => {},
-      clock: systemClock,
+      clock,
       signal: abort.signal,
     });
     if (exit.dropToken) await store.delete(relay.http);
@@ -259,7 +165,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     return exit.code;
   } finally {
     await guard.stop();
-    stopApprovalClock();
+    pairing.stop();
     lines.cancel();
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
@@ -274,17 +180,6 @@ function _resolveRoot(dir: string): string {
     // Reported below.
   }
   throw new UsageError(`--cwd ${dir} is not a directory`, BRIDGE_START);
-}
-
-/** m:ss */
-function _clock(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-}
-
-/** HH:MM:SS local time. */
-function _time(epochMs: number): string {
-  return new Date(epochMs).toTimeString().slice(0, 8);
 }
 
 function _hostname(): string {
