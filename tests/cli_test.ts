@@ -4,6 +4,7 @@
  * behind `deno task relay` / `deno task coder1`.
  */
 import assert from "node:assert/strict";
+import { CloseCode, PROTOCOL_VERSION, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import {
   approveBridge,
@@ -130,6 +131,76 @@ Deno.test("pairing failures exit 1 with a clear message, never a hang", async ()
     assert.match(logout.stdout, /Not paired/);
   } finally {
     await relay.stop();
+    await dirs.cleanup();
+  }
+});
+
+/**
+ * A stand-in relay on a loopback port: it upgrades every WebSocket with
+ * `answer` and records the subprotocols each client asked for.
+ */
+function fakeRelay(answer: (socket: WebSocket) => void, protocol?: string) {
+  const abort = new AbortController();
+  const asked: (string | null)[] = [];
+  const sockets: WebSocket[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, signal: abort.signal, onListen: () => {} }, (request) => {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("not found", { status: 404 });
+    }
+    asked.push(request.headers.get("sec-websocket-protocol"));
+    const { socket, response } = Deno.upgradeWebSocket(request, protocol ? { protocol } : {});
+    socket.onerror = () => {};
+    sockets.push(socket);
+    answer(socket);
+    return response;
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    asked,
+    async stop() {
+      for (const socket of sockets) if (socket.readyState < WebSocket.CLOSING) socket.close();
+      abort.abort();
+      await server.finished;
+    },
+  };
+}
+
+Deno.test("a relay of another protocol version ends the bridge with a message saying what to update", async (t) => {
+  const dirs = await makeTestDirs();
+  try {
+    await t.step("a relay from before protocol 4 upgrades without selecting the subprotocol", async () => {
+      // No `protocol` option: the 101 carries no Sec-WebSocket-Protocol, as an older relay's did.
+      const relay = fakeRelay(() => {});
+      try {
+        const bridge = startBridgeProcess(dirs, relay.url, { code: "123456" });
+        assert.equal((await bridge.status).code, 1, bridge.stderr.text);
+        assert.deepEqual(relay.asked, [WS_SUBPROTOCOL]);
+        const expected = `coder1: The relay at ${relay.url} speaks an older protocol than this bridge ` +
+          `(${PROTOCOL_VERSION}): update the relay, or use a bridge of the relay's version.`;
+        assert.ok(bridge.stderr.text.includes(expected), bridge.stderr.text);
+        assert.doesNotMatch(bridge.stderr.text, /Cannot reach|retrying/);
+      } finally {
+        await relay.stop();
+      }
+    });
+
+    await t.step("a relay that closes with 4426 is quoted, not retried", async () => {
+      const relay = fakeRelay((socket) => {
+        socket.onopen = () => socket.close(CloseCode.UnsupportedVersion, "update the bridge: relay speaks protocol 5");
+      }, WS_SUBPROTOCOL);
+      try {
+        const bridge = startBridgeProcess(dirs, relay.url, { code: "123456" });
+        assert.equal((await bridge.status).code, 1, bridge.stderr.text);
+        assert.deepEqual(relay.asked, [WS_SUBPROTOCOL], "one attempt, no reconnects");
+        assert.match(
+          bridge.stderr.text,
+          /coder1: The relay refused this bridge's protocol: update the bridge: relay speaks protocol 5\./,
+        );
+      } finally {
+        await relay.stop();
+      }
+    });
+  } finally {
     await dirs.cleanup();
   }
 });
