@@ -2,7 +2,7 @@
  * Client addresses as the relay's per-address limits count them: where a
  * request comes from ({@linkcode clientAddress}) and the unit it is counted
  * under ({@linkcode limitKey}). Why the rightmost `X-Forwarded-For` entry and
- * why an IPv6 /64: docs/PROTOCOL.md ("Client addresses behind a proxy") and
+ * why an IPv6 /64: docs/HTTP_API.md ("Client addresses behind a proxy") and
  * docs/OPERATIONS.md.
  *
  * @module

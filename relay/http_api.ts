@@ -1,6 +1,6 @@
 /**
  * The relay's HTTP surface: the IDE-facing API (`/api/...`), the two WebSocket
- * endpoints, and for operators `/healthz`, `/readyz` and `/metrics`. docs/PROTOCOL.md documents every route; web IDEs
+ * endpoints, and for operators `/healthz`, `/readyz` and `/metrics`. docs/HTTP_API.md documents every route; web IDEs
  * integrate against these names.
  *
  * @module

@@ -45,8 +45,10 @@ const CLOSE_REASONS: Record<number, string> = {
   [CloseCode.Revoked]: "revoked",
   [CloseCode.TooBig]: "too_big",
   [CloseCode.E2eFailure]: "e2e_failure",
+  [CloseCode.UnsupportedVersion]: "unsupported_version",
   [CloseCode.RateLimited]: "rate_limited",
   [CloseCode.SlowConsumer]: "slow_consumer",
+  [CloseCode.IgnoredPause]: "ignored_pause",
 };
 
 /**

@@ -4,7 +4,7 @@
  * browser session that asked, rate-limited per session and per address. A new
  * code retires the session's previous one. Redemption is rate-limited per
  * address and across the relay (budgets in protocol.ts, reasoning in
- * docs/PROTOCOL.md, the brute-force arithmetic in docs/RELIABILITY.md).
+ * docs/HTTP_API.md, the brute-force arithmetic in docs/RELIABILITY.md).
  *
  * @module
  */

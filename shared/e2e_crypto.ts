@@ -3,7 +3,7 @@
  * (X25519, Ed25519, HKDF-SHA-256, AES-256-GCM), so the same module runs in
  * Deno and in browsers. No primitive is written by hand here: this module
  * only arranges WebCrypto calls. The design and its reasoning are in
- * docs/PROTOCOL.md ("End-to-end encryption") and SECURITY.md.
+ * docs/E2E.md and SECURITY.md.
  *
  * - Transcript: protocol version, pairing id (the bridge id), and both sides'
  *   identity (Ed25519) and ephemeral (X25519) public keys, length-prefixed.
@@ -12,7 +12,8 @@
  * - Signatures: each side signs its role label and the transcript hash with
  *   its identity key.
  * - Frames: AES-256-GCM with a 96-bit nonce from a per-direction counter (the
- *   frame's `s`), and the frame's cleartext header as associated data.
+ *   frame's `s`), and the frame's binary header with the route zeroed as
+ *   associated data (the relay may re-stamp the route, nothing else).
  *
  * @module
  */
