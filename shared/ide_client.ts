@@ -61,12 +61,17 @@ import {
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
   SEALED_TO_IDE,
-  SESSION_COOKIE,
   type StreamAckBody,
   type StreamResumeBody,
   WS_SUBPROTOCOL,
 } from "./protocol.ts";
 import { FlowGate, type StreamFrame, StreamReceiver, StreamSender } from "./stream.ts";
+import { IdeApi } from "./ide_api.ts";
+import { IdeClientError } from "./ide_client_error.ts";
+import { MemoryPinStore, type PinStore } from "./pin_store.ts";
+
+export { IdeClientError } from "./ide_client_error.ts";
+export { MemoryPinStore, type PinStore } from "./pin_store.ts";
 
 /** The WebSocket surface the client needs (browser WebSocket and npm:ws both fit). */
 export interface WebSocketLike {
@@ -114,35 +119,6 @@ export interface IdeClientOptions {
   resumeTimeoutMs?: number;
 }
 
-/** Pinned bridge identity keys (raw Ed25519, base64url) by bridge id. */
-export interface PinStore {
-  /** The pinned key of `bridgeId`, if any. */
-  get(bridgeId: string): Promise<string | undefined>;
-  /** Pins `identity` for `bridgeId`. */
-  set(bridgeId: string, identity: string): Promise<void>;
-  /** Forgets `bridgeId`. */
-  delete(bridgeId: string): Promise<void>;
-}
-
-/** A {@linkcode PinStore} in memory. */
-export class MemoryPinStore implements PinStore {
-  #pins = new Map<string, string>();
-  /** The pinned key of `bridgeId`, if any. */
-  get(bridgeId: string): Promise<string | undefined> {
-    return Promise.resolve(this.#pins.get(bridgeId));
-  }
-  /** Pins `identity` for `bridgeId`. */
-  set(bridgeId: string, identity: string): Promise<void> {
-    this.#pins.set(bridgeId, identity);
-    return Promise.resolve();
-  }
-  /** Forgets `bridgeId`. */
-  delete(bridgeId: string): Promise<void> {
-    this.#pins.delete(bridgeId);
-    return Promise.resolve();
-  }
-}
-
 /**
  * Where the end-to-end link to the bridge stands:
  * `disconnected` (no bridge), `handshaking` (keys being agreed),
@@ -179,27 +155,6 @@ export interface ApprovalRequest {
   approve(): Promise<void>;
   /** Reject: end the pairing and revoke the bridge's token at the relay. */
   reject(): Promise<void>;
-}
-
-/** An API or socket failure, with the HTTP status or close code and a stable reason. */
-export class IdeClientError extends Error {
-  /** HTTP status (API calls) or WebSocket close code (sockets). */
-  readonly status: number;
-  /** Stable reason, e.g. `rate-limited`, `bridge-lost`, `busy`. */
-  readonly reason: string;
-  /** For 429: seconds until a retry may succeed. */
-  readonly retryAfter?: number;
-  /**
-   * @param message What happened.
-   * @param details Status, reason and retry hint.
-   */
-  constructor(message: string, details: { status: number; reason: string; retryAfter?: number }) {
-    super(message);
-    this.name = "IdeClientError";
-    this.status = details.status;
-    this.reason = details.reason;
-    this.retryAfter = details.retryAfter;
-  }
 }
 
 /** How a command ended. */
@@ -282,11 +237,9 @@ export class RemoteCommand {
 
 /** Talks to one relay on behalf of one browser session. */
 export class IdeClient {
-  #base: string;
-  #fetch: typeof fetch;
+  #api: IdeApi;
   #openSocket: WebSocketFactory;
   #origin: string;
-  #cookie?: string;
   #socket?: WebSocketLike;
   #commands = new Map<string, RemoteCommand>();
   #statusListeners = new Set<(status: BridgeStatusBody) => void>();
@@ -327,24 +280,22 @@ export class IdeClient {
     const fallback = (globalThis as { location?: { origin: string } }).location?.origin;
     const base = options.relayUrl ?? fallback;
     if (!base) throw new TypeError("Cannot create IdeClient: relayUrl is required outside a browser page");
-    this.#base = base.replace(/\/$/, "");
-    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#api = new IdeApi(base, { fetch: options.fetch, sessionCookie: options.sessionCookie });
     this.#openSocket = options.webSocket ??
       ((url, _headers, protocols) =>
         new (globalThis as unknown as { WebSocket: new (u: string, p: string[]) => WebSocketLike }).WebSocket(
           url,
           protocols,
         ));
-    this.#origin = options.origin ?? new URL(this.#base).origin;
+    this.#origin = options.origin ?? new URL(this.#api.base).origin;
     if (options.identity) this.#identity = Promise.resolve(options.identity);
     this.#resumeTimeoutMs = options.resumeTimeoutMs ?? BRIDGE_RESUME_TIMEOUT_MS;
     this.#pins = options.pins ?? new MemoryPinStore();
-    this.#cookie = options.sessionCookie;
   }
 
   /** Outside browsers: the session cookie, to share the session with another client (a second tab). */
   get sessionCookie(): string | undefined {
-    return this.#cookie;
+    return this.#api.sessionCookie;
   }
 
   /** The IDE's identity key pair (made in memory on first use when none was given). */
@@ -354,14 +305,8 @@ export class IdeClient {
   }
 
   /** Creates a browser session (sets the session cookie). */
-  async createSession(): Promise<{ expiresAt: number }> {
-    const res = await this.#api("POST", "/api/sessions");
-    const setCookie = (res.headers as Headers & { getSetCookie?: () => string[] }).getSetCookie?.() ?? [];
-    for (const line of setCookie) {
-      const m = new RegExp(`^${SESSION_COOKIE}=([^;]+)`).exec(line);
-      if (m) this.#cookie = `${SESSION_COOKIE}=${m[1]}`;
-    }
-    return await res.json();
+  createSession(): Promise<{ expiresAt: number }> {
+    return this.#api.createSession();
   }
 
   /**
@@ -370,20 +315,13 @@ export class IdeClient {
    *
    * @returns Whether a new session was created.
    */
-  async ensureSession(): Promise<boolean> {
-    try {
-      await this.#api("GET", "/api/session");
-      return false;
-    } catch (error) {
-      if (!(error instanceof IdeClientError) || error.status !== 401) throw error;
-    }
-    await this.createSession();
-    return true;
+  ensureSession(): Promise<boolean> {
+    return this.#api.ensureSession();
   }
 
   /** Requests a pairing code for this session (retires the previous one). */
-  async requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
-    return await (await this.#api("POST", "/api/pairing-codes")).json();
+  requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
+    return this.#api.requestPairingCode();
   }
 
   /**
@@ -393,15 +331,16 @@ export class IdeClient {
    * @param bridgeId The bridge to revoke (default: the connected one).
    */
   async revokeBridge(bridgeId = this.bridge?.bridgeId): Promise<void> {
-    await this.#api("POST", "/api/bridge/revoke", bridgeId ? { bridgeId } : {});
+    await this.#api.revokeBridge(bridgeId);
     if (bridgeId) await this.#pins.delete(bridgeId);
   }
 
   /** Opens the IDE socket; resolves with the first bridge status. */
   connect(): Promise<BridgeStatusBody> {
     const headers: Record<string, string> = { Origin: this.#origin };
-    if (this.#cookie) headers.Cookie = this.#cookie;
-    const socket = this.#openSocket(`${this.#base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
+    const cookie = this.#api.sessionCookie;
+    if (cookie) headers.Cookie = cookie;
+    const socket = this.#openSocket(`${this.#api.base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
     this.#queue = Promise.resolve();
@@ -824,26 +763,6 @@ export class IdeClient {
   #failAll(reason: string, message: string): void {
     for (const cmd of this.#commands.values()) cmd.reject(new IdeClientError(message, { status: 0, reason }));
     this.#commands.clear();
-  }
-
-  async #api(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {
-    const headers: Record<string, string> = {};
-    if (this.#cookie) headers.cookie = this.#cookie;
-    if (json) headers["content-type"] = "application/json";
-    const res = await this.#fetch(`${this.#base}${path}`, {
-      method,
-      headers,
-      credentials: "include",
-      body: json ? JSON.stringify(json) : undefined,
-    });
-    if (res.ok) return res;
-    const body = await res.json().catch(() => ({}));
-    const retry = res.headers.get("retry-after");
-    throw new IdeClientError(body.message ?? `${method} ${path} failed with ${res.status}`, {
-      status: res.status,
-      reason: body.error ?? "http-error",
-      retryAfter: retry ? Number(retry) : undefined,
-    });
   }
 }
 
