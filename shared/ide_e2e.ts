@@ -5,12 +5,13 @@
  * the bridge's transcript signature from the first sealed `e2e.info`, and
  * either trusts a pinned bridge at once or asks the user to compare the SAS
  * and approve. Handshakes abandoned before the bridge proved itself make the
- * next one wait. It is the IDE's
+ * next one wait (see {@linkcode HANDSHAKE_BACKOFF_BASE_MS}). It is the IDE's
  * counterpart of bridge/e2e_gate.ts; the socket, the stream and the commands
  * belong to the `IdeClient` that wires it (shared/ide_client.ts).
  *
  * @module
  */
+import { backoffDelay } from "./backoff.ts";
 import type { Timers } from "./clock.ts";
 import { fingerprint, fromBase64Url, generateIdentity, toBase64Url } from "./e2e_crypto.ts";
 import { E2eError, type E2eSession, IdeHandshake } from "./e2e_session.ts";
@@ -18,6 +19,17 @@ import { decodeE2eInfo } from "./frame_bodies.ts";
 import { type FrameInit, parseJsonObject } from "./frame_codec.ts";
 import type { PinStore } from "./pin_store.ts";
 import { type E2eInfoBody, type Frame, FrameType } from "./protocol.ts";
+
+/**
+ * The wait before a handshake that follows one abandoned before the bridge
+ * proved itself (its signature arrived); it doubles with each further one.
+ * A relay restarting handshakes to search for equal SAS values on both sides
+ * gets a handful of tries, not a million (docs/PROTOCOL.md, "Why the
+ * commitment").
+ */
+export const HANDSHAKE_BACKOFF_BASE_MS = 500;
+/** The longest wait before a handshake, however many were abandoned. */
+export const HANDSHAKE_BACKOFF_MAX_MS = 60_000;
 
 /**
  * Where the end-to-end link to the bridge stands:
@@ -285,9 +297,8 @@ export class IdeE2e {
 
   /**
    * Sends a hello, at once normally. After handshakes abandoned before the
-   * bridge proved itself, each next one waits twice as long (up to a
-   * minute): a relay restarting handshakes to search for equal SAS values on
-   * both sides gets a handful of tries, not a million.
+   * bridge proved itself, each next one waits twice as long (up to
+   * {@linkcode HANDSHAKE_BACKOFF_MAX_MS}).
    */
   #startHandshake(bridgeId: string): void {
     const epoch = this.#epoch;
@@ -298,7 +309,11 @@ export class IdeE2e {
       this.#opts.send({ t: FrameType.E2eHello, body: hello });
     };
     if (this.#abandoned === 0) return void go().catch(() => {});
-    const delay = Math.min(60_000, 500 * 2 ** (this.#abandoned - 1));
+    const delay = backoffDelay(this.#abandoned - 1, {
+      baseMs: HANDSHAKE_BACKOFF_BASE_MS,
+      maxMs: HANDSHAKE_BACKOFF_MAX_MS,
+      jitter: "none",
+    });
     this.#cancelBackoff = this.#opts.timers.after(delay, () => {
       this.#cancelBackoff = undefined;
       go().catch(() => {});
