@@ -80,10 +80,9 @@ export class ManualClock implements Clock, Timers {
     };
   }
 
-  /** Milliseconds until the earliest pending timer is due (undefined when none is pending). */
-  get nextTimer(): number | undefined {
-    const due = this.#next()?.due;
-    return due === undefined ? undefined : due - this.#now;
+  /** Milliseconds until each pending timer is due, soonest first. */
+  get pending(): number[] {
+    return this.#timers.map((t) => t.due - this.#now).sort((a, b) => a - b);
   }
 
   /**

@@ -7,13 +7,13 @@ Deno.test("ManualClock fires timers only when advanced, in due order, with the c
   clock.after(300, () => fired.push(`b@${clock.now()}`));
   clock.after(100, () => fired.push(`a@${clock.now()}`));
   clock.after(300, () => fired.push(`c@${clock.now()}`)); // Same due time: in the order they were set.
-  assert.equal(clock.nextTimer, 100);
+  assert.deepEqual(clock.pending, [100, 300, 300]);
   clock.advance(99);
   assert.deepEqual(fired, []);
   clock.advance(1_000);
   assert.deepEqual(fired, ["a@1100", "b@1300", "c@1300"]);
   assert.equal(clock.now(), 2_099);
-  assert.equal(clock.nextTimer, undefined);
+  assert.deepEqual(clock.pending, []);
 });
 
 Deno.test("ManualClock: a timer set while firing fires in the same advance if it falls due; cancelled ones never", () => {
@@ -28,7 +28,7 @@ Deno.test("ManualClock: a timer set while firing fires in the same advance if it
   cancel();
   clock.advance(3_500);
   assert.deepEqual(fired, [1_000, 2_000, 3_000]);
-  assert.equal(clock.nextTimer, 500);
+  assert.deepEqual(clock.pending, [500]);
   assert.throws(() => clock.advance(-1), RangeError);
 });
 
