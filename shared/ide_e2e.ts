@@ -54,9 +54,11 @@ export interface ApprovalRequest {
   bridgeId: string;
   /** The short authentication string, e.g. "123 456"; the bridge prints the same. */
   sas: string;
-  /** Bridge name, OS and version (sent sealed by the bridge). */
+  /** Bridge name (name, OS and version are sent sealed by the bridge). */
   name: string;
+  /** Bridge OS. */
   os: string;
+  /** Bridge coder1 version. */
   version: string;
   /** Fingerprint of the bridge's identity key. */
   fingerprint: string;

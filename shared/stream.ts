@@ -233,7 +233,7 @@ export class StreamReceiver {
 }
 
 /**
- * Pause state from the relay's `flow` frames, for one IDE channel (bridge
+ * Pause state from the relay's `flow` frames, for one IDE route (bridge
  * side) or one IDE socket. While paused, sends queue (in order: sealed frames
  * must leave in counter order) and go out on resume; the callers awaiting
  * them (a stream's sender, and through it a command's output pump) wait too.
