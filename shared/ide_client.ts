@@ -37,36 +37,33 @@
  *
  * @module
  */
-import { fingerprint, fromBase64Url, generateIdentity, toBase64Url } from "./e2e_crypto.ts";
-import { E2eError, type E2eSession, IdeHandshake } from "./e2e_session.ts";
+import { type Clock, systemClock, type Timers } from "./clock.ts";
+import { E2eError } from "./e2e_session.ts";
+import { decodeBridgeStatus, decodeFlow } from "./frame_bodies.ts";
+import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "./frame_codec.ts";
+import { IdeApi } from "./ide_api.ts";
+import { IdeClientError } from "./ide_client_error.ts";
+import { type ApprovalRequest, type E2eState, IdeE2e } from "./ide_e2e.ts";
+import { MemoryPinStore, type PinStore } from "./pin_store.ts";
 import {
-  decodeBridgeStatus,
-  decodeCmdError,
-  decodeCmdExit,
-  decodeE2eInfo,
-  decodeFlow,
-  decodeStreamAck,
-  decodeStreamResume,
-} from "./frame_bodies.ts";
-import { bodyBytes, decodeFrame, encodeFrame, type FrameInit, parseJsonObject } from "./frame_codec.ts";
-import {
-  BRIDGE_RESUME_TIMEOUT_MS,
   type BridgeStatusBody,
   CloseCode,
-  type CmdExitBody,
-  type CmdStartBody,
-  type CommandSignal,
   type E2eInfoBody,
   type Frame,
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
-  SEALED_TO_IDE,
-  SESSION_COOKIE,
-  type StreamAckBody,
-  type StreamResumeBody,
   WS_SUBPROTOCOL,
 } from "./protocol.ts";
-import { FlowGate, type StreamFrame, StreamReceiver, StreamSender } from "./stream.ts";
+import { type RemoteCommand, RemoteCommands, type RunOptions, type SealedSender } from "./remote_commands.ts";
+import { FlowGate } from "./stream.ts";
+
+export { IdeClientError } from "./ide_client_error.ts";
+export type { ApprovalRequest, E2eState } from "./ide_e2e.ts";
+export { MemoryPinStore, type PinStore } from "./pin_store.ts";
+export { type CommandResult, RemoteCommand, type RunOptions } from "./remote_commands.ts";
+
+/** How often the watchdog checks that the relay was heard from within {@linkcode HEARTBEAT_TIMEOUT_MS}. */
+const WATCHDOG_INTERVAL_MS = 5_000;
 
 /** The WebSocket surface the client needs (browser WebSocket and npm:ws both fit). */
 export interface WebSocketLike {
@@ -109,259 +106,110 @@ export interface IdeClientOptions {
   /**
    * How long commands stay pending while no bridge is reachable (the bridge,
    * the relay or this socket is away); after it they fail with reason
-   * `bridge-lost`. Default {@linkcode BRIDGE_RESUME_TIMEOUT_MS}.
+   * `bridge-lost`. Default `BRIDGE_RESUME_TIMEOUT_MS` (shared/protocol.ts).
    */
   resumeTimeoutMs?: number;
-}
-
-/** Pinned bridge identity keys (raw Ed25519, base64url) by bridge id. */
-export interface PinStore {
-  /** The pinned key of `bridgeId`, if any. */
-  get(bridgeId: string): Promise<string | undefined>;
-  /** Pins `identity` for `bridgeId`. */
-  set(bridgeId: string, identity: string): Promise<void>;
-  /** Forgets `bridgeId`. */
-  delete(bridgeId: string): Promise<void>;
-}
-
-/** A {@linkcode PinStore} in memory. */
-export class MemoryPinStore implements PinStore {
-  #pins = new Map<string, string>();
-  /** The pinned key of `bridgeId`, if any. */
-  get(bridgeId: string): Promise<string | undefined> {
-    return Promise.resolve(this.#pins.get(bridgeId));
-  }
-  /** Pins `identity` for `bridgeId`. */
-  set(bridgeId: string, identity: string): Promise<void> {
-    this.#pins.set(bridgeId, identity);
-    return Promise.resolve();
-  }
-  /** Forgets `bridgeId`. */
-  delete(bridgeId: string): Promise<void> {
-    this.#pins.delete(bridgeId);
-    return Promise.resolve();
-  }
+  /**
+   * Time and timers for the heartbeat watchdog, the handshake backoff, the
+   * resume timeout and {@linkcode IdeClient.waitForBridge} (default: the real
+   * ones, {@linkcode systemClock}). Tests pass a `ManualClock`
+   * (shared/clock.ts) and fire the timers by advancing it.
+   */
+  clock?: Clock & Timers;
 }
 
 /**
- * Where the end-to-end link to the bridge stands:
- * `disconnected` (no bridge), `handshaking` (keys being agreed),
- * `approval` (first pairing: the user must compare the SAS and approve),
- * `confirming` (approved here; waiting for the user at the bridge to confirm
- * the same SAS there), `ready` (commands may run), `refused` (the bridge's or the IDE's identity
- * key is not the pinned one; nothing runs), `rejected` (the user rejected it).
+ * Talks to one relay on behalf of one browser session. It owns the IDE
+ * socket, the heartbeat watchdog and the one dispatch of incoming frames,
+ * and wires the parts: the HTTP API (shared/ide_api.ts), the end-to-end
+ * session (shared/ide_e2e.ts) and the commands on their lossless stream
+ * (shared/remote_commands.ts).
  */
-export type E2eState =
-  | "disconnected"
-  | "handshaking"
-  | "approval"
-  | "confirming"
-  | "ready"
-  | "refused"
-  | "rejected";
-
-/** What the IDE shows the user to approve a first pairing. */
-export interface ApprovalRequest {
-  /** The bridge id (the pairing id). */
-  bridgeId: string;
-  /** The short authentication string, e.g. "123 456"; the bridge prints the same. */
-  sas: string;
-  /** Bridge name, OS and version (sent sealed by the bridge). */
-  name: string;
-  os: string;
-  version: string;
-  /** Fingerprint of the bridge's identity key. */
-  fingerprint: string;
-  /**
-   * Approve: pin the bridge's key and tell the bridge. Commands may run once
-   * the user at the bridge has confirmed the same SAS there (state `ready`).
-   */
-  approve(): Promise<void>;
-  /** Reject: end the pairing and revoke the bridge's token at the relay. */
-  reject(): Promise<void>;
-}
-
-/** An API or socket failure, with the HTTP status or close code and a stable reason. */
-export class IdeClientError extends Error {
-  /** HTTP status (API calls) or WebSocket close code (sockets). */
-  readonly status: number;
-  /** Stable reason, e.g. `rate-limited`, `bridge-lost`, `busy`. */
-  readonly reason: string;
-  /** For 429: seconds until a retry may succeed. */
-  readonly retryAfter?: number;
-  /**
-   * @param message What happened.
-   * @param details Status, reason and retry hint.
-   */
-  constructor(message: string, details: { status: number; reason: string; retryAfter?: number }) {
-    super(message);
-    this.name = "IdeClientError";
-    this.status = details.status;
-    this.reason = details.reason;
-    this.retryAfter = details.retryAfter;
-  }
-}
-
-/** How a command ended. */
-export type CommandResult = CmdExitBody;
-
-/** Callbacks and settings for {@linkcode IdeClient.run}. */
-export interface RunOptions {
-  /** Directory relative to the bridge's root. */
-  cwd?: string;
-  /** Ask the bridge to kill the command after this long. */
-  timeoutMs?: number;
-  /** Receives stdout bytes as they arrive. */
-  onStdout?: (bytes: Uint8Array) => void;
-  /** Receives stderr bytes as they arrive. */
-  onStderr?: (bytes: Uint8Array) => void;
-  /**
-   * The bridge became unreachable while the command runs (bridge, relay or
-   * network away): the command stays pending, and its output resumes without
-   * loss when the bridge is back, or it fails with `bridge-lost` after
-   * {@linkcode IdeClientOptions.resumeTimeoutMs}.
-   */
-  onSuspended?: () => void;
-  /** The bridge is reachable again; missed output follows. */
-  onResumed?: () => void;
-}
-
-/** A command running on the bridge. */
-export class RemoteCommand {
-  /** The command id (unique per IDE socket). */
-  readonly id: string;
-  /** Resolves with the exit status; rejects with {@linkcode IdeClientError} if it could not run or the bridge was lost. */
-  readonly exited: Promise<CommandResult>;
-  #send: (frame: FrameInit) => Promise<void>;
-  #settle: PromiseWithResolvers<CommandResult>;
-  /** @internal */
-  readonly options: RunOptions;
-
-  /** @internal Created by {@linkcode IdeClient.run}. */
-  constructor(id: string, options: RunOptions, send: (frame: FrameInit) => Promise<void>) {
-    this.id = id;
-    this.options = options;
-    this.#send = send;
-    this.#settle = Promise.withResolvers<CommandResult>();
-    this.exited = this.#settle.promise;
-    this.exited.catch(() => {}); // Callers that never await still see no unhandled rejection.
-  }
-
-  /**
-   * Writes to the command's stdin. Awaiting the result keeps a writer within
-   * the send window (the bridge acknowledges what it received).
-   */
-  write(data: string | Uint8Array): Promise<void> {
-    return this.#send({
-      t: FrameType.CmdStdin,
-      id: this.id,
-      body: typeof data === "string" ? new TextEncoder().encode(data) : data,
-    });
-  }
-
-  /** Closes the command's stdin (end of input). */
-  closeStdin(): Promise<void> {
-    return this.#send({ t: FrameType.CmdEof, id: this.id });
-  }
-
-  /** Sends a signal to the command's process group (`SIGINT` is Ctrl-C). */
-  signal(signal: CommandSignal = "SIGINT"): Promise<void> {
-    return this.#send({ t: FrameType.CmdSignal, id: this.id, body: { signal } });
-  }
-
-  /** @internal */
-  resolve(result: CommandResult): void {
-    this.#settle.resolve(result);
-  }
-
-  /** @internal */
-  reject(error: IdeClientError): void {
-    this.#settle.reject(error);
-  }
-}
-
-/** Talks to one relay on behalf of one browser session. */
 export class IdeClient {
-  #base: string;
-  #fetch: typeof fetch;
+  #api: IdeApi;
+  #e2e: IdeE2e;
+  #commands: RemoteCommands;
+  #pins: PinStore;
+  #clock: Clock & Timers;
   #openSocket: WebSocketFactory;
   #origin: string;
-  #cookie?: string;
   #socket?: WebSocketLike;
-  #commands = new Map<string, RemoteCommand>();
+  #unwatch?: () => void;
+  /** Frames of the current socket, handled one after another (sealed ones open in order). */
+  #queue: Promise<void> = Promise.resolve();
+  #flow = new FlowGate();
   #statusListeners = new Set<(status: BridgeStatusBody) => void>();
   #closeListeners = new Set<(error: IdeClientError) => void>();
   #stateListeners = new Set<(state: E2eState, detail?: string) => void>();
   #approvalListeners = new Set<(request: ApprovalRequest) => void>();
-  #nextId = 1;
-  #watchdog?: ReturnType<typeof setInterval>;
-  #lastSeen = 0;
-  #identity?: Promise<CryptoKeyPair>;
-  #pins: PinStore;
-  #queue: Promise<void> = Promise.resolve();
-  #handshake?: IdeHandshake;
-  #session?: E2eSession;
-  #bridgeKey?: Uint8Array;
-  #bridgeVerified = false;
-  #abandoned = 0;
-  #epoch = 0;
-  /** This client's stream: commands and their output, numbered and kept across reconnects. */
-  #streamId = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
-  #sender = new StreamSender();
-  #receiver = new StreamReceiver();
-  #flow = new FlowGate();
-  #resumeTimeoutMs: number;
-  #resumeTimer?: ReturnType<typeof setTimeout>;
-  #suspended = false;
   /** The latest bridge status from the relay. */
   bridge?: BridgeStatusBody;
-  /** Where the end-to-end link stands. */
-  state: E2eState = "disconnected";
-  /** The pending approval request, while {@linkcode state} is `approval`. */
-  approval?: ApprovalRequest;
-  /** Bridge name, OS and version from the last sealed `e2e.info`. */
-  bridgeInfo?: E2eInfoBody;
 
-  /** @param options Relay URL, WebSocket factory, fetch, origin, identity and pins. */
+  /** @param options Relay URL, WebSocket factory, fetch, origin, identity, pins and clock. */
   constructor(options: IdeClientOptions = {}) {
     const fallback = (globalThis as { location?: { origin: string } }).location?.origin;
     const base = options.relayUrl ?? fallback;
     if (!base) throw new TypeError("Cannot create IdeClient: relayUrl is required outside a browser page");
-    this.#base = base.replace(/\/$/, "");
-    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#api = new IdeApi(base, { fetch: options.fetch, sessionCookie: options.sessionCookie });
     this.#openSocket = options.webSocket ??
       ((url, _headers, protocols) =>
         new (globalThis as unknown as { WebSocket: new (u: string, p: string[]) => WebSocketLike }).WebSocket(
           url,
           protocols,
         ));
-    this.#origin = options.origin ?? new URL(this.#base).origin;
-    if (options.identity) this.#identity = Promise.resolve(options.identity);
-    this.#resumeTimeoutMs = options.resumeTimeoutMs ?? BRIDGE_RESUME_TIMEOUT_MS;
+    this.#origin = options.origin ?? new URL(this.#api.base).origin;
+    this.#clock = options.clock ?? systemClock;
     this.#pins = options.pins ?? new MemoryPinStore();
-    this.#cookie = options.sessionCookie;
+    this.#e2e = new IdeE2e({
+      identity: options.identity,
+      pins: this.#pins,
+      timers: this.#clock,
+      send: (frame) => this.#sendRaw(frame),
+      sendSealed: (frame) => this.#sendSealed(frame),
+      onTrusted: () => this.#commands.requestResume(this.#sealedSender()),
+      revoke: (bridgeId) => this.revokeBridge(bridgeId),
+      onState: (state, detail) => {
+        for (const fn of this.#stateListeners) fn(state, detail);
+      },
+      onApproval: (request) => {
+        for (const fn of this.#approvalListeners) fn(request);
+      },
+    });
+    this.#commands = new RemoteCommands({
+      timers: this.#clock,
+      resumeTimeoutMs: options.resumeTimeoutMs,
+      onResumed: () => this.#e2e.resumed(),
+    });
+  }
+
+  /** Where the end-to-end link stands. */
+  get state(): E2eState {
+    return this.#e2e.state;
+  }
+
+  /** The pending approval request, while {@linkcode state} is `approval`. */
+  get approval(): ApprovalRequest | undefined {
+    return this.#e2e.approval;
+  }
+
+  /** Bridge name, OS and version from the last sealed `e2e.info`. */
+  get bridgeInfo(): E2eInfoBody | undefined {
+    return this.#e2e.bridgeInfo;
   }
 
   /** Outside browsers: the session cookie, to share the session with another client (a second tab). */
   get sessionCookie(): string | undefined {
-    return this.#cookie;
+    return this.#api.sessionCookie;
   }
 
   /** The IDE's identity key pair (made in memory on first use when none was given). */
   identity(): Promise<CryptoKeyPair> {
-    this.#identity ??= generateIdentity(false);
-    return this.#identity;
+    return this.#e2e.identity();
   }
 
   /** Creates a browser session (sets the session cookie). */
-  async createSession(): Promise<{ expiresAt: number }> {
-    const res = await this.#api("POST", "/api/sessions");
-    const setCookie = (res.headers as Headers & { getSetCookie?: () => string[] }).getSetCookie?.() ?? [];
-    for (const line of setCookie) {
-      const m = new RegExp(`^${SESSION_COOKIE}=([^;]+)`).exec(line);
-      if (m) this.#cookie = `${SESSION_COOKIE}=${m[1]}`;
-    }
-    return await res.json();
+  createSession(): Promise<{ expiresAt: number }> {
+    return this.#api.createSession();
   }
 
   /**
@@ -370,20 +218,13 @@ export class IdeClient {
    *
    * @returns Whether a new session was created.
    */
-  async ensureSession(): Promise<boolean> {
-    try {
-      await this.#api("GET", "/api/session");
-      return false;
-    } catch (error) {
-      if (!(error instanceof IdeClientError) || error.status !== 401) throw error;
-    }
-    await this.createSession();
-    return true;
+  ensureSession(): Promise<boolean> {
+    return this.#api.ensureSession();
   }
 
   /** Requests a pairing code for this session (retires the previous one). */
-  async requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
-    return await (await this.#api("POST", "/api/pairing-codes")).json();
+  requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
+    return this.#api.requestPairingCode();
   }
 
   /**
@@ -393,25 +234,30 @@ export class IdeClient {
    * @param bridgeId The bridge to revoke (default: the connected one).
    */
   async revokeBridge(bridgeId = this.bridge?.bridgeId): Promise<void> {
-    await this.#api("POST", "/api/bridge/revoke", bridgeId ? { bridgeId } : {});
+    await this.#api.revokeBridge(bridgeId);
     if (bridgeId) await this.#pins.delete(bridgeId);
   }
 
-  /** Opens the IDE socket; resolves with the first bridge status. */
+  /**
+   * Opens the IDE socket; resolves with the first bridge status. A socket it
+   * replaces counts as lost: its keys are forgotten and commands wait for the
+   * new one.
+   */
   connect(): Promise<BridgeStatusBody> {
+    if (this.#socket) this.#lost();
     const headers: Record<string, string> = { Origin: this.#origin };
-    if (this.#cookie) headers.Cookie = this.#cookie;
-    const socket = this.#openSocket(`${this.#base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
+    const cookie = this.#api.sessionCookie;
+    if (cookie) headers.Cookie = cookie;
+    const socket = this.#openSocket(`${this.#api.base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
     socket.binaryType = "arraybuffer";
     this.#socket = socket;
     this.#queue = Promise.resolve();
     const first = Promise.withResolvers<BridgeStatusBody>();
-    this.#lastSeen = Date.now();
-    this.#watchdog = setInterval(() => {
-      if (Date.now() - this.#lastSeen > HEARTBEAT_TIMEOUT_MS) socket.close(4000, "no heartbeat from the relay");
-    }, 5_000);
+    let lastSeen = this.#clock.now();
+    const unwatch = this.#watch(socket, () => lastSeen);
+    this.#unwatch = unwatch;
     socket.onmessage = (event) => {
-      this.#lastSeen = Date.now();
+      lastSeen = this.#clock.now();
       let frame: Frame | undefined;
       try {
         frame = decodeFrame(event.data, { skipUnknown: true });
@@ -424,24 +270,19 @@ export class IdeClient {
       this.#queue = this.#queue.then(() => this.#onFrame(socket, frame, first)).catch((error) => {
         if (!(error instanceof E2eError) || this.#socket !== socket) return;
         // Altered, replayed, reordered or forged: trust nothing more on this socket.
-        this.#setState("disconnected", error.message);
+        this.#e2e.stop(error.message);
         socket.close(CloseCode.E2eFailure, "e2e-failure");
       });
     };
     socket.onclose = (event) => {
-      clearInterval(this.#watchdog);
+      unwatch();
       const error = new IdeClientError(`IDE socket closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`, {
         status: event.code,
         reason: event.code === CloseCode.E2eFailure ? "e2e-failure" : "relay-lost",
       });
       first.reject(error);
-      if (this.#socket === socket) {
-        this.#resetE2e();
-        this.#setState("disconnected", error.message);
-        this.#flow.resume();
-        // Commands wait for the relay and the bridge to come back (connect() again).
-        this.#suspend();
-      }
+      // Commands wait for the relay and the bridge to come back (connect() again).
+      if (this.#socket === socket) this.#lost(error.message);
       for (const fn of this.#closeListeners) fn(error);
     };
     socket.onerror = () => {};
@@ -481,13 +322,13 @@ export class IdeClient {
   waitForBridge(timeoutMs = 60_000): Promise<BridgeStatusBody> {
     if (this.state === "ready" && this.bridge) return Promise.resolve(this.bridge);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancel = this.#clock.after(timeoutMs, () => {
         off();
         reject(new IdeClientError("No approved bridge connected in time", { status: 0, reason: "timeout" }));
-      }, timeoutMs);
+      });
       const off = this.onStateChange((state, detail) => {
         if (state !== "ready" && state !== "refused" && state !== "rejected") return;
-        clearTimeout(timer);
+        cancel();
         off();
         if (state === "ready") resolve(this.bridge!);
         else reject(new IdeClientError(`Bridge not usable: ${detail ?? state}`, { status: 0, reason: state }));
@@ -503,24 +344,13 @@ export class IdeClient {
    * @returns The running command.
    */
   run(command: string, options: RunOptions = {}): RemoteCommand {
-    const id = `c${this.#nextId++}`;
-    const cmd = new RemoteCommand(id, options, (frame) => this.#push(frame));
+    let refusal: IdeClientError | undefined;
     if (this.state !== "ready") {
-      const reason = this.bridge?.state === "connected" ? "not-approved" : "no-bridge";
-      cmd.reject(
-        new IdeClientError(
-          reason === "no-bridge" ? "No bridge is connected" : "The bridge is not approved and keyed yet",
-          { status: 0, reason },
-        ),
-      );
-      return cmd;
+      refusal = this.bridge?.state === "connected"
+        ? new IdeClientError("The bridge is not approved and keyed yet", { status: 0, reason: "not-approved" })
+        : new IdeClientError("No bridge is connected", { status: 0, reason: "no-bridge" });
     }
-    this.#commands.set(id, cmd);
-    const body: CmdStartBody = { command };
-    if (options.cwd !== undefined) body.cwd = options.cwd;
-    if (options.timeoutMs !== undefined) body.timeoutMs = options.timeoutMs;
-    void this.#push({ t: FrameType.CmdStart, id, body });
-    return cmd;
+    return this.#commands.run(command, options, refusal);
   }
 
   /** Commands started and not yet ended. */
@@ -534,20 +364,20 @@ export class IdeClient {
    * commands fail with reason `closed`.
    */
   close(): void {
-    clearInterval(this.#watchdog);
-    clearTimeout(this.#resumeTimer);
+    this.#unwatch?.();
     const socket = this.#socket;
     const finish = () => socket?.close(1000, "IDE closing");
     if (this.state === "ready") this.#sendSealed({ t: FrameType.StreamClose }).finally(finish);
     else finish();
-    this.#failAll("closed", "the IDE client was closed");
+    this.#commands.close();
   }
 
   /**
    * Every frame the IDE socket receives, in order: one switch. Control frames
-   * from the relay are handled here; sealed frames are opened first. Types an
-   * IDE never receives (sent by IDEs, or to bridges only) are skipped: they can
-   * only come from a buggy relay, and skipping them costs nothing.
+   * from the relay are handled here; sealed frames are opened first, then go
+   * to the end-to-end session or to the commands. Types an IDE never receives
+   * (sent by IDEs, or to bridges only) are skipped: they can only come from a
+   * buggy relay, and skipping them costs nothing.
    */
   async #onFrame(socket: WebSocketLike, frame: Frame, first: PromiseWithResolvers<BridgeStatusBody>): Promise<void> {
     if (this.#socket !== socket) return;
@@ -559,245 +389,62 @@ export class IdeClient {
         else this.#flow.resume();
         return;
       case FrameType.BridgeStatus:
-        return this.#onStatus(socket, decodeBridgeStatus(frame.body), first);
+        return this.#onStatus(decodeBridgeStatus(frame.body), first);
       case FrameType.E2eReply:
-        return await this.#onReply(frame);
+        return await this.#e2e.onReply(frame);
       case FrameType.E2eInfo:
-      case FrameType.StreamResume:
+        return await this.#e2e.onInfo(await this.#e2e.open(frame));
+      case FrameType.StreamResume: {
+        const plaintext = await this.#e2e.open(frame);
+        if (this.state === "ready") throw new E2eError("Cannot accept stream.resume: stream already resumed");
+        return this.#commands.resume(plaintext, this.#sealedSender());
+      }
       case FrameType.StreamAck:
       case FrameType.CmdStdout:
       case FrameType.CmdStderr:
       case FrameType.CmdExit:
-      case FrameType.CmdError:
-        return await this.#onSealed(frame);
+      case FrameType.CmdError: {
+        const plaintext = await this.#e2e.open(frame);
+        if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
+        return this.#commands.receive({ ...frame, body: plaintext });
+      }
       default:
         return;
     }
   }
 
-  #onStatus(socket: WebSocketLike, status: BridgeStatusBody, first: PromiseWithResolvers<BridgeStatusBody>): void {
+  #onStatus(status: BridgeStatusBody, first: PromiseWithResolvers<BridgeStatusBody>): void {
     this.bridge = status;
     first.resolve(status);
-    // A handshake cut short before the bridge proved itself counts against the next one.
-    if (this.#handshake || (this.#session && !this.#bridgeVerified)) this.#abandoned++;
-    this.#resetE2e();
     // Running commands wait for the stream to resume on the new keys.
-    this.#suspend();
-    if (status.state === "connected" && status.bridgeId) {
-      // Every bridge connection gets fresh keys: a new handshake.
-      this.#setState("handshaking");
-      this.#startHandshake(socket, status.bridgeId);
-    } else this.#setState("disconnected");
+    this.#commands.suspend();
+    // Every bridge connection gets fresh keys: a new handshake.
+    this.#e2e.restart(status.state === "connected" && status.bridgeId ? status.bridgeId : undefined);
     for (const fn of this.#statusListeners) fn(status);
   }
 
-  async #onSealed(frame: Frame): Promise<void> {
-    if (!SEALED_TO_IDE.has(frame.t)) return;
-    if (!this.#session) throw new E2eError(`Cannot accept ${frame.t}: no keys agreed`);
-    const plaintext = await this.#session.open(frame);
-    if (frame.t === FrameType.E2eInfo) return await this.#onInfo(plaintext);
-    if (frame.t === FrameType.StreamResume) return this.#onResume(plaintext);
-    if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
-    if (frame.t === FrameType.StreamAck) return this.#sender.ack(decodeStreamAck(plaintext, _e2eFail).received);
-    if (!this.#receiver.accept({ t: frame.t, q: frame.q, body: plaintext })) return; // A resent duplicate.
-    this.#onCommandFrame({ ...frame, body: plaintext });
-  }
-
-  /** Keys agreed and the bridge trusts this IDE: pick up the stream where it stopped. */
-  #resumeStream(): void {
-    const body: StreamResumeBody = { stream: this.#streamId, received: this.#receiver.received };
-    this.#sendSealed({ t: FrameType.StreamResume, body }).catch(() => {});
-  }
-
-  /** The bridge's answer to `stream.resume`: resend what it missed; then commands may run. */
-  #onResume(plaintext: Uint8Array): void {
-    const body = decodeStreamResume(plaintext, _e2eFail);
-    if (body.stream !== this.#streamId) {
-      throw new E2eError("Cannot accept stream.resume: not this client's stream");
-    }
-    if (this.state === "ready") throw new E2eError("Cannot accept stream.resume: stream already resumed");
-    if (!body.known && (this.#sender.nextSeq > 1 || this.#receiver.received > 0)) {
-      // The bridge has no record of this stream: it restarted (or kept it past
-      // its linger time). What ran there is gone; say so, and start afresh.
-      this.#failAll("bridge-lost", "the bridge restarted; the command's outcome is unknown");
-      this.#sender.reset();
-      this.#receiver.reset();
-    }
-    const channel = this.#session!;
-    this.#receiver.setAckSender((received) => {
-      const ack: StreamAckBody = { received };
-      if (this.#session === channel) this.#sendSealed({ t: FrameType.StreamAck, body: ack }).catch(() => {});
-    });
-    this.#sender.attach(
-      (f: StreamFrame) => this.#session === channel ? this.#sendSealed(f) : Promise.resolve(),
-      body.known ? body.received : 0,
-    );
-    clearTimeout(this.#resumeTimer);
-    this.#resumeTimer = undefined;
-    this.#setState("ready");
-    if (this.#suspended) {
-      this.#suspended = false;
-      for (const cmd of this.#commands.values()) cmd.options.onResumed?.();
-    }
-  }
-
-  /** Numbers a command frame into the stream (sent now, or resent after a reconnect). */
-  #push(frame: FrameInit): Promise<void> {
-    return this.#sender.push({ t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
-  }
-
-  /** No bridge reachable: commands wait, for {@linkcode IdeClientOptions.resumeTimeoutMs} at most. */
-  #suspend(): void {
-    this.#sender.detach();
-    this.#receiver.setAckSender(undefined);
-    if (this.#commands.size === 0) return;
-    if (!this.#suspended) {
-      this.#suspended = true;
-      for (const cmd of this.#commands.values()) cmd.options.onSuspended?.();
-    }
-    this.#resumeTimer ??= setTimeout(() => {
-      this.#resumeTimer = undefined;
-      if (this.state === "ready") return;
-      this.#suspended = false;
-      this.#failAll(
-        "bridge-lost",
-        `the bridge was unreachable for ${
-          Math.round(this.#resumeTimeoutMs / 1000)
-        } s; the command's outcome is unknown`,
-      );
-      this.#sender.reset();
-      this.#receiver.reset();
-      // A bridge that still has the stream must not run anything more of it.
-      this.#streamId = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
-    }, this.#resumeTimeoutMs);
+  /** The socket is gone: forget its keys; commands wait for the bridge to be back. */
+  #lost(detail?: string): void {
+    this.#e2e.stop(detail);
+    this.#flow.resume();
+    this.#commands.suspend();
   }
 
   /**
-   * Sends a hello, at once normally. After handshakes abandoned before the
-   * bridge proved itself, each next one waits twice as long (up to a
-   * minute): a relay restarting handshakes to search for equal SAS values on
-   * both sides gets a handful of tries, not a million.
+   * Closes `socket` once the relay has been silent for longer than
+   * {@linkcode HEARTBEAT_TIMEOUT_MS} (it pings every 15 s).
+   *
+   * @returns Stops watching.
    */
-  #startHandshake(socket: WebSocketLike, bridgeId: string): void {
-    const epoch = ++this.#epoch;
-    const delay = this.#abandoned === 0 ? 0 : Math.min(60_000, 500 * 2 ** (this.#abandoned - 1));
-    const go = async () => {
-      const { handshake, hello } = await IdeHandshake.start(await this.identity(), bridgeId);
-      if (epoch !== this.#epoch || this.#socket !== socket) return;
-      this.#handshake = handshake;
-      this.#sendRaw({ t: FrameType.E2eHello, body: hello });
+  #watch(socket: WebSocketLike, lastSeen: () => number): () => void {
+    let cancel = () => {};
+    const check = () => {
+      if (this.#clock.now() - lastSeen() > HEARTBEAT_TIMEOUT_MS) {
+        socket.close(CloseCode.HeartbeatTimeout, "no heartbeat from the relay");
+      } else cancel = this.#clock.after(WATCHDOG_INTERVAL_MS, check);
     };
-    if (delay === 0) this.#queue = this.#queue.then(go);
-    else setTimeout(() => (this.#queue = this.#queue.then(go).catch(() => {})), delay);
-  }
-
-  async #onReply(frame: Frame): Promise<void> {
-    const handshake = this.#handshake;
-    if (!handshake) throw new E2eError("Cannot accept e2e.reply: no handshake in progress");
-    this.#handshake = undefined;
-    const { session: channel, confirm } = await handshake.finish(parseJsonObject(frame.body, frame.t, _e2eFail));
-    const bridgeId = this.bridge!.bridgeId!;
-    const pinned = await this.#pins.get(bridgeId);
-    if (pinned !== undefined && pinned !== toBase64Url(channel.peerIdentity)) {
-      this.#abandoned++;
-      // The relay (or someone) presents another key for an approved bridge: refuse.
-      const seen = await fingerprint(channel.peerIdentity);
-      const expected = await fingerprint(fromBase64Url(pinned));
-      this.#setState("refused", `bridge ${bridgeId} presented identity ${seen}, not the approved ${expected}`);
-      return;
-    }
-    this.#session = channel;
-    this.#bridgeKey = channel.peerIdentity;
-    this.#sendRaw({ t: FrameType.E2eConfirm, body: confirm });
-  }
-
-  async #onInfo(plaintext: Uint8Array): Promise<void> {
-    const info = decodeE2eInfo(plaintext, _e2eFail);
-    if (!this.#bridgeVerified) {
-      // The bridge's transcript signature: until it verifies, nothing from this channel is trusted.
-      await IdeHandshake.verifyBridge(this.#session!, info.signature);
-      this.#bridgeVerified = true;
-      this.#abandoned = 0;
-    }
-    this.bridgeInfo = info;
-    if (info.approval === "refused") {
-      this.#setState("refused", "the bridge trusts another IDE identity; pair again with coder1 bridge start --pair");
-      return;
-    }
-    const bridgeId = this.bridge!.bridgeId!;
-    const key = toBase64Url(this.#bridgeKey!);
-    if (info.approval === "pinned" && (await this.#pins.get(bridgeId)) === key) {
-      // Ready once the stream is resumed (the bridge answers stream.resume).
-      if (this.state !== "ready") this.#resumeStream();
-      return;
-    }
-    const channel = this.#session!;
-    let settled = false;
-    const request: ApprovalRequest = {
-      bridgeId,
-      sas: channel.sas,
-      name: String(info.name),
-      os: String(info.os),
-      version: String(info.version),
-      fingerprint: await fingerprint(this.#bridgeKey!),
-      approve: async () => {
-        if (settled || this.#session !== channel) throw new TypeError("Cannot approve: this request is over");
-        settled = true;
-        await this.#pins.set(bridgeId, key);
-        this.approval = undefined;
-        await this.#sendSealed({ t: FrameType.E2eApprove });
-        // The bridge answers with e2e.info "pinned" once its user confirmed too.
-        if (this.state === "approval") this.#setState("confirming");
-      },
-      reject: async () => {
-        if (settled || this.#session !== channel) throw new TypeError("Cannot reject: this request is over");
-        settled = true;
-        this.approval = undefined;
-        await this.#sendSealed({ t: FrameType.E2eReject });
-        this.#setState("rejected", "rejected by the user");
-        await this.revokeBridge(bridgeId).catch(() => {});
-      },
-    };
-    this.approval = request;
-    this.#setState("approval");
-    for (const fn of this.#approvalListeners) fn(request);
-  }
-
-  #onCommandFrame(frame: Frame): void {
-    const cmd = frame.id === undefined ? undefined : this.#commands.get(frame.id);
-    if (!cmd) return;
-    switch (frame.t) {
-      case FrameType.CmdStdout:
-        cmd.options.onStdout?.(frame.body.slice());
-        break;
-      case FrameType.CmdStderr:
-        cmd.options.onStderr?.(frame.body.slice());
-        break;
-      case FrameType.CmdExit:
-        this.#commands.delete(cmd.id);
-        cmd.resolve(decodeCmdExit(frame.body, _e2eFail));
-        break;
-      case FrameType.CmdError: {
-        this.#commands.delete(cmd.id);
-        const body = decodeCmdError(frame.body, _e2eFail);
-        cmd.reject(new IdeClientError(body.message, { status: 0, reason: body.reason }));
-        break;
-      }
-    }
-  }
-
-  #setState(state: E2eState, detail?: string): void {
-    if (this.state === state && detail === undefined) return;
-    this.state = state;
-    for (const fn of this.#stateListeners) fn(state, detail);
-  }
-
-  #resetE2e(): void {
-    this.#handshake = undefined;
-    this.#session = undefined;
-    this.#bridgeKey = undefined;
-    this.#bridgeVerified = false;
-    this.approval = undefined;
+    cancel = this.#clock.after(WATCHDOG_INTERVAL_MS, check);
+    return () => cancel();
   }
 
   /** Sends a cleartext frame (heartbeats and the handshake). */
@@ -812,42 +459,18 @@ export class IdeClient {
    * while the relay says the bridge is behind (`flow`). Dropped without keys.
    */
   async #sendSealed(frame: FrameInit & { q?: number }): Promise<void> {
-    const channel = this.#session, socket = this.#socket;
-    if (!channel || !socket) return;
-    const sealed = channel.seal({ t: frame.t, id: frame.id, q: frame.q, body: bodyBytes(frame.body) });
+    const session = this.#e2e.session, socket = this.#socket;
+    if (!session || !socket) return;
+    const sealed = session.seal({ t: frame.t, id: frame.id, q: frame.q, body: bodyBytes(frame.body) });
     await this.#flow.send(async () => {
       const bytes = await sealed;
-      if (this.#session === channel && socket.readyState === 1) socket.send(bytes);
+      if (this.#e2e.session === session && socket.readyState === 1) socket.send(bytes);
     });
   }
 
-  #failAll(reason: string, message: string): void {
-    for (const cmd of this.#commands.values()) cmd.reject(new IdeClientError(message, { status: 0, reason }));
-    this.#commands.clear();
+  /** A sender on the keys agreed now: once they are replaced it sends nothing (the stream resends). */
+  #sealedSender(): SealedSender {
+    const session = this.#e2e.session;
+    return (frame) => this.#e2e.session === session ? this.#sendSealed(frame) : Promise.resolve();
   }
-
-  async #api(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {
-    const headers: Record<string, string> = {};
-    if (this.#cookie) headers.cookie = this.#cookie;
-    if (json) headers["content-type"] = "application/json";
-    const res = await this.#fetch(`${this.#base}${path}`, {
-      method,
-      headers,
-      credentials: "include",
-      body: json ? JSON.stringify(json) : undefined,
-    });
-    if (res.ok) return res;
-    const body = await res.json().catch(() => ({}));
-    const retry = res.headers.get("retry-after");
-    throw new IdeClientError(body.message ?? `${method} ${path} failed with ${res.status}`, {
-      status: res.status,
-      reason: body.error ?? "http-error",
-      retryAfter: retry ? Number(retry) : undefined,
-    });
-  }
-}
-
-/** A sealed body that opened but does not parse: the bridge's fault (or a bug); trust nothing more. */
-function _e2eFail(message: string): E2eError {
-  return new E2eError(`Cannot read ${message}`);
 }

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { backoffDelay } from "../shared/backoff.ts";
 import { type ApprovalRequest, type E2eState, IdeClient, IdeClientError } from "../shared/ide_client.ts";
 import { CODE_TTL_MS } from "../shared/protocol.ts";
 import { IndexedDbPinStore, loadIdentity } from "./browser_store.ts";
@@ -23,7 +24,9 @@ const INDICATOR_TEXT: Record<Indicator, string> = {
   connected: "Bridge connected",
   reconnecting: "Reconnecting",
 };
+/** The page's reconnect backoff (equal jitter): first delay ceiling ... */
 const RECONNECT_BASE_MS = 500;
+/** ... and its cap (the page retries sooner than the bridge, whose cap is 30 s). */
 const RECONNECT_MAX_MS = 10_000;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -104,8 +107,7 @@ class App {
     if (!this.#socketUp && this.#reconnects > 0 && this.#retryTimer !== undefined) return;
     this.#socketUp = false;
     this.#setIndicator("reconnecting");
-    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** Math.min(this.#reconnects++, 10));
-    const delay = ceiling / 2 + Math.random() * ceiling / 2;
+    const delay = backoffDelay(this.#reconnects++, { baseMs: RECONNECT_BASE_MS, maxMs: RECONNECT_MAX_MS });
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;

@@ -1,0 +1,121 @@
+/**
+ * The relay's HTTP API as the IDE uses it: browser sessions, pairing codes
+ * and bridge revocation. In browsers the session cookie is HttpOnly and the
+ * browser sends it; in Deno this keeps the cookie itself. Refusals become
+ * {@linkcode IdeClientError}s carrying the HTTP status, the API's `error`
+ * string as reason, and `Retry-After` for 429.
+ *
+ * @module
+ */
+import { IdeClientError } from "./ide_client_error.ts";
+import { SESSION_COOKIE } from "./protocol.ts";
+
+/** Options for {@linkcode IdeApi}. */
+export interface IdeApiOptions {
+  /** fetch to use (default: the global one). */
+  fetch?: typeof fetch;
+  /** Outside browsers: a session cookie from another client of the same session (a second tab). */
+  sessionCookie?: string;
+}
+
+/**
+ * Calls the relay's HTTP API for one browser session.
+ *
+ * @example
+ * ```ts ignore
+ * import { IdeApi } from "./ide_api.ts";
+ * const api = new IdeApi("http://127.0.0.1:8787");
+ * await api.createSession();
+ * console.log((await api.requestPairingCode()).code); // e.g. "123456"
+ * ```
+ */
+export class IdeApi {
+  /** The relay's base URL, without a trailing slash. */
+  readonly base: string;
+  #fetch: typeof fetch;
+  #cookie?: string;
+
+  /**
+   * @param relayUrl The relay's base URL, e.g. `https://relay.example`.
+   * @param options fetch and a shared session cookie.
+   */
+  constructor(relayUrl: string, options: IdeApiOptions = {}) {
+    this.base = relayUrl.replace(/\/$/, "");
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#cookie = options.sessionCookie;
+  }
+
+  /** Outside browsers: the session cookie (`name=value`), once there is one. */
+  get sessionCookie(): string | undefined {
+    return this.#cookie;
+  }
+
+  /**
+   * Creates a browser session (`POST /api/sessions`) and keeps its cookie.
+   *
+   * @returns When the session expires (ms since the epoch).
+   */
+  async createSession(): Promise<{ expiresAt: number }> {
+    const res = await this.#call("POST", "/api/sessions");
+    const setCookie = (res.headers as Headers & { getSetCookie?: () => string[] }).getSetCookie?.() ?? [];
+    for (const line of setCookie) {
+      const m = new RegExp(`^${SESSION_COOKIE}=([^;]+)`).exec(line);
+      if (m) this.#cookie = `${SESSION_COOKIE}=${m[1]}`;
+    }
+    return await res.json();
+  }
+
+  /**
+   * Keeps a valid session (`GET /api/session`, a reloaded page), creates one otherwise.
+   *
+   * @returns Whether a new session was created.
+   */
+  async ensureSession(): Promise<boolean> {
+    try {
+      await this.#call("GET", "/api/session");
+      return false;
+    } catch (error) {
+      if (!(error instanceof IdeClientError) || error.status !== 401) throw error;
+    }
+    await this.createSession();
+    return true;
+  }
+
+  /**
+   * Requests a pairing code for this session (`POST /api/pairing-codes`; retires the previous one).
+   *
+   * @returns The code and when it expires.
+   */
+  async requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
+    return await (await this.#call("POST", "/api/pairing-codes")).json();
+  }
+
+  /**
+   * Revokes a bridge of this session (`POST /api/bridge/revoke`): its token stops working at once.
+   *
+   * @param bridgeId The bridge (default: the one connected to the session, as the relay knows it).
+   */
+  async revokeBridge(bridgeId?: string): Promise<void> {
+    await this.#call("POST", "/api/bridge/revoke", bridgeId ? { bridgeId } : {});
+  }
+
+  async #call(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (this.#cookie) headers.cookie = this.#cookie;
+    if (json) headers["content-type"] = "application/json";
+    const res = await this.#fetch(`${this.base}${path}`, {
+      method,
+      headers,
+      credentials: "include",
+      body: json ? JSON.stringify(json) : undefined,
+    });
+    if (res.ok) return res;
+    const body = await res.json().catch(() => ({}));
+    const retry = res.headers.get("retry-after");
+    throw new IdeClientError(body.message ?? `${method} ${path} failed with ${res.status}`, {
+      status: res.status,
+      reason: body.error ?? "http-error",
+      retryAfter: retry ? Number(retry) : undefined,
+    });
+  }
+}
