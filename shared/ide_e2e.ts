@@ -18,18 +18,15 @@ import { E2eError, type E2eSession, IdeHandshake } from "./e2e_session.ts";
 import { decodeE2eInfo } from "./frame_bodies.ts";
 import { type FrameInit, parseJsonObject } from "./frame_codec.ts";
 import type { PinStore } from "./pin_store.ts";
-import { type E2eInfoBody, type Frame, FrameType } from "./protocol.ts";
+import {
+  type E2eInfoBody,
+  type Frame,
+  FrameType,
+  HANDSHAKE_BACKOFF_BASE_MS,
+  HANDSHAKE_BACKOFF_MAX_MS,
+} from "./protocol.ts";
 
-/**
- * The wait before a handshake that follows one abandoned before the bridge
- * proved itself (its signature arrived); it doubles with each further one.
- * A relay restarting handshakes to search for equal SAS values on both sides
- * gets a handful of tries, not a million (docs/PROTOCOL.md, "Why the
- * commitment").
- */
-export const HANDSHAKE_BACKOFF_BASE_MS = 500;
-/** The longest wait before a handshake, however many were abandoned. */
-export const HANDSHAKE_BACKOFF_MAX_MS = 60_000;
+export { HANDSHAKE_BACKOFF_BASE_MS, HANDSHAKE_BACKOFF_MAX_MS };
 
 /**
  * Where the end-to-end link to the bridge stands:

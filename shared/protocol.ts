@@ -188,6 +188,16 @@ export const MAX_APPROVAL_ATTEMPTS = 5;
  */
 export const MAX_UNPINNED_HELLOS = 10;
 
+/**
+ * The wait before a handshake that follows one abandoned before the bridge
+ * proved itself (its signature arrived); it doubles with each further one.
+ * A relay restarting handshakes to search for equal SAS values on both sides
+ * gets a handful of tries, not a million (docs/E2E.md).
+ */
+export const HANDSHAKE_BACKOFF_BASE_MS = 500;
+/** The longest wait before a handshake, however many were abandoned. */
+export const HANDSHAKE_BACKOFF_MAX_MS = 60_000;
+
 /** Default cap on concurrent commands per bridge. */
 export const DEFAULT_MAX_COMMANDS = 8;
 
