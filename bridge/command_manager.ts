@@ -7,7 +7,7 @@
  * @module
  */
 import { decodeCmdSignal, decodeCmdStart } from "../shared/frame_bodies.ts";
-import type { FrameInit } from "../shared/frame_codec.ts";
+import { concatBytes, type FrameInit } from "../shared/frame_codec.ts";
 import {
   type CmdErrorBody,
   type CmdExitBody,
@@ -18,6 +18,8 @@ import {
 } from "../shared/protocol.ts";
 import type { CommandRunner, RunningProcess } from "./shell_runner.ts";
 
+/** What one read of a child's pipe returns at most (Linux's default pipe capacity). */
+const PIPE_READ_BYTES = 64 * 1024;
 /** After the shell exits, output still in flight is read for this long. */
 const DRAIN_GRACE_MS = 250;
 /** Time between SIGTERM and SIGKILL when stopping a command. */
@@ -226,16 +228,43 @@ export class CommandManager {
     const reader = stream.getReader();
     const done = (async () => {
       try {
+        let next = reader.read();
         for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          for (let at = 0; at < value.byteLength; at += OUTPUT_CHUNK_BYTES) {
+          const first = await next;
+          if (first.done) break;
+          next = reader.read();
+          let body = first.value;
+          // A full pipe (a read of PIPE_READ_BYTES) means the child writes faster than
+          // we send: output already waiting joins this frame, up to OUTPUT_CHUNK_BYTES,
+          // so bulk output travels in fewer, larger frames (less work per MiB for the
+          // bridge, the relay and the IDE). A short read is sent at once: interactive
+          // output never waits.
+          if (body.byteLength >= PIPE_READ_BYTES) {
+            const parts = [body];
+            let size = body.byteLength;
+            let ended = false;
+            while (size + PIPE_READ_BYTES <= OUTPUT_CHUNK_BYTES) {
+              const more = await Promise.race([next, _nextTurn()]);
+              if (more === undefined) break; // Nothing waiting right now.
+              if (more.done) {
+                ended = true;
+                break;
+              }
+              parts.push(more.value);
+              size += more.value.byteLength;
+              next = reader.read();
+              if (more.value.byteLength < PIPE_READ_BYTES) break;
+            }
+            if (parts.length > 1) body = concatBytes(parts);
+            if (ended) next = Promise.resolve({ done: true, value: undefined });
+          }
+          for (let at = 0; at < body.byteLength; at += OUTPUT_CHUNK_BYTES) {
             // Waiting here pushes back on the child when the relay is slow.
             await this.#opts.send({
               t: type,
               handle: r.handle,
               id: r.id,
-              body: value.subarray(at, at + OUTPUT_CHUNK_BYTES),
+              body: body.subarray(at, at + OUTPUT_CHUNK_BYTES),
             });
           }
         }
@@ -273,4 +302,9 @@ export class CommandManager {
     const body: CmdErrorBody = { reason, message };
     this.#opts.send({ t: FrameType.CmdError, handle, id, body }).catch(() => {});
   }
+}
+
+/** Resolves (with undefined) after the event loop has had one more turn: completed reads are in by then. */
+function _nextTurn(): Promise<undefined> {
+  return new Promise((resolve) => setTimeout(() => resolve(undefined), 0));
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
-import { FrameType } from "../shared/protocol.ts";
+import { FrameType, OUTPUT_CHUNK_BYTES } from "../shared/protocol.ts";
 import { type CommandFrame, CommandManager } from "./command_manager.ts";
 import type { CommandRunner, RunningProcess } from "./shell_runner.ts";
 import { ShellRunner } from "./shell_runner.ts";
@@ -140,4 +140,20 @@ Deno.test("closeStream hangs up the commands of one stream only", async () => {
   assert.equal(r.body.signal, "SIGHUP");
   assert.equal(h.manager.size, 1);
   await h.manager.stopAll();
+});
+
+Deno.test("bulk output is joined into frames above a pipe read; short output goes out at once", async () => {
+  const root = Deno.realPathSync(Deno.cwd());
+  const h = harness(new ShellRunner(() => "/bin/sh"), root);
+  h.start("bulk", { command: "head -c 8388608 /dev/zero" });
+  await h.result("bulk");
+  const bulk = h.frames.filter((f) => f.id === "bulk" && f.t === FrameType.CmdStdout);
+  const sizes = bulk.map((f) => (f.body as Uint8Array).byteLength);
+  assert.equal(sizes.reduce((a, b) => a + b, 0), 8 * 2 ** 20);
+  assert.ok(Math.max(...sizes) > 64 * 1024, `largest frame ${Math.max(...sizes)} B`);
+  assert.ok(Math.max(...sizes) <= OUTPUT_CHUNK_BYTES);
+  h.start("slow", { command: "printf a; sleep 0.3; printf b" });
+  await h.result("slow");
+  const slow = h.frames.filter((f) => f.id === "slow" && f.t === FrameType.CmdStdout);
+  assert.deepEqual(slow.map((f) => new TextDecoder().decode(f.body as Uint8Array)), ["a", "b"]);
 });

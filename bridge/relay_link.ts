@@ -252,7 +252,8 @@ function _connect(
     ...(options.ca ? { ca: options.ca } : {}),
     ...(options.relay.secure || options.relay.loopback ? { generateMask: _zeroMask } : {}),
   });
-  ws.binaryType = "arraybuffer";
+  // npm:ws's default delivers each message as a Buffer (a Uint8Array) without copying it.
+  ws.binaryType = "nodebuffer";
   let gate: E2eGate | undefined;
   const socketSend = async (bytes: Uint8Array): Promise<void> => {
     if (ws.readyState !== WebSocket.OPEN) return;
@@ -286,7 +287,7 @@ function _connect(
     ws.send(encodeFrame({ t: FrameType.Auth, body: auth }));
   });
   let queue = Promise.resolve();
-  ws.on("message", (data: ArrayBuffer) => {
+  ws.on("message", (data: Uint8Array) => {
     lastSeen = clock.now();
     queue = queue.then(async () => {
       if (result.e2eFailure) return; // Hanging up: nothing more is trusted.

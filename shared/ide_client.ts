@@ -249,7 +249,9 @@ export class IdeClient {
     const cookie = this.#api.sessionCookie;
     if (cookie) headers.Cookie = cookie;
     const socket = this.#openSocket(`${this.#api.base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
-    socket.binaryType = "arraybuffer";
+    // Bytes, not Blobs. npm:ws already delivers Buffers (Uint8Arrays): asking it
+    // for ArrayBuffers would copy every message.
+    if (socket.binaryType !== "nodebuffer") socket.binaryType = "arraybuffer";
     this.#socket = socket;
     this.#queue = Promise.resolve();
     const first = Promise.withResolvers<BridgeStatusBody>();

@@ -118,8 +118,13 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
 export const MAX_HEADER_BYTES = 24 + 64;
 /** Largest body of a relay-read JSON frame (`auth`, `auth.ok`, ...). */
 export const MAX_CONTROL_BODY_BYTES = 8 * 1024;
-/** Bridges send command output in chunks of at most this many bytes. */
-export const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/**
+ * Bridges send command output in frames of at most this many plaintext bytes.
+ * A child's pipe yields at most 64 KiB per read; when output comes faster
+ * than that, the bridge joins what is already waiting into one frame, so bulk
+ * output costs fewer frames (docs/BENCHMARKS.md).
+ */
+export const OUTPUT_CHUNK_BYTES = 256 * 1024;
 /** Longest command line in `cmd.start` (UTF-16 code units). */
 export const MAX_COMMAND_LENGTH = 64 * 1024;
 /** Longest command id (`id` header field). */

@@ -247,11 +247,12 @@ export class RemoteCommands {
     const cmd = frame.id === undefined ? undefined : this.#commands.get(frame.id);
     if (!cmd) return;
     switch (frame.t) {
+      // The body is the freshly opened plaintext, nobody else's: handed over without a copy.
       case FrameType.CmdStdout:
-        cmd.options.onStdout?.(frame.body.slice());
+        cmd.options.onStdout?.(frame.body);
         break;
       case FrameType.CmdStderr:
-        cmd.options.onStderr?.(frame.body.slice());
+        cmd.options.onStderr?.(frame.body);
         break;
       case FrameType.CmdExit:
         this.#commands.delete(cmd.id);

@@ -214,7 +214,10 @@ export function coder1Argv(args: string[], options: Pick<SpawnOptions, "env" | "
   const cwd = options.cwd ?? ROOT;
   const env = { ...Deno.env.toObject(), ...options.env };
   const { role, scope } = roleFor(args, { env: (n) => env[n], cwd });
-  return [Deno.execPath(), "run", ...permissionFlags(role, scope), ...(options.flags ?? []), MAIN, ...args];
+  // CODER1_CPU_PROF=DIR: each process writes a V8 CPU profile there (for `deno task bench` profiling).
+  const profileDir = Deno.env.get("CODER1_CPU_PROF");
+  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${args[0] ?? "coder1"}`] : [];
+  return [Deno.execPath(), "run", ...permissionFlags(role, scope), ...profile, ...(options.flags ?? []), MAIN, ...args];
 }
 
 /** A temp directory tree for one run: HOME, data and config homes. */
