@@ -7,7 +7,12 @@
  */
 import type { Clock } from "../shared/clock.ts";
 import { Coder1Error, errorResponse } from "../shared/errors.ts";
-import { SESSION_COOKIE, SESSIONS_PER_ADDRESS_PER_WINDOW, WS_SUBPROTOCOL } from "../shared/protocol.ts";
+import {
+  PROTOCOL_VERSION,
+  SESSION_COOKIE,
+  SESSIONS_PER_ADDRESS_PER_WINDOW,
+  WS_SUBPROTOCOL,
+} from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import type { ConnectionLimits } from "./conn_limits.ts";
 import type { Hub } from "./hub.ts";
@@ -124,13 +129,17 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
     try {
       // A client of this version asks for the subprotocol; an older one gets
       // the upgrade anyway, then a 4426 close saying what to update.
-      const current = _offersSubprotocol(request);
+      // The request is unreadable once upgraded: look at the offer first. A
+      // newer client gets its own subprotocol back, so that it stays connected
+      // long enough to read the 4426 reason instead of failing the handshake.
+      const offer = _subprotocolOffer(request);
+      const current = offer.version === PROTOCOL_VERSION;
       const upgraded = Deno.upgradeWebSocket(
         request,
-        current ? { ...UPGRADE_OPTIONS, protocol: WS_SUBPROTOCOL } : UPGRADE_OPTIONS,
+        offer.protocol ? { ...UPGRADE_OPTIONS, protocol: offer.protocol } : UPGRADE_OPTIONS,
       );
       upgraded.socket.addEventListener("close", release);
-      return { ...upgraded, current };
+      return { ...upgraded, current, offered: offer.version };
     } catch (error) {
       release();
       throw error;
@@ -239,9 +248,9 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       checkOrigin(request, true);
       const sid = await requireSession(request);
       _requireUpgrade(request);
-      const { socket, response, current } = upgrade(request, info);
+      const { socket, response, current, offered } = upgrade(request, info);
       if (current) deps.hub.acceptIde(socket, sid);
-      else deps.hub.acceptOutdated(socket, "ide");
+      else deps.hub.acceptOutdated(socket, "ide", offered);
       return response;
     },
 
@@ -249,9 +258,9 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       _requireUpgrade(request);
       // The peer address is unreadable once the request is upgraded.
       const address = deps.addressOf(request, info);
-      const { socket, response, current } = upgrade(request, info);
+      const { socket, response, current, offered } = upgrade(request, info);
       if (current) deps.hub.acceptBridge(socket, address);
-      else deps.hub.acceptOutdated(socket, "bridge");
+      else deps.hub.acceptOutdated(socket, "bridge", offered);
       return response;
     },
   };
@@ -363,10 +372,22 @@ function _requireUpgrade(request: Request): void {
   }
 }
 
-/** Whether the client asked for this version's WebSocket subprotocol. */
-function _offersSubprotocol(request: Request): boolean {
-  const offered = request.headers.get("sec-websocket-protocol") ?? "";
-  return offered.split(",").some((p) => p.trim() === WS_SUBPROTOCOL);
+/**
+ * Which coder1 protocol the client asked for (`Sec-WebSocket-Protocol:
+ * coder1.vN`, several allowed): this relay's version when offered, else the
+ * highest one offered, else none (clients before protocol 4 offered none).
+ * `protocol` is the subprotocol to select in the answer.
+ */
+function _subprotocolOffer(request: Request): { version?: number; protocol?: string } {
+  // Split the way Deno.upgradeWebSocket checks the protocol it is given: on ", ".
+  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(", ");
+  if (offered.includes(WS_SUBPROTOCOL)) return { version: PROTOCOL_VERSION, protocol: WS_SUBPROTOCOL };
+  let best: { version?: number; protocol?: string } = {};
+  for (const p of offered) {
+    const m = /^coder1\.v([1-9][0-9]{0,3})$/.exec(p);
+    if (m && Number(m[1]) > (best.version ?? 0)) best = { version: Number(m[1]), protocol: p };
+  }
+  return best;
 }
 
 function _cookie(request: Request, name: string): string | undefined {

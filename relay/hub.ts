@@ -218,15 +218,22 @@ export class Hub {
   }
 
   /**
-   * Adopts a socket whose client did not ask for this protocol version
-   * ({@linkcode WS_SUBPROTOCOL}): it is closed with 4426 and a reason that
-   * says which side to update (an older client prints close reasons).
+   * Adopts a socket whose client speaks another protocol version (it did not
+   * ask for {@linkcode WS_SUBPROTOCOL}): it is closed with 4426 and a reason
+   * that says which side to update (clients print close reasons).
+   *
+   * @param socket The upgraded socket.
+   * @param role Which endpoint it opened.
+   * @param offered The newer version it asked for, if any (none: older than 4).
    */
-  acceptOutdated(socket: WebSocket, role: "ide" | "bridge"): void {
-    const reason = role === "bridge"
+  acceptOutdated(socket: WebSocket, role: "ide" | "bridge", offered?: number): void {
+    const client = role === "bridge" ? "bridge" : "page";
+    const reason = offered !== undefined && offered > PROTOCOL_VERSION
+      ? `update the relay: it speaks protocol ${PROTOCOL_VERSION}, this ${client} ${offered}`
+      : role === "bridge"
       ? `update the bridge: relay speaks protocol ${PROTOCOL_VERSION}`
       : `reload the page: relay speaks protocol ${PROTOCOL_VERSION}`;
-    socket.onopen = () => this.#closeSocket(socket, CloseCode.UnsupportedVersion, reason);
+    socket.onopen = () => _close(socket, CloseCode.UnsupportedVersion, reason);
     socket.onmessage = () => {};
     socket.onclose = (event) => this.#metrics?.socketClosed(role, event.code);
     socket.onerror = () => {};
@@ -517,10 +524,6 @@ export class Hub {
 
   #closePeer(peer: Peer, code: number, reason: string): void {
     _close(peer.socket, code, reason);
-  }
-
-  #closeSocket(socket: WebSocket, code: number, reason: string): void {
-    _close(socket, code, reason);
   }
 
   #room(sid: string): SessionRoom {

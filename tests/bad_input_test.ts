@@ -330,6 +330,13 @@ Deno.test("a client of an older protocol (no coder1.v4 subprotocol) is told whic
     const ideClosed = await ide.closed;
     assert.equal(ideClosed.code, CloseCode.UnsupportedVersion);
     assert.equal(ideClosed.reason, "reload the page: relay speaks protocol 4");
+    // A newer client gets its own subprotocol back (so its handshake succeeds) and then the reason.
+    const newer = new RawSocket(`${ws}/ws/bridge`, {}, {}, ["coder1.v9"]);
+    await newer.opened;
+    assert.equal(newer.ws.protocol, "coder1.v9");
+    const newerClosed = await newer.closed;
+    assert.equal(newerClosed.code, CloseCode.UnsupportedVersion);
+    assert.equal(newerClosed.reason, "update the relay: it speaks protocol 4, this bridge 9");
     // A current client gets the subprotocol back.
     const current = new RawSocket(`${ws}/ws/bridge`);
     await current.opened;
