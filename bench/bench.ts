@@ -10,8 +10,9 @@
  * ```
  *
  * Items (issue 7): 1 round trip, 2 command latency, 3 throughput (all in
- * bench/measure_link.ts), 4 scale (bench/measure_scale.ts), 5 pairing
- * (bench/measure_pairing.ts), 6 start-up (bench/measure_startup.ts). OpenSSH
+ * bench/measure_link.ts; the relay's CPU floor in bench/measure_forward.ts),
+ * 4 scale (bench/measure_scale.ts), 5 pairing (bench/measure_pairing.ts),
+ * 6 start-up (bench/measure_startup.ts). OpenSSH
  * rows need Debian's openssh-server and openssh-client; without them they are
  * reported as skipped, with the reason.
  *

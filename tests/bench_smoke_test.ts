@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { opensshMissing } from "../bench/openssh.ts";
 import { BEGIN_MARK, type BenchResults, END_MARK, RESULTS_SCHEMA } from "../bench/report.ts";
+import { MAX_HEADER_BYTES, OUTPUT_CHUNK_BYTES } from "../shared/protocol.ts";
 import { REQUIRE_ALL, ROOT } from "./helpers.ts";
 
 const SSH_MISSING = opensshMissing();
@@ -64,6 +65,7 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
         "throughput-ssh",
         "throughput-direct",
         "throughput-cpu",
+        "relay-cpu-floor",
         "scale-rss-100",
         "scale-rss-300",
         "scale-bytes-per-bridge",
@@ -90,6 +92,26 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
     ms(s.commandLatency.coder1, "command latency");
     assert.ok((s.throughput.coder1 as Summary).median > 1, "coder1 throughput");
     assert.equal(s.throughput.bytes, 16 * 2 ** 20);
+    // The relay's hop beside the bare forwarder: the same output, in as many frames and in full frames.
+    type Hop = { frames: number; frameBytes: number; mbps: number; cpuMsPerMiB: number };
+    const hop = s.relayHop as unknown as {
+      relay: { cpuMsPerMiB: number; framesPerRun: number; meanFrameBytes: number };
+      sameFrames: Hop;
+      fullFrames: Hop;
+      fullFramesFlatOut: Hop;
+    };
+    const fullFrames = (16 * 2 ** 20) / OUTPUT_CHUNK_BYTES;
+    assert.ok(hop.relay.framesPerRun >= fullFrames, `relay frames ${JSON.stringify(hop.relay)}`);
+    assert.ok(hop.relay.meanFrameBytes <= OUTPUT_CHUNK_BYTES + MAX_HEADER_BYTES + 16, JSON.stringify(hop.relay));
+    assert.ok(Math.abs(hop.sameFrames.frames - hop.relay.framesPerRun) <= 1, JSON.stringify(hop));
+    assert.equal(hop.fullFrames.frames, fullFrames);
+    assert.equal(hop.fullFramesFlatOut.frames, fullFrames);
+    assert.ok(hop.fullFrames.frameBytes > OUTPUT_CHUNK_BYTES, JSON.stringify(hop.fullFrames));
+    for (const run of [hop.sameFrames, hop.fullFrames, hop.fullFramesFlatOut]) {
+      assert.ok(run.mbps > 1 && run.cpuMsPerMiB >= 0 && run.cpuMsPerMiB < 100, JSON.stringify(run));
+    }
+    const floorRow = results.rows.find((r) => r.id === "relay-cpu-floor")!;
+    assert.equal(typeof floorRow.met, "boolean", JSON.stringify(floorRow));
     type Level = { bridges: number; authed: number; bytesPerBridge: number; anonBytesPerBridge: number };
     for (const level of s.scale.levels as Level[]) {
       assert.equal(level.authed, level.bridges, "every idle bridge authenticated");
