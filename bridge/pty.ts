@@ -30,8 +30,10 @@
  *   nothing else is watched).
  *
  * Linux is tested; the macOS constants and the arm64 calling convention for
- * variadic `ioctl`/`fcntl` are written from the headers and untested. Other
- * systems (Windows would need ConPTY) get a clear error.
+ * variadic `ioctl`/`fcntl` are written from the headers and untested (and
+ * macOS's poll(2) man page has long said it does not support devices: if
+ * that still holds for PTY masters, the poller needs select() or kqueue
+ * there). Other systems (Windows would need ConPTY) get a clear error.
  *
  * Needs unscoped `--allow-ffi` (`Deno.UnsafePointer` requires it) and
  * `--allow-run` (signals to the terminal's process group). SECURITY.md says
@@ -220,6 +222,7 @@ function _symbols(os: _Os) {
     posix_spawnattr_setsigdefault: { parameters: ["buffer", "buffer"], result: "i32" },
     sigemptyset: { parameters: ["buffer"], result: "i32" },
     sigfillset: { parameters: ["buffer"], result: "i32" },
+    sigdelset: { parameters: ["buffer", "i32"], result: "i32" },
   } as const;
 }
 
@@ -725,6 +728,8 @@ function _posixSpawn(libc: _Libc, plan: _SpawnPlan): number {
       // Deno ignores SIGPIPE and may block signals: the child starts with defaults.
       sym.sigemptyset(empty);
       sym.sigfillset(all);
+      // Their disposition cannot change; macOS may refuse to try.
+      for (const name of ["SIGKILL", "SIGSTOP"]) sym.sigdelset(all, os.signals.indexOf(name));
       check("signal mask", sym.posix_spawnattr_setsigmask(attr, empty));
       check("signal defaults", sym.posix_spawnattr_setsigdefault(attr, all));
       check("flags", sym.posix_spawnattr_setflags(attr, os.spawnFlags));
