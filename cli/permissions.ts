@@ -7,7 +7,9 @@
  *   files); env by name; no run, no ffi, no import.
  * - bridge: net; read/write only its config dir (read also its CA file and
  *   its working directory); env by name; sys by API; run (its purpose: it
- *   spawns the user's shell, and a shell is not sandboxed by Deno).
+ *   spawns the user's shell, and a shell is not sandboxed by Deno); ffi,
+ *   unscoped, for its terminals (bridge/pty.ts calls libc; the
+ *   `Deno.UnsafePointer` helpers it needs check unscoped ffi).
  * - cli (`help`, `--version`): nothing.
  *
  * The compiled binary serves every role, so it carries the union with
@@ -50,7 +52,7 @@ export const SYS_APIS: Record<Role, string[]> = {
 /** Whole permissions each role uses; the rest are revoked at start. */
 const USED: Record<Role, Deno.PermissionName[]> = {
   relay: ["net", "read", "write", "env"],
-  bridge: ["net", "read", "write", "env", "sys", "run"],
+  bridge: ["net", "read", "write", "env", "sys", "run", "ffi"],
   cli: [],
 };
 const ALL: Deno.PermissionName[] = ["net", "read", "write", "env", "sys", "run", "ffi"];
@@ -84,6 +86,7 @@ export function permissionFlags(role: Role, scope: PathScope = { read: [], write
   if (ENV_NAMES[role].length) flags.push(`--allow-env=${ENV_NAMES[role].join(",")}`);
   if (SYS_APIS[role].length) flags.push(`--allow-sys=${SYS_APIS[role].join(",")}`);
   if (USED[role].includes("run")) flags.push("--allow-run");
+  if (USED[role].includes("ffi")) flags.push("--allow-ffi");
   flags.push("--no-prompt");
   return flags;
 }
@@ -91,7 +94,8 @@ export function permissionFlags(role: Role, scope: PathScope = { read: [], write
 /**
  * The flags `deno compile` bakes into the single binary: the union of the
  * roles, with read and write unscoped because the user's directories are not
- * known at build time.
+ * known at build time. `--allow-ffi` is there for the bridge's terminals; the
+ * relay revokes it at start ({@linkcode dropUnusedPermissions}).
  *
  * @returns Flags for `deno compile`.
  */
@@ -105,6 +109,7 @@ export function compileFlags(): string[] {
     `--allow-env=${env.join(",")}`,
     `--allow-sys=${sys.join(",")}`,
     "--allow-run",
+    "--allow-ffi",
     "--no-prompt",
   ];
 }

@@ -12,7 +12,7 @@
  * - the other-limits table (columns Name, Where and Value) matches the
  *   constants in the files it names;
  * - `PROTOCOL_VERSION` and `WS_SUBPROTOCOL` are stated with their values;
- * - SECURITY.md's permission table (net, env, sys, run) and compiled flags
+ * - SECURITY.md's permission table (net, env, sys, run, ffi) and compiled flags
  *   are those of cli/permissions.ts;
  * - every relative link in README.md, SECURITY.md and docs/*.md reaches an
  *   existing file and, for a Markdown file, an existing heading or anchor.
@@ -468,7 +468,7 @@ Deno.test("docs: SECURITY.md's permission table and compiled flags are those of 
         );
       }
     }
-    for (const permission of ["net", "run"]) {
+    for (const permission of ["net", "run", "ffi"]) {
       const cell = at(permission);
       const granted = flags.includes(`--allow-${permission}`);
       if (cell && cell.cell.includes(`--allow-${permission}`) !== granted) {

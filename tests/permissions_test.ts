@@ -3,7 +3,7 @@
  * tests/fixtures/permission_probe.ts under the exact flags it gets from
  * cli/permissions.ts (scoped `deno run` flags, and the compiled binary's
  * union), drops what it does not use as its command does at start, and tries
- * to spawn, read and write. Also: the relay works under its flags, the tasks
+ * to spawn, load libc (FFI), read and write. Also: the relay works under its flags, the tasks
  * go through the launcher, roleFor maps commands to roles, and
  * tools/compile.ts bakes exactly compileFlags() into the binary.
  */
@@ -52,34 +52,45 @@ async function makeTree() {
   return { dirs, dataDir, configDir, workDir, files };
 }
 
-Deno.test("relay cannot spawn a subprocess, under its own flags and under the binary's union after dropping", async () => {
+Deno.test("relay can neither spawn a subprocess nor load native code, under its own flags and under the binary's union after dropping", async () => {
   const { dirs, dataDir } = await makeTree();
   try {
     const { role, scope } = scopeOf(["relay", "serve", "--data-dir", dataDir], dirs);
     assert.equal(role, "relay");
     const scoped = permissionFlags(role, scope);
-    assert.ok(!scoped.some((f) => f.startsWith("--allow-run")), scoped.join(" "));
+    assert.ok(!scoped.some((f) => f.startsWith("--allow-run") || f.startsWith("--allow-ffi")), scoped.join(" "));
 
-    // deno run with the relay's flags: no run permission at all, before or after the drop.
-    assert.deepEqual(await probe(scoped, "relay", ["spawn", "drop", "spawn"], dirs), [
+    // deno run with the relay's flags: no run or ffi permission at all, before or after the drop.
+    assert.deepEqual(await probe(scoped, "relay", ["spawn", "ffi", "drop", "spawn", "ffi"], dirs), [
+      "NotCapable",
       "NotCapable",
       "ok",
       "NotCapable",
-    ]);
-
-    // The compiled binary's flags: spawning works until the relay drops what it does not use,
-    // so it is dropUnusedPermissions, not the flags, that takes `run` away in the binary.
-    assert.deepEqual(await probe(compileFlags(), "relay", ["spawn", "drop", "spawn"], dirs), [
-      "ok",
-      "ok",
       "NotCapable",
     ]);
 
-    // Controls: the bridge keeps `run` after its drop (spawning the shell is its job);
-    // the cli role (help, --version) keeps nothing.
-    assert.deepEqual(await probe(compileFlags(), "bridge", ["drop", "spawn"], dirs), ["ok", "ok"]);
-    assert.deepEqual(await probe(compileFlags(), "cli", ["drop", "spawn", `read=${dataDir}`], dirs), [
+    // The compiled binary's flags: spawning and dlopen work until the relay drops what it does not
+    // use, so it is dropUnusedPermissions, not the flags, that takes `run` and `ffi` away in the binary.
+    assert.deepEqual(await probe(compileFlags(), "relay", ["spawn", "ffi", "drop", "spawn", "ffi"], dirs), [
       "ok",
+      "ok",
+      "ok",
+      "NotCapable",
+      "NotCapable",
+    ]);
+
+    // Controls: the bridge keeps `run` and `ffi` after its drop (the shell and its terminals are its
+    // job), under the binary's flags and under its own; the cli role (help, --version) keeps nothing.
+    assert.deepEqual(await probe(compileFlags(), "bridge", ["drop", "spawn", "ffi"], dirs), ["ok", "ok", "ok"]);
+    const bridge = scopeOf(["bridge", "start", "--relay", "http://127.0.0.1:9"], dirs);
+    assert.deepEqual(await probe(permissionFlags("bridge", bridge.scope), "bridge", ["ffi", "drop", "ffi"], dirs), [
+      "ok",
+      "ok",
+      "ok",
+    ]);
+    assert.deepEqual(await probe(compileFlags(), "cli", ["drop", "spawn", "ffi", `read=${dataDir}`], dirs), [
+      "ok",
+      "NotCapable",
       "NotCapable",
       "NotCapable",
     ]);
@@ -243,13 +254,17 @@ Deno.test("deno tasks go through the launcher, and roleFor maps commands to role
   assert.ok(!relayFlags.some((f) => /^--allow-(run|sys|ffi|all)|^-A$/.test(f)), relayFlags.join(" "));
   const bridgeFlags = permissionFlags("bridge", { read: ["/c", "/p"], write: ["/c"] });
   assert.ok(bridgeFlags.includes("--allow-run") && bridgeFlags.includes("--allow-read=/c,/p"), bridgeFlags.join(" "));
-  assert.ok(!bridgeFlags.some((f) => /^--allow-(ffi|all)|^-A$|^--allow-(read|write)$/.test(f)), bridgeFlags.join(" "));
+  // Unscoped ffi: Deno.UnsafePointer (bridge/pty.ts) checks unscoped ffi.
+  assert.ok(bridgeFlags.includes("--allow-ffi"), bridgeFlags.join(" "));
+  assert.ok(!bridgeFlags.some((f) => /^--allow-all|^-A$|^--allow-(read|write)$/.test(f)), bridgeFlags.join(" "));
   assert.throws(() => permissionFlags("relay", { read: ["/a,b"], write: [] }), /comma/);
 });
 
-Deno.test("tools/compile.ts bakes in exactly compileFlags(), never --allow-all or --allow-ffi", async () => {
+Deno.test("tools/compile.ts bakes in exactly compileFlags(), never --allow-all", async () => {
   const flags = compileFlags();
-  assert.ok(!flags.some((f) => f === "-A" || f === "--allow-all" || f.startsWith("--allow-ffi")), flags.join(" "));
+  assert.ok(!flags.some((f) => f === "-A" || f === "--allow-all" || f === "--allow-import"), flags.join(" "));
+  // For the bridge's terminals; the relay revokes it at start (tested above).
+  assert.ok(flags.includes("--allow-ffi"), flags.join(" "));
   assert.ok(flags.includes("--no-prompt"), "a revoked permission must fail, not prompt");
   const isPermissionFlag = (a: string) => /^(-A|--allow-|--deny-|--no-prompt$|--prompt)/.test(a);
 
