@@ -399,7 +399,8 @@ export class IdeClient {
   /**
    * Attaches to a terminal running on the bridge (one from
    * {@linkcode listTerminals}, say after a reload): its screen as a snapshot,
-   * then its output. The terminal takes this client's size.
+   * then its output. The terminal takes this client's size. For a terminal
+   * this client has already, it is that same object, repainted.
    *
    * @param id The terminal's id.
    * @param size This client's columns and rows.

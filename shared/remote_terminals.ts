@@ -312,7 +312,8 @@ export class RemoteTerminals {
   /**
    * Attaches to a terminal that runs on the bridge (opened by this or another
    * client, e.g. before a reload): a snapshot of its screen, then its output.
-   * Attaching to one this client has attached already repaints it.
+   * Attaching to one this client has attached already repaints it: the same
+   * terminal object comes back, and its `onSnapshot` listeners get the repaint.
    *
    * @param id The terminal id (from {@linkcode list}).
    * @param size This client's size: the terminal takes it.
