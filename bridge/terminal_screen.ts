@@ -22,7 +22,7 @@ import headless from "@xterm/headless";
 // The package's own types pull in the browser terminal's DOM types; these are the parts used here.
 // @ts-types="./xterm_serialize.d.ts"
 import serialize from "@xterm/addon-serialize";
-import { bodyBytes } from "../shared/frame_codec.ts";
+import { bodyBytes, concatBytes } from "../shared/frame_codec.ts";
 import {
   MAX_TERMINAL_TITLE_LENGTH,
   TERMINAL_SCROLLBACK_LINES,
@@ -275,38 +275,47 @@ export class TerminalScreen {
 /**
  * Finds the DEC private modes (`ESC [ ? n h` / `l`: alternate screen, cursor
  * keys, bracketed paste, mouse, cursor visibility ...) and the title
- * (`ESC ] 0;` or `2;`) in bytes that are dropped unparsed, and rebuilds the
- * sequences that set them as they were last set.
+ * (`ESC ] 0;` or `2;`, ended by BEL or `ESC \`) in bytes that are dropped
+ * unparsed, and rebuilds the sequences that set them as they were last set.
+ * It looks only at escape characters (`indexOf`), so it costs little next to
+ * the output it skips.
  */
 class _ModeTracker {
   #modes = new Map<string, string>();
-  #title?: string;
+  #title?: Uint8Array;
   /** The end of the previous chunk, so a sequence split between two is still found. */
-  #carry = "";
+  #carry = new Uint8Array(0);
 
   scan(bytes: Uint8Array): void {
-    // Latin-1 keeps one character per byte, so the replay gives back the same bytes.
-    let text = this.#carry;
-    for (let i = 0; i < bytes.byteLength; i += 8192) {
-      text += String.fromCharCode(...bytes.subarray(i, i + 8192));
-    }
-    // deno-lint-ignore no-control-regex -- escape sequences are what it looks for
-    for (const m of text.matchAll(/\x1b\[\?([\d;]+)([hl])/g)) {
-      for (const mode of m[1].split(";")) {
-        if (!mode) continue;
-        this.#modes.delete(mode);
-        this.#modes.set(mode, m[2]);
+    const data = this.#carry.byteLength ? concatBytes([this.#carry, bytes]) : bytes;
+    for (let at = data.indexOf(ESC); at !== -1; at = data.indexOf(ESC, at + 1)) {
+      if (data[at + 1] === 0x5b && data[at + 2] === 0x3f) { // ESC [ ?
+        let end = at + 3;
+        while (end < data.byteLength && ((data[end] >= 0x30 && data[end] <= 0x39) || data[end] === 0x3b)) end++;
+        const set = data[end];
+        if (end === at + 3 || (set !== 0x68 && set !== 0x6c)) continue; // Not (yet) a whole h or l.
+        for (const mode of String.fromCharCode(...data.subarray(at + 3, end)).split(";")) {
+          if (!mode) continue;
+          this.#modes.delete(mode);
+          this.#modes.set(mode, set === 0x68 ? "h" : "l");
+        }
+      } else if (data[at + 1] === 0x5d && (data[at + 2] === 0x30 || data[at + 2] === 0x32) && data[at + 3] === 0x3b) {
+        // ESC ] 0 ; or ESC ] 2 ;
+        let end = at + 4;
+        while (end < data.byteLength && data[end] !== 0x07 && data[end] !== ESC) end++;
+        if (data[end] === 0x07 || (data[end] === ESC && data[end + 1] === 0x5c)) this.#title = data.slice(at + 4, end);
       }
     }
-    // deno-lint-ignore no-control-regex -- escape sequences are what it looks for
-    for (const m of text.matchAll(/\x1b\][02];([^\x07\x1b]*)(?:\x07|\x1b\\)/g)) this.#title = m[1];
-    this.#carry = text.slice(-256);
+    this.#carry = data.slice(Math.max(0, data.byteLength - 256));
   }
 
   replay(): Uint8Array {
     let text = "";
     for (const [mode, set] of this.#modes) text += `\x1b[?${mode}${set}`;
-    if (this.#title !== undefined) text += `\x1b]2;${this.#title}\x07`;
-    return Uint8Array.from(text, (c) => c.charCodeAt(0));
+    const modes = new TextEncoder().encode(text);
+    if (this.#title === undefined) return modes;
+    return concatBytes([modes, new TextEncoder().encode("\x1b]2;"), this.#title, new Uint8Array([0x07])]);
   }
 }
+
+const ESC = 0x1b;
