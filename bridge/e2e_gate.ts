@@ -5,7 +5,7 @@
  * at this machine says the IDE shows the same SAS, and the IDE user approves:
  * a relay in the middle can forge the second, never the first), opens
  * sealed frames in order and seals outgoing ones. Nothing reaches the command
- * manager unless its route is approved and its frame authenticated; any
+ * or terminal manager unless its route is approved and its frame authenticated; any
  * end-to-end failure throws {@linkcode E2eError}, on which the caller closes
  * the connection with {@linkcode CloseCode.E2eFailure} and reconnects.
  *
@@ -37,8 +37,8 @@ export interface E2eGateOptions {
   identity: CryptoKeyPair;
   /** The bridge id from `auth.ok` (the handshake's pairing id). */
   bridgeId: string;
-  /** Name, OS and version, sent sealed in `e2e.info`. */
-  info: { name: string; os: string; version: string };
+  /** Name, OS, version and whether terminals run here, sent sealed in `e2e.info`. */
+  info: Pick<E2eInfoBody, "name" | "os" | "version" | "terminals">;
   /** The IDE identity key pinned at approval, if any. */
   pinned: () => Uint8Array | undefined;
   /** The user approved the IDE with this identity key: pin it (persist, then resolve). */
@@ -71,8 +71,9 @@ export interface E2eGateOptions {
   /** The bridge's streams (they outlive this connection). */
   streams: StreamTable;
   /**
-   * Authenticated, approved command frames (bodies in plaintext), each once
-   * and in order, with the handle of the stream they belong to.
+   * Authenticated, approved stream frames (`cmd.*`, `term.*`; bodies in
+   * plaintext), each once and in order, with the handle of the stream they
+   * belong to.
    */
   deliver: (handle: number, frame: Frame) => void;
   /** Sends bytes on the relay socket for the IDE socket at `route`, in call order. */
@@ -117,6 +118,13 @@ export class E2eGate {
       case FrameType.CmdStdin:
       case FrameType.CmdEof:
       case FrameType.CmdSignal:
+      case FrameType.TermOpen:
+      case FrameType.TermAttach:
+      case FrameType.TermInput:
+      case FrameType.TermResize:
+      case FrameType.TermDetach:
+      case FrameType.TermClose:
+      case FrameType.TermList:
         return await this.#onSealed(route, frame);
       default:
         // A type IDEs do not send (types this version does not know were

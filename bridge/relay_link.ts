@@ -3,8 +3,9 @@
  * TCP_NODELAY; Deno's own client stalls ~40 ms on every message over 1 KiB),
  * authenticate with a pairing code or the session JWT, answer heartbeats,
  * pass end-to-end frames through the {@linkcode E2eGate} (handshake,
- * approval, sealing) to the {@linkcode CommandManager}, and reconnect with
- * exponential backoff and jitter until told to stop.
+ * approval, sealing) to the {@linkcode CommandManager} and the
+ * {@linkcode TerminalManager}, and reconnect with exponential backoff and
+ * jitter until told to stop.
  *
  * @module
  */
@@ -29,12 +30,14 @@ import {
   RECONNECT_MAX_MS,
   SEND_HIGH_WATER,
   STOP_FLUSH_MS,
+  TERMINAL_TYPES,
   WS_SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import type { RelayUrl } from "../shared/relay_url.ts";
 import type { CommandFrame, CommandManager, FrameSender } from "./command_manager.ts";
 import { E2eGate, type E2eGateOptions } from "./e2e_gate.ts";
 import { StreamTable } from "./stream_table.ts";
+import { TerminalManager } from "./terminal_manager.ts";
 import { FlowGate } from "../shared/stream.ts";
 
 /**
@@ -80,6 +83,11 @@ export interface RelayLinkOptions {
   auth: { code: string } | { token: string };
   /** Runs commands; built by the caller with {@linkcode RelayLink.send} as its sender. */
   commands: (send: FrameSender) => CommandManager;
+  /**
+   * Runs terminals; built by the caller with the same sender. Without it the
+   * bridge says it has none (`e2e.info` `terminals: "disabled"`).
+   */
+  terminals?: (send: FrameSender) => TerminalManager;
   /** Called after each successful auth; `token` is set when a code was redeemed. */
   onAuthenticated: (ok: AuthOkBody, first: boolean) => Promise<void> | void;
   /** Progress and events for the user. */
@@ -129,17 +137,26 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
   // numbers and keeps every frame until the IDE acknowledges it, and makes the
   // command wait (stop reading the child) while a window is unacknowledged.
   const streams = new StreamTable({
-    onForget: (handle) => manager.closeStream(handle),
+    onForget: (handle) => {
+      manager.closeStream(handle);
+      terminals.closeStream(handle);
+    },
     lingerMs: options.streamLingerMs,
     debug: options.debug,
   });
   const send = (frame: CommandFrame): Promise<void> =>
     streams.push(frame.handle, { t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
   const manager = options.commands(send);
+  const terminals = options.terminals?.(send) ??
+    new TerminalManager({
+      root: ".",
+      send,
+      unavailable: { reason: "disabled", message: "this bridge runs no terminals" },
+    });
   const stopCommands = async () => {
     // Stop the children first (their exit reports go into the streams), give
     // the IDE a moment to acknowledge them, then hang up.
-    await manager.stopAll();
+    await Promise.all([manager.stopAll(), terminals.stopAll()]);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<void>((resolve) => timer = setTimeout(resolve, STOP_FLUSH_MS));
     await Promise.race([streams.drained(), late]).finally(() => clearTimeout(timer));
@@ -157,7 +174,7 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
       options.print(
         connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
       );
-      const attempt = await _connect(options, auth, manager, streams, stopCommands, async (ok) => {
+      const attempt = await _connect(options, auth, manager, terminals, streams, stopCommands, async (ok) => {
         if (ok.token) auth = { token: ok.token, version: options.identity.version, ...telemetry };
         await options.onAuthenticated(ok, !connectedOnce);
         connectedOnce = true;
@@ -213,7 +230,7 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
     }
     return _linkExit(options.signal.reason) ?? { code: 0, message: "" };
   } finally {
-    await manager.stopAll();
+    await Promise.all([manager.stopAll(), terminals.stopAll()]);
     streams.clear();
   }
 }
@@ -239,6 +256,7 @@ function _connect(
   options: RelayLinkOptions,
   auth: AuthBody,
   manager: CommandManager,
+  terminals: TerminalManager,
   streams: StreamTable,
   beforeClose: () => Promise<void>,
   onAuthed: (ok: AuthOkBody) => Promise<void>,
@@ -306,9 +324,10 @@ function _connect(
         gate = new E2eGate({
           ...options.e2e,
           bridgeId: body.bridgeId,
-          info: options.identity,
+          info: { ...options.identity, terminals: terminals.support },
           streams,
-          deliver: (handle, f) => manager.handle(handle, f),
+          // Stream frames go to whoever runs their kind: terminals or commands.
+          deliver: (handle, f) => TERMINAL_TYPES.has(f.t) ? terminals.handle(handle, f) : manager.handle(handle, f),
           send: rawSend,
           debug: options.debug,
         });

@@ -1,17 +1,17 @@
 /**
  * `coder1 bridge start`: pick the relay, get a pairing code (flag, prompt or
  * stdin) unless a stored token will do, connect, and run the IDE's commands
- * until SIGINT/SIGTERM.
+ * and terminals until SIGINT/SIGTERM.
  *
  * @module
  */
-import { type FlagValues, UsageError } from "../cli/args.ts";
+import { type FlagValues, parseDuration, UsageError } from "../cli/args.ts";
 import { defaultConfigDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { BRIDGE_START } from "../cli/specs.ts";
 import { systemClock } from "../shared/clock.ts";
 import { fromBase64Url } from "../shared/e2e_crypto.ts";
-import { DEFAULT_MAX_COMMANDS } from "../shared/protocol.ts";
+import { DEFAULT_MAX_COMMANDS, TERMINAL_LINGER_MS } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { CommandManager } from "./command_manager.ts";
@@ -23,7 +23,9 @@ import { LineReader } from "./stdin_lines.ts";
 import { resolveRelay } from "./relay_choice.ts";
 import { endLink, runRelayLink } from "./relay_link.ts";
 import { OrphanGuard } from "./orphan_guard.ts";
+import { createPtySpawner, type PtySupport } from "./pty_factory.ts";
 import { ShellRunner } from "./shell_runner.ts";
+import { TerminalManager } from "./terminal_manager.ts";
 
 /**
  * Runs the bridge.
@@ -77,13 +79,26 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
     auth = { code };
   }
 
-  // Ends the commands' process groups should this process die without cleaning up.
+  // Ends the commands' (and terminals') process groups should this process die without cleaning up.
   const guard = OrphanGuard.start((m) => verbose && console.error(m));
   const runner = new ShellRunner(undefined, guard);
+  const pty: PtySupport = flags["no-terminal"]
+    ? { unavailable: { reason: "disabled", message: "the bridge was started with --no-terminal" } }
+    : await createPtySpawner();
+  const lingerMs = typeof flags["terminal-linger"] === "string"
+    ? parseDuration(flags["terminal-linger"])
+    : TERMINAL_LINGER_MS;
   if (!flags["no-banner"]) {
     say(`coder1 bridge ${VERSION}`);
     say(`  Relay:    ${relay.http}`);
     say(`  Commands: run in ${root} with ${runner.shell}`);
+    say(
+      pty.spawner
+        ? `  Terminals: ${runner.shell} -l in ${root}; one nobody is attached to ends after ${
+          _duration(lingerMs ?? TERMINAL_LINGER_MS)
+        }`
+        : `  Terminals: off (${pty.unavailable.message})`,
+    );
     say(
       `  ${
         "code" in auth
@@ -136,6 +151,18 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
           send,
           onEvent: verbose ? (m) => console.error(m) : undefined,
         }),
+      terminals: (send) =>
+        new TerminalManager({
+          spawner: pty.spawner,
+          unavailable: pty.unavailable,
+          root,
+          shell: runner.shell,
+          send,
+          lingerMs,
+          guard,
+          clock,
+          onEvent: verbose ? (m) => console.error(m) : undefined,
+        }),
       onAuthenticated: async (ok, first) => {
         await pairing.saveCredential(ok);
         if (first) {
@@ -180,6 +207,14 @@ function _resolveRoot(dir: string): string {
     // Reported below.
   }
   throw new UsageError(`--cwd ${dir} is not a directory`, BRIDGE_START);
+}
+
+/** `90 s`, `30 min`, `24 h`, `7 days`: the largest unit that divides it. */
+function _duration(ms: number): string {
+  if (ms % 86_400_000 === 0) return `${ms / 86_400_000} days`;
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000} min`;
+  return `${Math.round(ms / 1000)} s`;
 }
 
 function _hostname(): string {

@@ -138,6 +138,34 @@ export function checkPositiveInt(value: string): string | undefined {
   return /^[1-9]\d{0,8}$/.test(value) ? undefined : `must be a positive whole number, got "${value}"`;
 }
 
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Reads a duration: a whole number and a unit, `s`, `m`, `h` or `d`.
+ *
+ * @param value The text, e.g. `90s`, `30m`, `24h`, `7d`.
+ * @returns Milliseconds, or undefined when it is not a duration.
+ *
+ * @example
+ * ```ts
+ * import { parseDuration } from "./args.ts";
+ * console.log(parseDuration("30m")); // 1800000
+ * ```
+ */
+export function parseDuration(value: string): number | undefined {
+  const m = /^([1-9]\d{0,6})([smhd])$/.exec(value);
+  return m ? Number(m[1]) * DURATION_UNITS[m[2]] : undefined;
+}
+
+/** Check for a duration ({@linkcode parseDuration}) of at most `maxMs`. */
+export function checkDuration(maxMs: number): (value: string) => string | undefined {
+  return (value) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) return `must be a number and s, m, h or d (e.g. 30m, 24h), got "${value}"`;
+    return ms > maxMs ? `must be at most ${Math.floor(maxMs / 86_400_000)}d` : undefined;
+  };
+}
+
 /** Check for an http(s) URL. */
 export function checkHttpUrl(value: string): string | undefined {
   try {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type CommandSpec, parseFlags, usage, UsageError } from "./args.ts";
+import { checkDuration, type CommandSpec, parseDuration, parseFlags, usage, UsageError } from "./args.ts";
 
 const spec: CommandSpec = {
   name: "demo run",
@@ -47,4 +47,16 @@ Deno.test("usage lists every flag and --help", () => {
   const text = usage(spec);
   assert.match(text, /^Usage: coder1 demo run \[--port PORT\] \[--verbose\] \[--origin URL\]\.\.\./);
   for (const f of ["--port PORT", "--verbose", "--origin URL", "--help"]) assert.ok(text.includes(f), f);
+});
+
+Deno.test("parseDuration and checkDuration: a whole number and s, m, h or d", () => {
+  assert.equal(parseDuration("90s"), 90_000);
+  assert.equal(parseDuration("30m"), 1_800_000);
+  assert.equal(parseDuration("24h"), 86_400_000);
+  assert.equal(parseDuration("7d"), 604_800_000);
+  for (const bad of ["", "0h", "1.5h", "10", "h", "-1d", "1w", "1 h"]) assert.equal(parseDuration(bad), undefined, bad);
+  const check = checkDuration(2 ** 31 - 1);
+  assert.equal(check("24d"), undefined);
+  assert.match(check("25d")!, /at most 24d/);
+  assert.match(check("soon")!, /e\.g\. 30m/);
 });

@@ -5,13 +5,14 @@
  *
  * @module
  */
-import { checkHttpUrl, checkPort, checkPositiveInt, type CommandSpec } from "./args.ts";
+import { checkDuration, checkHttpUrl, checkPort, checkPositiveInt, type CommandSpec } from "./args.ts";
 import {
   DEFAULT_MAX_COMMANDS,
   DEFAULT_PORT,
   DEFAULT_RELAY_URL,
   MAX_COMMAND_TIMEOUT_MS,
   MAX_CONNECTIONS_PER_ADDRESS,
+  TERMINAL_LINGER_MS,
 } from "../shared/protocol.ts";
 
 const checkRelayUrl = (value: string) => {
@@ -155,7 +156,7 @@ export const RELAY_TELEMETRY: CommandSpec = {
 /** `coder1 bridge start`. */
 export const BRIDGE_START: CommandSpec = {
   name: "bridge start",
-  summary: "Connect this machine to a relay and run the paired IDE's commands here.",
+  summary: "Connect this machine to a relay and run the paired IDE's commands and terminals here.",
   flags: [
     relayFlag,
     {
@@ -201,6 +202,17 @@ export const BRIDGE_START: CommandSpec = {
       value: "SECONDS",
       help: "How long a new pairing waits for approval in the IDE (default: 300)",
       check: (v) => checkPositiveInt(v) ?? (Number(v) > 86_400 ? "must be at most 86400 seconds" : undefined),
+    },
+    { name: "no-terminal", kind: "boolean", help: "Run one-shot commands only: no terminals (the IDE is told)" },
+    {
+      name: "terminal-linger",
+      kind: "string",
+      value: "DURATION",
+      help: `Keep a terminal no IDE is attached to running this long: 30m, 12h, 7d (default ${
+        TERMINAL_LINGER_MS / 3_600_000
+      }h, at most 24d)`,
+      // Timers hold at most 2^31 - 1 ms, as for command timeouts.
+      check: checkDuration(MAX_COMMAND_TIMEOUT_MS),
     },
     { name: "allow-root", kind: "boolean", help: "Run even as root (commands then run as root)" },
     {

@@ -23,9 +23,22 @@ import {
   MAX_COMMAND_LENGTH,
   MAX_COMMAND_TIMEOUT_MS,
   MAX_FRAME_BYTES,
+  MAX_TERMINAL_COLS,
+  MAX_TERMINAL_ROWS,
+  MAX_TERMINAL_TITLE_LENGTH,
+  MAX_TERMINALS,
   SIGNALS,
   type StreamAckBody,
   type StreamResumeBody,
+  type TermErrorBody,
+  type TermExitBody,
+  TERMINAL_SNAPSHOT_MAX_BYTES,
+  type TerminalInfo,
+  type TerminalSupport,
+  type TermListBody,
+  type TermSizeBody,
+  type TermSnapshotBody,
+  type TermTitleBody,
 } from "./protocol.ts";
 
 /** Makes the error a decoder throws, from a message without the "Cannot read" prefix. */
@@ -35,6 +48,10 @@ export type Fail = (message: string) => Error;
 const MAX_VERSION_CHARS = 32;
 /** Stream ids are random base64url, 16 to 64 characters. */
 const STREAM_ID = /^[A-Za-z0-9_-]{16,64}$/;
+/** Terminal ids are header ids: letters, digits, `-` and `_`, 1 to 64 characters. */
+const TERMINAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** The values of {@linkcode TerminalSupport}. */
+const TERMINAL_SUPPORT: readonly TerminalSupport[] = ["available", "disabled", "unsupported-os"];
 
 /**
  * `auth` (bridge -> relay): exactly one of `code` and `token`, a version, and
@@ -104,13 +121,20 @@ export function decodeE2eInfo(body: Uint8Array, fail: Fail = badFrame): E2eInfoB
     if (typeof v !== "string" || v.length > 256) throw fail(`e2e.info ${name} must be a string`);
     return v;
   };
-  return {
+  const out: E2eInfoBody = {
     name: field(o.name, "name"),
     os: field(o.os, "os"),
     version: field(o.version, "version"),
     approval: o.approval,
     signature: field(o.signature, "signature"),
   };
+  if (o.terminals !== undefined) {
+    if (typeof o.terminals !== "string") throw fail("e2e.info terminals must be a string");
+    // A value this version does not know (a newer bridge's) means: no terminals it can use.
+    const known = TERMINAL_SUPPORT.find((v) => v === o.terminals);
+    out.terminals = known ?? "unsupported-os";
+  }
+  return out;
 }
 
 /** `stream.resume` plaintext (both ways). */
@@ -185,6 +209,94 @@ export function decodeCmdError(body: Uint8Array, fail: Fail = badFrame): CmdErro
   };
 }
 
+/**
+ * `term.open`, `term.attach` and `term.resize` plaintext (IDE -> bridge): a
+ * size of 2 to {@linkcode MAX_TERMINAL_COLS} columns and 1 to
+ * {@linkcode MAX_TERMINAL_ROWS} rows.
+ *
+ * @param body The frame body.
+ * @param type The frame type, for messages.
+ * @param fail Makes the error to throw (default: 4400).
+ * @returns The typed body.
+ *
+ * @example
+ * ```ts
+ * import { decodeTermSize } from "./frame_bodies.ts";
+ * const body = new TextEncoder().encode('{"cols":80,"rows":24}');
+ * console.log(decodeTermSize(body, "term.open")); // { cols: 80, rows: 24 }
+ * ```
+ */
+export function decodeTermSize(body: Uint8Array, type: string, fail: Fail = badFrame): TermSizeBody {
+  const o = parseJsonObject(body, type, fail);
+  return {
+    cols: _size(o.cols, 2, MAX_TERMINAL_COLS, `${type} cols`, fail),
+    rows: _size(o.rows, 1, MAX_TERMINAL_ROWS, `${type} rows`, fail),
+  };
+}
+
+/** `term.snapshot` plaintext (bridge -> IDE). */
+export function decodeTermSnapshot(body: Uint8Array, fail: Fail = badFrame): TermSnapshotBody {
+  const o = parseJsonObject(body, "term.snapshot", fail, TERMINAL_SNAPSHOT_MAX_BYTES);
+  if (typeof o.data !== "string") throw fail("term.snapshot data must be a string");
+  const out: TermSnapshotBody = {
+    cols: _size(o.cols, 2, MAX_TERMINAL_COLS, "term.snapshot cols", fail),
+    rows: _size(o.rows, 1, MAX_TERMINAL_ROWS, "term.snapshot rows", fail),
+    title: _title(o.title, "term.snapshot", fail),
+    data: o.data,
+  };
+  if (o.truncated === true) out.truncated = true;
+  return out;
+}
+
+/** `term.title` plaintext (bridge -> IDE). */
+export function decodeTermTitle(body: Uint8Array, fail: Fail = badFrame): TermTitleBody {
+  return { title: _title(parseJsonObject(body, "term.title", fail).title, "term.title", fail) };
+}
+
+/** `term.exit` plaintext (bridge -> IDE). */
+export function decodeTermExit(body: Uint8Array, fail: Fail = badFrame): TermExitBody {
+  const o = parseJsonObject(body, "term.exit", fail);
+  if (o.code !== null && !Number.isSafeInteger(o.code)) throw fail("term.exit code must be a whole number or null");
+  if (o.signal !== null && (typeof o.signal !== "string" || o.signal.length > 32)) {
+    throw fail("term.exit signal must be a short string or null");
+  }
+  return { code: o.code as number | null, signal: o.signal as string | null };
+}
+
+/** `term.error` plaintext (bridge -> IDE). */
+export function decodeTermError(body: Uint8Array, fail: Fail = badFrame): TermErrorBody {
+  const o = parseJsonObject(body, "term.error", fail);
+  return {
+    reason: _text(o.reason, 64, "term.error reason", fail),
+    message: typeof o.message === "string" ? o.message : "",
+  };
+}
+
+/** The bridge's `term.list` answer (bridge -> IDE): at most twice {@linkcode MAX_TERMINALS} entries. */
+export function decodeTermList(body: Uint8Array, fail: Fail = badFrame): TermListBody {
+  const o = parseJsonObject(body, "term.list", fail, MAX_FRAME_BYTES);
+  // Running terminals, and as many exited ones the bridge keeps for attached pages.
+  if (!Array.isArray(o.terminals) || o.terminals.length > 2 * MAX_TERMINALS) {
+    throw fail("term.list terminals must be a list");
+  }
+  const terminals = o.terminals.map((t: unknown): TerminalInfo => {
+    if (typeof t !== "object" || t === null || Array.isArray(t)) throw fail("term.list entry must be an object");
+    const e = t as Record<string, unknown>;
+    if (typeof e.id !== "string" || !TERMINAL_ID.test(e.id)) throw fail("term.list entry: bad id");
+    if (typeof e.alive !== "boolean") throw fail("term.list entry: alive must be a boolean");
+    return {
+      id: e.id,
+      title: _title(e.title, "term.list", fail),
+      alive: e.alive,
+      cols: _size(e.cols, 2, MAX_TERMINAL_COLS, "term.list cols", fail),
+      rows: _size(e.rows, 1, MAX_TERMINAL_ROWS, "term.list rows", fail),
+      created: _whole(e.created, "term.list created", fail),
+      attached: _whole(e.attached, "term.list attached", fail),
+    };
+  });
+  return { terminals };
+}
+
 /** The default failure: a 4400 bad frame, "Cannot accept frame: ...". */
 export function badFrame(message: string): Coder1Error {
   return new Coder1Error(`Cannot accept frame: ${message}`, { closeCode: CloseCode.BadFrame, reason: "bad-frame" });
@@ -192,6 +304,18 @@ export function badFrame(message: string): Coder1Error {
 
 function _text(v: unknown, max: number, field: string, fail: Fail): string {
   if (typeof v !== "string" || v.length === 0 || v.length > max) throw fail(`${field} missing or too long`);
+  return v;
+}
+
+function _size(v: unknown, min: number, max: number, field: string, fail: Fail): number {
+  if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) {
+    throw fail(`${field} must be a whole number from ${min} to ${max}`);
+  }
+  return v as number;
+}
+
+function _title(v: unknown, type: string, fail: Fail): string {
+  if (typeof v !== "string" || v.length > MAX_TERMINAL_TITLE_LENGTH) throw fail(`${type} title must be a short string`);
   return v;
 }
 

@@ -3,7 +3,8 @@
  * relay: create a browser session, request a pairing code, open the IDE
  * socket, run the end-to-end handshake with the bridge (short authentication
  * string, approval, pinned keys), run commands, stream their output, send
- * stdin and signals, and learn their exit status. Every command byte is sealed
+ * stdin and signals, and learn their exit status, and open, attach to and
+ * type into terminals on the bridge. Every command and terminal byte is sealed
  * end to end (shared/e2e_session.ts); the relay sees only frame headers. It
  * uses only `fetch`, a WebSocket and WebCrypto, so the same module runs in
  * Deno and in browsers.
@@ -52,15 +53,26 @@ import {
   type Frame,
   FrameType,
   HEARTBEAT_TIMEOUT_MS,
+  type TerminalInfo,
+  type TerminalSupport,
   WS_SUBPROTOCOL,
 } from "./protocol.ts";
 import { type RemoteCommand, RemoteCommands, type RunOptions, type SealedSender } from "./remote_commands.ts";
+import { type RemoteTerminal, RemoteTerminals, type TerminalSize } from "./remote_terminals.ts";
 import { FlowGate } from "./stream.ts";
 
 export { IdeClientError } from "./ide_client_error.ts";
 export type { ApprovalRequest, E2eState } from "./ide_e2e.ts";
 export { MemoryPinStore, type PinStore } from "./pin_store.ts";
 export { type CommandResult, RemoteCommand, type RunOptions } from "./remote_commands.ts";
+export {
+  RemoteTerminal,
+  type TerminalResult,
+  type TerminalSize,
+  type TerminalSnapshot,
+  type TerminalState,
+} from "./remote_terminals.ts";
+export type { TerminalInfo, TerminalSupport } from "./protocol.ts";
 
 /** How often the watchdog checks that the relay was heard from within {@linkcode HEARTBEAT_TIMEOUT_MS}. */
 const WATCHDOG_INTERVAL_MS = 5_000;
@@ -122,13 +134,15 @@ export interface IdeClientOptions {
  * Talks to one relay on behalf of one browser session. It owns the IDE
  * socket, the heartbeat watchdog and the one dispatch of incoming frames,
  * and wires the parts: the HTTP API (shared/ide_api.ts), the end-to-end
- * session (shared/ide_e2e.ts) and the commands on their lossless stream
- * (shared/remote_commands.ts).
+ * session (shared/ide_e2e.ts), the commands on their lossless stream
+ * (shared/remote_commands.ts) and the terminals on the same stream
+ * (shared/remote_terminals.ts).
  */
 export class IdeClient {
   #api: IdeApi;
   #e2e: IdeE2e;
   #commands: RemoteCommands;
+  #terminals: RemoteTerminals;
   #pins: PinStore;
   #clock: Clock & Timers;
   #openSocket: WebSocketFactory;
@@ -179,7 +193,10 @@ export class IdeClient {
       timers: this.#clock,
       resumeTimeoutMs: options.resumeTimeoutMs,
       onResumed: () => this.#e2e.resumed(),
+      onStreamFrame: (frame) => this.#terminals.receive(frame),
+      onStreamReset: () => this.#terminals.streamReset(),
     });
+    this.#terminals = new RemoteTerminals({ push: (frame) => this.#commands.push(frame) });
   }
 
   /** Where the end-to-end link stands. */
@@ -346,13 +363,7 @@ export class IdeClient {
    * @returns The running command.
    */
   run(command: string, options: RunOptions = {}): RemoteCommand {
-    let refusal: IdeClientError | undefined;
-    if (this.state !== "ready") {
-      refusal = this.bridge?.state === "connected"
-        ? new IdeClientError("The bridge is not approved and keyed yet", { status: 0, reason: "not-approved" })
-        : new IdeClientError("No bridge is connected", { status: 0, reason: "no-bridge" });
-    }
-    return this.#commands.run(command, options, refusal);
+    return this.#commands.run(command, options, this.#refusal());
   }
 
   /** Commands started and not yet ended. */
@@ -361,9 +372,83 @@ export class IdeClient {
   }
 
   /**
+   * Whether the bridge runs terminals, from its last `e2e.info`: `available`,
+   * `disabled` (`--no-terminal`), `unsupported-os`; undefined before the
+   * bridge said, or when it predates terminals.
+   */
+  get terminalSupport(): TerminalSupport | undefined {
+    return this.#e2e.bridgeInfo?.terminals;
+  }
+
+  /**
+   * Opens a terminal on the bridge: the user's login shell in a
+   * pseudo-terminal of `size`, in the bridge's directory. It runs until its
+   * shell ends or it is closed, whatever happens to this client (for the
+   * bridge's linger time once nobody is attached).
+   *
+   * @param size Columns (2 to `MAX_TERMINAL_COLS`) and rows (1 to `MAX_TERMINAL_ROWS`).
+   * @returns The terminal; it fails at once (`no-bridge`, `not-approved`,
+   *   `disabled`, `unsupported-os`, `unsupported-bridge`) unless the bridge is
+   *   ready and runs terminals.
+   * @throws {RangeError} For a size out of range.
+   */
+  openTerminal(size: TerminalSize): RemoteTerminal {
+    return this.#terminals.open(size, this.#terminalRefusal());
+  }
+
+  /**
+   * Attaches to a terminal running on the bridge (one from
+   * {@linkcode listTerminals}, say after a reload): its screen as a snapshot,
+   * then its output. The terminal takes this client's size. For a terminal
+   * this client has already, it is that same object, repainted.
+   *
+   * @param id The terminal's id.
+   * @param size This client's columns and rows.
+   * @returns The terminal; it fails at once as {@linkcode openTerminal}'s does,
+   *   or with `unknown-terminal` when the bridge has no such terminal.
+   * @throws {RangeError} For a size out of range or a malformed id.
+   */
+  attachTerminal(id: string, size: TerminalSize): RemoteTerminal {
+    return this.#terminals.attach(id, size, this.#terminalRefusal());
+  }
+
+  /** Every terminal the bridge keeps (running, or exited and attached somewhere), oldest first. */
+  listTerminals(): Promise<TerminalInfo[]> {
+    return this.#terminals.list(this.#terminalRefusal());
+  }
+
+  #terminalRefusal(): IdeClientError | undefined {
+    const refusal = this.#refusal();
+    if (refusal) return refusal;
+    const support = this.terminalSupport;
+    if (support === "available") return undefined;
+    if (support === undefined) {
+      return new IdeClientError("The bridge predates terminals: update it", {
+        status: 0,
+        reason: "unsupported-bridge",
+      });
+    }
+    return new IdeClientError(
+      support === "disabled"
+        ? "The bridge was started with --no-terminal: it runs one-shot commands only"
+        : "The bridge's OS has no terminals coder1 can use (one-shot commands work)",
+      { status: 0, reason: support },
+    );
+  }
+
+  /** Why nothing can run now, if so: no bridge, or one not approved and keyed yet. */
+  #refusal(): IdeClientError | undefined {
+    if (this.state === "ready") return undefined;
+    return this.bridge?.state === "connected"
+      ? new IdeClientError("The bridge is not approved and keyed yet", { status: 0, reason: "not-approved" })
+      : new IdeClientError("No bridge is connected", { status: 0, reason: "no-bridge" });
+  }
+
+  /**
    * Closes the IDE socket. The bridge is told the stream is over (its
-   * commands are hung up now rather than after the linger time) and pending
-   * commands fail with reason `closed`.
+   * commands are hung up now rather than after the linger time; its terminals
+   * run on, detached) and pending commands and terminals fail with reason
+   * `closed`.
    */
   close(): void {
     this.#unwatch?.();
@@ -372,6 +457,7 @@ export class IdeClient {
     if (this.state === "ready") this.#sendSealed({ t: FrameType.StreamClose }).finally(finish);
     else finish();
     this.#commands.close();
+    this.#terminals.close();
   }
 
   /**
@@ -405,7 +491,13 @@ export class IdeClient {
       case FrameType.CmdStdout:
       case FrameType.CmdStderr:
       case FrameType.CmdExit:
-      case FrameType.CmdError: {
+      case FrameType.CmdError:
+      case FrameType.TermList:
+      case FrameType.TermSnapshot:
+      case FrameType.TermOutput:
+      case FrameType.TermTitle:
+      case FrameType.TermExit:
+      case FrameType.TermError: {
         const plaintext = await this.#e2e.open(frame);
         if (this.state !== "ready") throw new E2eError(`Cannot accept ${frame.t}: bridge not approved`);
         return this.#commands.receive({ ...frame, body: plaintext });

@@ -5,7 +5,14 @@ import { BridgeHandshake, type E2eSession } from "./e2e_session.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "./frame_codec.ts";
 import { IdeClient, type IdeClientError, MemoryPinStore, type WebSocketLike } from "./ide_client.ts";
 import { HANDSHAKE_BACKOFF_BASE_MS, HANDSHAKE_BACKOFF_MAX_MS } from "./ide_e2e.ts";
-import { CloseCode, type Frame, FrameType, type FrameTypeName, HEARTBEAT_TIMEOUT_MS } from "./protocol.ts";
+import {
+  CloseCode,
+  type Frame,
+  FrameType,
+  type FrameTypeName,
+  HEARTBEAT_TIMEOUT_MS,
+  type TerminalSupport,
+} from "./protocol.ts";
 
 /** A frame the IDE sent, with the manual time it was sent at and, once a bridge session is set, its plaintext. */
 interface Sent {
@@ -101,6 +108,7 @@ async function playBridge(
   socket: FakeSocket,
   identity: CryptoKeyPair,
   approval: "pinned" | "needed" = "pinned",
+  terminals?: TerminalSupport,
 ): Promise<(init: FrameInit & { q?: number }) => Promise<void>> {
   const hello = await socket.next(FrameType.E2eHello);
   const { handshake, reply } = await BridgeHandshake.respond(identity, "b1", json(hello.frame.body));
@@ -110,7 +118,8 @@ async function playBridge(
   socket.bridge = session;
   const seal = async (init: FrameInit & { q?: number }) =>
     socket.deliverBytes(await session.seal({ t: init.t, id: init.id, q: init.q, body: bodyBytes(init.body) }));
-  await seal({ t: FrameType.E2eInfo, body: { name: "box", os: "linux", version: "0.3.0", approval, signature } });
+  const info = { name: "box", os: "linux", version: "0.3.0", approval, signature, ...(terminals ? { terminals } : {}) };
+  await seal({ t: FrameType.E2eInfo, body: info });
   return seal;
 }
 
@@ -126,11 +135,17 @@ async function setup(options: { resumeTimeoutMs?: number } = {}) {
 }
 
 /** Connects, plays a pinned bridge and answers the stream's resume: the IDE is `ready`. */
-async function connectReady(socket: FakeSocket, ide: IdeClient, bridgeIdentity: CryptoKeyPair, known = true) {
+async function connectReady(
+  socket: FakeSocket,
+  ide: IdeClient,
+  bridgeIdentity: CryptoKeyPair,
+  known = true,
+  terminals?: TerminalSupport,
+) {
   const connected = ide.connect();
   socket.deliver(status("connected"));
   await connected;
-  const seal = await playBridge(socket, bridgeIdentity);
+  const seal = await playBridge(socket, bridgeIdentity, "pinned", terminals);
   const resume = json(await (await socket.next(FrameType.StreamResume)).plaintext!);
   const ready = ide.waitForBridge();
   await seal({ t: FrameType.StreamResume, body: { stream: resume.stream, received: 0, known } });
@@ -294,4 +309,58 @@ Deno.test("IDE client: a bridge back within the resume timeout gets the unacknow
   clock.advance(10_000); // The resume timeout was cancelled: nothing fires.
   assert.equal(socket.closed, undefined);
   ide.close();
+});
+
+Deno.test("IDE client: terminals go sealed in the stream, only to a bridge that runs them, and survive a bridge reconnect", async () => {
+  const { socket, ide, bridgeIdentity } = await setup();
+  const { seal, stream } = await connectReady(socket, ide, bridgeIdentity, true, "available");
+  assert.equal(ide.terminalSupport, "available");
+  const term = ide.openTerminal({ cols: 80, rows: 24 });
+  const open = await socket.next(FrameType.TermOpen);
+  assert.deepEqual([open.frame.id, open.frame.q], [term.id, 1]);
+  assert.deepEqual(json(await open.plaintext!), { cols: 80, rows: 24 }, "the size travels sealed");
+  const out: string[] = [];
+  term.onData((b) => out.push(new TextDecoder().decode(b)));
+  await seal({ t: FrameType.TermSnapshot, id: term.id, q: 1, body: { cols: 80, rows: 24, title: "sh", data: "$ " } });
+  assert.equal((await term.ready).data, "$ ");
+  await term.write("echo hi\r");
+  const input = await socket.next(FrameType.TermInput);
+  assert.equal(new TextDecoder().decode(await input.plaintext!), "echo hi\r");
+  await seal({ t: FrameType.TermOutput, id: term.id, q: 2, body: "echo hi\r\nhi\r\n$ " });
+  await settle(socket);
+  assert.deepEqual(out, ["echo hi\r\nhi\r\n$ "]);
+  // The bridge goes and comes back (new keys): the same stream resumes, the terminal's output goes on.
+  socket.deliver(status("disconnected"));
+  await settle(socket);
+  assert.equal(ide.state, "disconnected");
+  socket.deliver(status("connected"));
+  const seal2 = await playBridge(socket, bridgeIdentity, "pinned", "available");
+  const again = json(await (await socket.next(FrameType.StreamResume)).plaintext!);
+  assert.deepEqual([again.stream, again.received], [stream, 2]);
+  await seal2({ t: FrameType.StreamResume, body: { stream, received: 2, known: true } });
+  await seal2({ t: FrameType.TermOutput, id: term.id, q: 3, body: "more" });
+  await settle(socket);
+  assert.deepEqual(out, ["echo hi\r\nhi\r\n$ ", "more"]);
+  assert.equal(term.state, "attached");
+  ide.close();
+  await assert.rejects(term.exited, (e: IdeClientError) => e.reason === "closed");
+});
+
+Deno.test("IDE client: no terminal frame goes to a bridge that has terminals off or predates them", async () => {
+  for (const [support, reason] of [["disabled", "disabled"], [undefined, "unsupported-bridge"]] as const) {
+    const { socket, ide, bridgeIdentity } = await setup();
+    await connectReady(socket, ide, bridgeIdentity, true, support);
+    assert.equal(ide.terminalSupport, support);
+    const term = ide.openTerminal({ cols: 80, rows: 24 });
+    await assert.rejects(term.ready, (e: IdeClientError) => e.reason === reason);
+    await assert.rejects(ide.listTerminals(), (e: IdeClientError) => e.reason === reason);
+    await settle(socket);
+    assert.equal(socket.all(FrameType.TermOpen).length + socket.all(FrameType.TermList).length, 0);
+    ide.close();
+  }
+  const { ide } = await setup();
+  await assert.rejects(
+    ide.attachTerminal("t1", { cols: 80, rows: 24 }).ready,
+    (e: IdeClientError) => e.reason === "no-bridge",
+  );
 });

@@ -72,6 +72,12 @@
  *   the associated data of a sealed frame is the binary header with the route
  *   zeroed; clients ask for the subprotocol {@linkcode WS_SUBPROTOCOL} and an
  *   older client is closed with 4426; `auth.ok` no longer lists channels.
+ *   Terminals (compatible additions, no version change): the `term.*` types
+ *   (0x50 to 0x5c: a login shell in a pseudo-terminal on the bridge, its
+ *   screen, output, input, size and exit, numbered in the stream) and
+ *   `terminals` in `e2e.info`. An IDE sends `term.*` only to a bridge whose
+ *   `e2e.info` says `terminals: "available"`; a relay from before them closes
+ *   an IDE socket that sends one with 4400.
  */
 export const PROTOCOL_VERSION = 4;
 
@@ -376,6 +382,35 @@ export const FRAME_TABLE = {
   "cmd.exit": { code: 0x46, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
   /** Bridge -> IDE: command `id` could not run; {@linkcode CmdErrorBody}. */
   "cmd.error": { code: 0x47, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+
+  // End to end, terminals (sealed, numbered in the stream; the header id is the terminal id).
+  /** IDE -> bridge: start terminal `id` (the user's login shell in a new pseudo-terminal); {@linkcode TermSizeBody}. */
+  "term.open": { code: 0x50, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** IDE -> bridge: send terminal `id` to this stream, sized for the page; {@linkcode TermSizeBody}. */
+  "term.attach": { code: 0x51, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** IDE -> bridge: raw bytes typed or pasted into terminal `id`. */
+  "term.input": { code: 0x52, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
+  /** IDE -> bridge: new size of terminal `id`; {@linkcode TermSizeBody}. */
+  "term.resize": { code: 0x53, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** IDE -> bridge: stop sending terminal `id` to this stream (it keeps running). */
+  "term.detach": { code: 0x54, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "empty" },
+  /** IDE -> bridge: hang terminal `id` up (SIGHUP to its session). */
+  "term.close": { code: 0x55, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "empty" },
+  /**
+   * IDE -> bridge: which terminals are there (body `{}`, id: a request id);
+   * bridge -> IDE: the answer, with the same id; {@linkcode TermListBody}.
+   */
+  "term.list": { code: 0x56, from: ["ide", "bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** Bridge -> IDE: terminal `id`'s screen and scrollback, to repaint from; {@linkcode TermSnapshotBody}. */
+  "term.snapshot": { code: 0x58, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** Bridge -> IDE: raw bytes terminal `id` wrote (after its snapshot). */
+  "term.output": { code: 0x59, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
+  /** Bridge -> IDE: terminal `id`'s title changed (OSC 0 or 2); {@linkcode TermTitleBody}. */
+  "term.title": { code: 0x5a, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** Bridge -> IDE: terminal `id`'s shell ended; {@linkcode TermExitBody}. */
+  "term.exit": { code: 0x5b, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /** Bridge -> IDE: a `term.*` request for `id` failed; {@linkcode TermErrorBody}. */
+  "term.error": { code: 0x5c, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
 } as const satisfies Record<string, FrameSpec>;
 
 /** The name of a frame type: a key of {@linkcode FRAME_TABLE}. */
@@ -409,6 +444,18 @@ export const FrameType = {
   CmdStderr: "cmd.stderr",
   CmdExit: "cmd.exit",
   CmdError: "cmd.error",
+  TermOpen: "term.open",
+  TermAttach: "term.attach",
+  TermInput: "term.input",
+  TermResize: "term.resize",
+  TermDetach: "term.detach",
+  TermClose: "term.close",
+  TermList: "term.list",
+  TermSnapshot: "term.snapshot",
+  TermOutput: "term.output",
+  TermTitle: "term.title",
+  TermExit: "term.exit",
+  TermError: "term.error",
 } as const satisfies Record<string, FrameTypeName>;
 
 const _names = Object.keys(FRAME_TABLE) as FrameTypeName[];
@@ -436,6 +483,8 @@ export const HANDSHAKE: ReadonlySet<FrameTypeName> = _where((f) => f.kind === "e
 export const STREAM_TYPES: ReadonlySet<FrameTypeName> = _where((f) => f.stream);
 /** Sealed types the IDE may receive (the bridge sends them). */
 export const SEALED_TO_IDE: ReadonlySet<FrameTypeName> = _where((f) => f.sealed && f.from.includes("bridge"));
+/** Terminal types (`term.*`): the bridge's terminal manager and the IDE's terminals take them. */
+export const TERMINAL_TYPES: ReadonlySet<FrameTypeName> = new Set(_names.filter((name) => name.startsWith("term.")));
 
 /**
  * Frame header layout (protocol 4): a fixed-width binary prefix, then the
@@ -587,7 +636,20 @@ export interface E2eInfoBody {
    * The IDE checks it before it trusts anything else in the session.
    */
   signature: string;
+  /**
+   * Whether the bridge runs terminals (`term.*`). Absent from bridges that
+   * predate terminals: an IDE must then send no `term.*` frame (the bridge
+   * would skip it, and the gap in `s` would end the session).
+   */
+  terminals?: TerminalSupport;
 }
+
+/**
+ * Whether a bridge runs terminals: `available`; `disabled` (the user started
+ * it with `--no-terminal`); `unsupported-os` (no pseudo-terminals here, e.g.
+ * Windows, or this build has none). The last two are also `term.error` reasons.
+ */
+export type TerminalSupport = "available" | "disabled" | "unsupported-os";
 
 /** Body of `flow` (relay -> peer, JSON). */
 export interface FlowBody {
@@ -642,6 +704,112 @@ export interface CmdExitBody {
   durationMs: number;
   /** True when the bridge killed it for exceeding its timeout. */
   timedOut?: boolean;
+}
+
+/** At most this many terminals run on one bridge at once; `term.open` past it gets `term.error` `limit`. */
+export const MAX_TERMINALS = 16;
+/**
+ * A terminal no stream is attached to is hung up (SIGHUP) this long after the
+ * last one detached (`coder1 bridge start --terminal-linger`). A stream whose
+ * IDE is away stays attached until the bridge forgets it
+ * ({@linkcode STREAM_LINGER_MS}).
+ */
+export const TERMINAL_LINGER_MS = 24 * 60 * 60_000;
+/** Lines of scrollback the bridge keeps per terminal, above the screen. */
+export const TERMINAL_SCROLLBACK_LINES = 5000;
+/**
+ * Largest `term.snapshot` body (its JSON). A snapshot holds the screen and as
+ * much of the scrollback as fits; a screen that alone does not fit is sent as
+ * plain text (`truncated: true`).
+ */
+export const TERMINAL_SNAPSHOT_MAX_BYTES = 768 * 1024;
+/** Widest terminal (`cols` in `term.open`, `term.attach`, `term.resize`); the narrowest is 2. */
+export const MAX_TERMINAL_COLS = 500;
+/** Tallest terminal (`rows`); the shortest is 1. */
+export const MAX_TERMINAL_ROWS = 200;
+/** Longest terminal title the bridge reports (UTF-16 code units; longer ones are cut). */
+export const MAX_TERMINAL_TITLE_LENGTH = 256;
+
+/** Body of `term.open`, `term.attach` and `term.resize`: a size in character cells. */
+export interface TermSizeBody {
+  /** Columns, 2 to {@linkcode MAX_TERMINAL_COLS}. */
+  cols: number;
+  /** Rows, 1 to {@linkcode MAX_TERMINAL_ROWS}. */
+  rows: number;
+}
+
+/**
+ * Body of `term.snapshot`: what the bridge's copy of the terminal shows, as
+ * escape sequences that repaint it (scrollback, screen, the alternate screen
+ * of a full-screen program, cursor and modes). The IDE resets its terminal
+ * to `cols` x `rows`, writes `data`, and applies `term.output` from there.
+ */
+export interface TermSnapshotBody {
+  /** The terminal's size when the snapshot was taken. */
+  cols: number;
+  /** The terminal's size when the snapshot was taken. */
+  rows: number;
+  /** The title (OSC 0 or 2), or "". */
+  title: string;
+  /** The repaint: escape sequences and text, at most {@linkcode TERMINAL_SNAPSHOT_MAX_BYTES} as JSON. */
+  data: string;
+  /** Present when even the screen did not fit and `data` is its plain text. */
+  truncated?: true;
+}
+
+/** Body of `term.title`. */
+export interface TermTitleBody {
+  /** The new title, at most {@linkcode MAX_TERMINAL_TITLE_LENGTH} characters. */
+  title: string;
+}
+
+/** Body of `term.exit`: how the terminal's shell ended. */
+export interface TermExitBody {
+  /** Exit code, or null when a signal ended it. */
+  code: number | null;
+  /** The signal that ended it (`SIGHUP` after `term.close`), or null. */
+  signal: string | null;
+}
+
+/** Why a `term.*` request failed (`term.error` `reason`). */
+export type TerminalErrorReason =
+  | "limit"
+  | "unknown-terminal"
+  | "disabled"
+  | "unsupported-os"
+  | "spawn-failed"
+  | "bad-request";
+
+/** Body of `term.error`. */
+export interface TermErrorBody {
+  /** A {@linkcode TerminalErrorReason} (IDEs must accept others: newer bridges may add some). */
+  reason: string;
+  /** A human-readable message. */
+  message: string;
+}
+
+/** One terminal in a `term.list` answer. */
+export interface TerminalInfo {
+  /** The terminal id (the IDE chose it with `term.open`). */
+  id: string;
+  /** Its title, or "". */
+  title: string;
+  /** False once its shell has ended (the bridge keeps it while a stream is attached). */
+  alive: boolean;
+  /** Its size now. */
+  cols: number;
+  /** Its size now. */
+  rows: number;
+  /** When it was opened (ms since the epoch, the bridge's clock). */
+  created: number;
+  /** How many streams (IDE clients) are attached to it. */
+  attached: number;
+}
+
+/** Body of the bridge's `term.list` answer. */
+export interface TermListBody {
+  /** Every terminal the bridge keeps, oldest first. */
+  terminals: TerminalInfo[];
 }
 
 /** Body of `cmd.error`: why a command did not run (or was cut short). */

@@ -8,6 +8,9 @@
  * then fail with reason `bridge-lost`. It is the IDE's counterpart of
  * bridge/stream_table.ts and bridge/command_manager.ts; sealing and the
  * socket belong to the `IdeClient` that wires it (shared/ide_client.ts).
+ * Terminals (shared/remote_terminals.ts) travel on the same stream: they
+ * number their frames into it with {@linkcode RemoteCommands.push} and get
+ * theirs through {@linkcode RemoteCommandsOptions.onStreamFrame}.
  *
  * @module
  */
@@ -26,6 +29,7 @@ import {
   FrameType,
   type StreamAckBody,
   type StreamResumeBody,
+  TERMINAL_TYPES,
 } from "./protocol.ts";
 import { StreamReceiver, StreamSender } from "./stream.ts";
 
@@ -127,6 +131,14 @@ export interface RemoteCommandsOptions {
    * becomes `ready`). Called before the commands' own `onResumed`.
    */
   onResumed?: () => void;
+  /** A stream frame that is not a command's (`term.*`), opened, once and in order. */
+  onStreamFrame?: (frame: Frame) => void;
+  /**
+   * The stream starts afresh: the bridge has no record of it, or the resume
+   * timeout passed. What others pushed into it and had not been acknowledged
+   * is gone; they may push again (it goes out once the stream resumes).
+   */
+  onStreamReset?: () => void;
 }
 
 /**
@@ -176,7 +188,7 @@ export class RemoteCommands {
    */
   run(command: string, options: RunOptions = {}, refusal?: IdeClientError): RemoteCommand {
     const id = `c${this.#nextId++}`;
-    const cmd = new RemoteCommand(id, options, (frame) => this.#push(frame));
+    const cmd = new RemoteCommand(id, options, (frame) => this.push(frame));
     if (refusal) {
       cmd.reject(refusal);
       return cmd;
@@ -185,7 +197,7 @@ export class RemoteCommands {
     const body: CmdStartBody = { command };
     if (options.cwd !== undefined) body.cwd = options.cwd;
     if (options.timeoutMs !== undefined) body.timeoutMs = options.timeoutMs;
-    void this.#push({ t: FrameType.CmdStart, id, body });
+    void this.push({ t: FrameType.CmdStart, id, body });
     return cmd;
   }
 
@@ -218,6 +230,7 @@ export class RemoteCommands {
       this.#failAll("bridge-lost", "the bridge restarted; the command's outcome is unknown");
       this.#sender.reset();
       this.#receiver.reset();
+      this.#opts.onStreamReset?.();
     }
     this.#receiver.setAckSender((received) => {
       const ack: StreamAckBody = { received };
@@ -244,6 +257,7 @@ export class RemoteCommands {
   receive(frame: Frame): void {
     if (frame.t === FrameType.StreamAck) return this.#sender.ack(decodeStreamAck(frame.body, _e2eFail).received);
     if (!this.#receiver.accept(frame)) return; // A resent duplicate.
+    if (TERMINAL_TYPES.has(frame.t)) return this.#opts.onStreamFrame?.(frame);
     const cmd = frame.id === undefined ? undefined : this.#commands.get(frame.id);
     if (!cmd) return;
     switch (frame.t) {
@@ -301,10 +315,17 @@ export class RemoteCommands {
     this.#receiver.reset();
     // A bridge that still has the stream must not run anything more of it.
     this.#streamId = _newStreamId();
+    this.#opts.onStreamReset?.();
   }
 
-  /** Numbers a command frame into the stream (sent now, or resent after a reconnect). */
-  #push(frame: FrameInit): Promise<void> {
+  /**
+   * Numbers a frame into the stream: sent now, or once the stream resumes,
+   * and resent after a reconnect until acknowledged.
+   *
+   * @param frame A stream type (`cmd.*`, `term.*`), its id and body.
+   * @returns Resolves once the stream's window has room.
+   */
+  push(frame: FrameInit): Promise<void> {
     return this.#sender.push({ t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
   }
 

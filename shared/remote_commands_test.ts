@@ -134,3 +134,47 @@ Deno.test("RemoteCommands: a bridge that no longer knows the stream fails what r
   commands.close();
   await assert.rejects(next.exited, (e: IdeClientError) => e.reason === "closed");
 });
+
+Deno.test("RemoteCommands: terminal frames share the stream: pushed in its numbering, handed over once, told of resets", async () => {
+  const clock = new ManualClock(0);
+  const others: Frame[] = [];
+  let resets = 0;
+  const commands = new RemoteCommands({
+    timers: clock,
+    resumeTimeoutMs: 30_000,
+    onStreamFrame: (f) => others.push(f),
+    onStreamReset: () => {
+      resets++;
+      // What is pushed now goes out once the stream resumes.
+      void commands.push({ t: FrameType.TermAttach, id: "t1", body: { cols: 80, rows: 24 } });
+    },
+  });
+  const wire = recorder();
+  commands.requestResume(wire.send);
+  const stream = (wire.sent.shift()!.body as { stream: string }).stream;
+  commands.resume(bytes({ stream, received: 0, known: true }), wire.send);
+  const cmd = commands.run("true");
+  await commands.push({ t: FrameType.TermOpen, id: "t1", body: { cols: 80, rows: 24 } });
+  await wire.until(2);
+  assert.deepEqual(wire.sent.map((f) => [f.t, f.q]), [[FrameType.CmdStart, 1], [FrameType.TermOpen, 2]]);
+  commands.receive(frame(FrameType.TermSnapshot, 1, "t1", { cols: 80, rows: 24, title: "", data: "" }));
+  commands.receive(frame(FrameType.TermOutput, 2, "t1", "hi"));
+  commands.receive(frame(FrameType.TermOutput, 2, "t1", "hi")); // Resent: dropped.
+  commands.receive(frame(FrameType.CmdExit, 3, cmd.id, { code: 0, signal: null, durationMs: 1 }));
+  assert.deepEqual(others.map((f) => [f.t, f.q]), [[FrameType.TermSnapshot, 1], [FrameType.TermOutput, 2]]);
+  await cmd.exited;
+  // The bridge no longer knows the stream: a reset, and the re-attach goes out as frame 1 of the new numbering.
+  commands.suspend();
+  wire.sent.length = 0;
+  commands.resume(bytes({ stream, received: 0, known: false }), wire.send);
+  assert.equal(resets, 1);
+  await wire.until(1);
+  assert.deepEqual(wire.sent.map((f) => [f.t, f.id, f.q]), [[FrameType.TermAttach, "t1", 1]]);
+  // The resume timeout with a command pending: the stream is reset too.
+  const slow = commands.run("sleep 60");
+  commands.suspend();
+  clock.advance(30_000);
+  await assert.rejects(slow.exited);
+  assert.equal(resets, 2);
+  commands.close();
+});
