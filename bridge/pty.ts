@@ -235,6 +235,7 @@ class _Libc {
   readonly poller: FdPoller;
   readonly reaper: _Reaper;
   #errno: Deno.PointerValue = null;
+  #environ?: { environ: Deno.PointerValue };
   #wake: [number, number];
   #byte = new Uint8Array(1);
   #sink = new Uint8Array(256);
@@ -277,6 +278,14 @@ class _Libc {
   /** The text for errno. */
   lastError(): string {
     return this.strerror(this.errno());
+  }
+
+  /** The value of libc's `environ` (the process's environment table), or null. */
+  environ(): Deno.PointerValue {
+    this.#environ ??= Deno.dlopen(this.os.libc, { environ: { type: "pointer" } } as const).symbols;
+    // Deno gives a pointer static as the symbol's address: read the variable there.
+    const address = this.#environ.environ;
+    return address ? new Deno.UnsafePointerView(address).getPointer(0) : null;
   }
 
   fcntl(fd: number, cmd: number, arg: number): number {
@@ -626,6 +635,32 @@ export class PosixPty implements PtySpawner {
    */
   static idle(): Promise<void> {
     return _loaded ? _loaded.poller.idle() : Promise.resolve();
+  }
+
+  /**
+   * The environment this process was started with, read from libc's
+   * `environ`: what every child of the bridge inherits (Deno.Command passes
+   * it on too). Terminals start from it, so the user's shell sees the same
+   * variables (SSH_AUTH_SOCK, proxies, ...) as in any terminal, while the
+   * bridge's own code may read only the variables it names
+   * (cli/permissions.ts).
+   *
+   * @returns Name to value; entries without `=` are skipped.
+   */
+  environment(): Record<string, string> {
+    const libc = _libc();
+    const env: Record<string, string> = {};
+    const table = libc.environ();
+    if (!table) return env;
+    const view = new Deno.UnsafePointerView(table);
+    for (let i = 0; i < 65_536; i++) {
+      const entry = view.getPointer(i * 8);
+      if (!entry) break;
+      const text = Deno.UnsafePointerView.getCString(entry);
+      const eq = text.indexOf("=");
+      if (eq > 0) env[text.slice(0, eq)] = text.slice(eq + 1);
+    }
+    return env;
   }
 
   /**

@@ -578,3 +578,13 @@ function spawnIdle(): PtyProcess {
     rows: 24,
   });
 }
+
+Deno.test({
+  name: "pty: environment() is the process's own environment, read from libc",
+  ignore: !SUPPORT.supported,
+  fn: () => {
+    const env = new PosixPty().environment();
+    // This test runs with --allow-all, so Deno's view can be compared.
+    assert.deepEqual(env, { ...Deno.env.toObject() });
+  },
+});

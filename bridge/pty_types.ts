@@ -59,4 +59,9 @@ export interface PtySpawner {
    * @throws {Error} When terminals are not supported on this OS, or the spawn fails.
    */
   spawn(options: PtySpawnOptions): PtyProcess;
+  /**
+   * The environment the bridge process was started with (what its children
+   * inherit), where the spawner can read it without Deno's env permission.
+   */
+  environment?(): Record<string, string>;
 }

@@ -271,7 +271,7 @@ export class TerminalManager {
         file: this.#shell,
         args: ["-l"],
         cwd: this.#opts.root,
-        env: { ...(this.#opts.env ?? _environment()), TERM: "xterm-256color" },
+        env: { ...(this.#opts.env ?? _environment(this.#opts.spawner)), TERM: "xterm-256color" },
         cols: size.cols,
         rows: size.rows,
       });
@@ -571,11 +571,20 @@ export class TerminalManager {
   }
 }
 
-/** The bridge's environment for a terminal; without the permission to read it all, the usual variables. */
-function _environment(): Record<string, string> {
+/**
+ * The bridge's environment for a terminal: all of it (from Deno, or from the
+ * spawner, which reads the process's own table), else the usual variables.
+ */
+function _environment(spawner: PtySpawner): Record<string, string> {
   try {
     return Deno.env.toObject();
   } catch {
+    try {
+      const inherited = spawner.environment?.();
+      if (inherited && Object.keys(inherited).length > 0) return inherited;
+    } catch {
+      // Fall back to the variables the bridge may read.
+    }
     const env: Record<string, string> = {};
     for (const name of FALLBACK_ENV) {
       const value = _env(name);
