@@ -12,7 +12,7 @@
  * @module
  */
 import { fingerprint } from "../shared/e2e_crypto.ts";
-import { BridgeHandshake, E2eError, type E2eSession } from "../shared/e2e_session.ts";
+import { BridgeHandshake, E2eError, e2eFail, type E2eSession } from "../shared/e2e_session.ts";
 import { decodeStreamAck, decodeStreamResume } from "../shared/frame_bodies.ts";
 import { bodyBytes, encodeFrame, type FrameInit, parseJsonObject } from "../shared/frame_codec.ts";
 import {
@@ -175,7 +175,7 @@ export class E2eGate {
     }
     const stream = this.#opts.streams.byRoute(route);
     if (!stream) throw new E2eError(`Cannot accept ${frame.t} on route ${route}: no stream resumed`);
-    if (frame.t === FrameType.StreamAck) return stream.sender.ack(decodeStreamAck(plaintext, _e2eFail).received);
+    if (frame.t === FrameType.StreamAck) return stream.sender.ack(decodeStreamAck(plaintext, e2eFail).received);
     if (!stream.receiver.accept({ t: frame.t, q: frame.q, body: plaintext })) return; // Already had it.
     this.#opts.deliver(stream.handle, { ...frame, body: plaintext });
   }
@@ -192,7 +192,7 @@ export class E2eGate {
    * stream), then resend what the IDE has not received.
    */
   async #resume(route: number, session: E2eSession, plaintext: Uint8Array): Promise<void> {
-    const { stream: id, received } = decodeStreamResume(plaintext, _e2eFail);
+    const { stream: id, received } = decodeStreamResume(plaintext, e2eFail);
     const { stream, known } = this.#opts.streams.open(id, session.peerIdentity, route);
     this.#opts.debug(`IDE route ${route}: stream ${stream.handle} ${known ? "resumed" : "started"}`);
     const reply: StreamResumeBody = { stream: id, received: stream.receiver.received, known };
@@ -280,13 +280,8 @@ export class E2eGate {
   }
 }
 
-/** An end-to-end body that opened (or a handshake body) but does not parse: the IDE's fault. */
-function _e2eFail(message: string): E2eError {
-  return new E2eError(`Cannot read ${message}`);
-}
-
 function _json(frame: Frame): Record<string, unknown> {
-  return parseJsonObject(frame.body, frame.t, _e2eFail);
+  return parseJsonObject(frame.body, frame.t, e2eFail);
 }
 
 function _equal(a: Uint8Array, b: Uint8Array): boolean {

@@ -39,6 +39,18 @@ export class E2eError extends Coder1Error {
   }
 }
 
+/**
+ * The failure for an end-to-end body that opened (or a handshake body) but
+ * does not parse: the peer's fault or a bug, so nothing more on that session
+ * is trusted. Pass it to the body decoders (shared/frame_bodies.ts).
+ *
+ * @param message What could not be read, e.g. `stream.ack received must be a whole number`.
+ * @returns The error to throw.
+ */
+export function e2eFail(message: string): E2eError {
+  return new E2eError(`Cannot read ${message}`);
+}
+
 /** Body of `e2e.hello` (IDE -> bridge, cleartext): the pairing id and a commitment to the IDE's keys. */
 export interface HelloBody {
   pairingId: string;

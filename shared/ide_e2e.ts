@@ -14,7 +14,7 @@
 import { backoffDelay } from "./backoff.ts";
 import type { Timers } from "./clock.ts";
 import { fingerprint, fromBase64Url, generateIdentity, toBase64Url } from "./e2e_crypto.ts";
-import { E2eError, type E2eSession, IdeHandshake } from "./e2e_session.ts";
+import { E2eError, e2eFail, type E2eSession, IdeHandshake } from "./e2e_session.ts";
 import { decodeE2eInfo } from "./frame_bodies.ts";
 import { type FrameInit, parseJsonObject } from "./frame_codec.ts";
 import type { PinStore } from "./pin_store.ts";
@@ -214,7 +214,7 @@ export class IdeE2e {
     const handshake = this.#handshake;
     if (!handshake) throw new E2eError("Cannot accept e2e.reply: no handshake in progress");
     this.#handshake = undefined;
-    const { session, confirm } = await handshake.finish(parseJsonObject(frame.body, frame.t, _e2eFail));
+    const { session, confirm } = await handshake.finish(parseJsonObject(frame.body, frame.t, e2eFail));
     const bridgeId = this.#bridgeId!;
     const pinned = await this.#opts.pins.get(bridgeId);
     if (pinned !== undefined && pinned !== toBase64Url(session.peerIdentity)) {
@@ -239,7 +239,7 @@ export class IdeE2e {
    */
   async onInfo(plaintext: Uint8Array): Promise<void> {
     const session = this.#session!;
-    const info = decodeE2eInfo(plaintext, _e2eFail);
+    const info = decodeE2eInfo(plaintext, e2eFail);
     if (!this.#bridgeVerified) {
       // The bridge's transcript signature: until it verifies, nothing from this session is trusted.
       await IdeHandshake.verifyBridge(session, info.signature);
@@ -334,9 +334,4 @@ export class IdeE2e {
     this.#bridgeVerified = false;
     this.#approval = undefined;
   }
-}
-
-/** A sealed body that opened but does not parse: the bridge's fault (or a bug); trust nothing more. */
-function _e2eFail(message: string): E2eError {
-  return new E2eError(`Cannot read ${message}`);
 }

@@ -16,7 +16,7 @@
  */
 import type { Timers } from "./clock.ts";
 import { toBase64Url } from "./e2e_crypto.ts";
-import { E2eError } from "./e2e_session.ts";
+import { E2eError, e2eFail } from "./e2e_session.ts";
 import { decodeCmdError, decodeCmdExit, decodeStreamAck, decodeStreamResume } from "./frame_bodies.ts";
 import { bodyBytes, type FrameInit } from "./frame_codec.ts";
 import { IdeClientError } from "./ide_client_error.ts";
@@ -222,7 +222,7 @@ export class RemoteCommands {
    * @throws {E2eError} For a bad body or another client's stream.
    */
   resume(plaintext: Uint8Array, send: SealedSender): void {
-    const body = decodeStreamResume(plaintext, _e2eFail);
+    const body = decodeStreamResume(plaintext, e2eFail);
     if (body.stream !== this.#streamId) throw new E2eError("Cannot accept stream.resume: not this client's stream");
     if (!body.known && (this.#sender.nextSeq > 1 || this.#receiver.received > 0)) {
       // The bridge has no record of this stream: it restarted (or kept it past
@@ -255,7 +255,7 @@ export class RemoteCommands {
    * @throws {E2eError} For a gap in the numbering, a bad body or an acknowledgement of frames never sent.
    */
   receive(frame: Frame): void {
-    if (frame.t === FrameType.StreamAck) return this.#sender.ack(decodeStreamAck(frame.body, _e2eFail).received);
+    if (frame.t === FrameType.StreamAck) return this.#sender.ack(decodeStreamAck(frame.body, e2eFail).received);
     if (!this.#receiver.accept(frame)) return; // A resent duplicate.
     if (TERMINAL_TYPES.has(frame.t)) return this.#opts.onStreamFrame?.(frame);
     const cmd = frame.id === undefined ? undefined : this.#commands.get(frame.id);
@@ -270,11 +270,11 @@ export class RemoteCommands {
         break;
       case FrameType.CmdExit:
         this.#commands.delete(cmd.id);
-        cmd.resolve(decodeCmdExit(frame.body, _e2eFail));
+        cmd.resolve(decodeCmdExit(frame.body, e2eFail));
         break;
       case FrameType.CmdError: {
         this.#commands.delete(cmd.id);
-        const body = decodeCmdError(frame.body, _e2eFail);
+        const body = decodeCmdError(frame.body, e2eFail);
         cmd.reject(new IdeClientError(body.message, { status: 0, reason: body.reason }));
         break;
       }
@@ -337,9 +337,4 @@ export class RemoteCommands {
 
 function _newStreamId(): string {
   return toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
-}
-
-/** A sealed body that opened but does not parse: the bridge's fault (or a bug); trust nothing more. */
-function _e2eFail(message: string): E2eError {
-  return new E2eError(`Cannot read ${message}`);
 }
