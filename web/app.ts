@@ -78,6 +78,7 @@ class App {
       confirmClose: (label) => this.#confirmClose(label),
       onChange: () => this.#drawWorkspace(),
       onSearchKey: () => this.#openSearch(),
+      highWaterBytes: _testParam("highwater"),
       onSearchResults: (index, count) => {
         $("search-count").textContent = count === 0
           ? "No matches"
@@ -158,6 +159,7 @@ class App {
           state: t.state,
           exit: t.exit,
           active: t === active(),
+          catchUps: t.catchUps,
         })),
       mode: () => this.#mode,
       fingerprint: () => this.#fingerprint,
@@ -584,6 +586,13 @@ class App {
     button.textContent = text;
     setTimeout(() => (button.textContent = original), 1500);
   }
+}
+
+/** A number from the page's query, honoured only on a test page (`?test`). */
+function _testParam(name: string): number | undefined {
+  const query = new URLSearchParams(location.search);
+  const value = Number(query.get(name));
+  return query.has("test") && Number.isSafeInteger(value) && value > 0 ? value : undefined;
 }
 
 /** The first index of `needle` in `haystack` at or after `from`, or -1. */

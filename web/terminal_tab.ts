@@ -58,6 +58,8 @@ export interface TerminalTabHooks {
   repaint(tab: TerminalTab): void;
   /** Search results changed (index is -1 past the highlight limit). */
   onSearchResults(tab: TerminalTab, index: number, count: number): void;
+  /** Tests only: another {@linkcode OUTPUT_HIGH_WATER_BYTES}. */
+  highWaterBytes?: number;
 }
 
 /** A terminal tab's xterm.js and the bridge's terminal behind it. */
@@ -74,6 +76,8 @@ export class TerminalTab {
   failure?: string;
   /** When output last came (performance.now()). */
   lastOutputAt = 0;
+  /** How often drawing fell {@linkcode OUTPUT_HIGH_WATER_BYTES} behind and asked for a fresh snapshot. */
+  catchUps = 0;
   #hooks: TerminalTabHooks;
   #fit = new FitAddon();
   #search = new SearchAddon({ highlightLimit: 1000 });
@@ -280,9 +284,10 @@ export class TerminalTab {
   #output(bytes: Uint8Array): void {
     this.lastOutputAt = performance.now();
     if (this.#dropping) return;
-    if (this.#pending > OUTPUT_HIGH_WATER_BYTES) {
+    if (this.#pending > (this.#hooks.highWaterBytes ?? OUTPUT_HIGH_WATER_BYTES)) {
       // Too far behind to draw it all: skip to a fresh snapshot once xterm has caught up.
       this.#dropping = true;
+      this.catchUps++;
       this.term.write("", () => this.#hooks.repaint(this));
       return;
     }

@@ -35,6 +35,8 @@ export interface TerminalTabsOptions {
   onSearchKey(): void;
   /** The active tab's search results changed. */
   onSearchResults(index: number, count: number): void;
+  /** Tests only: how far drawing may fall behind before it skips to a fresh snapshot. */
+  highWaterBytes?: number;
 }
 
 /** The tabs and their terminals. */
@@ -159,6 +161,7 @@ export class TerminalTabs {
       onSearchResults: (t, index, count) => {
         if (t === this.#active) this.#opts.onSearchResults(index, count);
       },
+      highWaterBytes: this.#opts.highWaterBytes,
     });
     this.#labels.set(tab, number);
     panel.id = `terminal-pane-${number}`;
