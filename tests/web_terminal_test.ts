@@ -372,6 +372,29 @@ Deno.test({
         },
       });
 
+      await t.step("a link in the output opens in a new browser tab when clicked", async () => {
+        await page.click(".tab:nth-child(1) .tab-main");
+        const target = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response("ok"));
+        try {
+          const url = `http://127.0.0.1:${target.addr.port}/coder1-link-${unique()}`;
+          await typeLine(page, `printf '%s\\n' '${url}'`);
+          await waitForTerminal(page, new RegExp(`^${url}$`, "m"), { screen: true });
+          const row = page.locator(".terminal-pane.active .xterm-rows > div", { hasText: url }).last();
+          const box = (await row.boundingBox())!;
+          const popup = f.context!.waitForEvent("page", { timeout: 10_000 });
+          await page.mouse.move(box.x + 30, box.y + box.height / 2);
+          await page.mouse.move(box.x + 40, box.y + box.height / 2);
+          await page.mouse.click(box.x + 40, box.y + box.height / 2);
+          const opened = await popup;
+          await opened.waitForURL(url);
+          assert.equal(await opened.textContent("body"), "ok");
+          await opened.close();
+        } finally {
+          await target.shutdown();
+        }
+        await prompt(page);
+      });
+
       await t.step("search: Ctrl-Shift-F finds text in the scrollback", async () => {
         await page.click(".tab:nth-child(1) .tab-main");
         await page.locator(".terminal-pane.active .xterm").click();
