@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { type Coder1Process, haveProgram, makeTestDirs, startBridgeProcess, startRelayProcess } from "./helpers.ts";
-import { ARTIFACTS, indicator, launchChromium, shot, waitForTerminal } from "./web_browser.ts";
+import { indicator, launchChromium, shot, waitForTerminal } from "./web_browser.ts";
 
 const HAVE_CHROMIUM = haveProgram("chromium", "web IDE tests in Chromium");
 
@@ -28,7 +28,6 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
-    await Deno.remove(ARTIFACTS, { recursive: true }).catch(() => {});
     const dirs = await makeTestDirs();
     const work = `${dirs.root}/work`;
     await Deno.mkdir(work);
