@@ -1,60 +1,19 @@
 /**
  * The web IDE in a real browser: Playwright (playwright-core) drives Debian's
  * Chromium against a real relay process and a real bridge process. Pairing,
- * the SAS, approval, commands, Ctrl-C, reload without pairing, forgetting the
- * bridge, the crypto vectors in the page, and a foreign origin's attempt to
- * open the IDE socket. Screenshots of the main states go to artifacts/web/
- * (ignored by git).
+ * the SAS, approval, a bridge started with --no-terminal (the page says so
+ * and falls back to the one-shot command runner: commands, Ctrl-C, history),
+ * reload without pairing, forgetting the bridge, the crypto vectors in the
+ * page, and a foreign origin's attempt to open the IDE socket. The terminal
+ * tabs are tests/web_terminal_test.ts's. Screenshots of the main states go to
+ * artifacts/web/ (ignored by git).
  */
 import assert from "node:assert/strict";
-import { type Browser, chromium, type Page } from "playwright-core";
-import {
-  type Coder1Process,
-  haveProgram,
-  makeTestDirs,
-  ROOT,
-  startBridgeProcess,
-  startRelayProcess,
-} from "./helpers.ts";
+import type { Browser, Page } from "playwright-core";
+import { type Coder1Process, haveProgram, makeTestDirs, startBridgeProcess, startRelayProcess } from "./helpers.ts";
+import { indicator, launchChromium, shot, waitForTerminal } from "./web_browser.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const HAVE_CHROMIUM = haveProgram("chromium", "web IDE tests in Chromium");
-const ARTIFACTS = `${ROOT}/artifacts/web`;
-
-/** Flags that keep Chromium off the network and working as root in a container. */
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-default-apps",
-  "--disable-extensions",
-  "--metrics-recording-only",
-  "--no-default-browser-check",
-];
-
-async function shot(page: Page, name: string): Promise<void> {
-  await Deno.mkdir(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: `${ARTIFACTS}/${name}.png` });
-}
-
-async function terminalText(page: Page): Promise<string> {
-  return await page.evaluate(() =>
-    (globalThis as unknown as { coder1: { terminalText(): string } }).coder1.terminalText()
-  );
-}
-
-async function waitForTerminal(page: Page, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (pattern.test(await terminalText(page))) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`terminal never showed ${pattern}:\n${await terminalText(page)}`);
-}
 
 async function typeCommand(page: Page, command: string): Promise<void> {
   await page.click("#terminal");
@@ -62,17 +21,13 @@ async function typeCommand(page: Page, command: string): Promise<void> {
   await page.keyboard.press("Enter");
 }
 
-async function indicator(page: Page, state: string, timeoutMs = 20_000): Promise<void> {
-  await page.waitForSelector(`#bridge-indicator[data-state="${state}"]`, { timeout: timeoutMs });
-}
-
 Deno.test({
-  name: "web IDE in Chromium: pair with the SAS, run commands, Ctrl-C, reload without pairing, forget",
+  name:
+    "web IDE in Chromium: pair with the SAS; a --no-terminal bridge: the page says so, commands, Ctrl-C; reload without pairing, forget",
   ignore: !HAVE_CHROMIUM,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
-    await Deno.remove(ARTIFACTS, { recursive: true }).catch(() => {});
     const dirs = await makeTestDirs();
     const work = `${dirs.root}/work`;
     await Deno.mkdir(work);
@@ -82,7 +37,7 @@ Deno.test({
     let bridge: Coder1Process | undefined;
     const problems: string[] = [];
     try {
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      browser = await launchChromium();
       const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
       const page = await context.newPage();
       page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
@@ -96,7 +51,8 @@ Deno.test({
         assert.equal(headers["x-content-type-options"], "nosniff");
         assert.equal(headers["x-frame-options"], "DENY");
         await indicator(page, "disconnected");
-        await page.waitForSelector(".xterm");
+        await page.waitForSelector("#terminals-empty:text-matches('^Connect a bridge')");
+        assert.match((await page.textContent("#ide-fingerprint"))!, /^([0-9a-f]{4} ){7}[0-9a-f]{4}$/);
         await shot(page, "01-start");
       });
 
@@ -122,7 +78,10 @@ Deno.test({
       });
 
       await t.step("the SAS on the page equals the bridge's; approving connects", async () => {
-        bridge = startBridgeProcess(dirs, relay.url, { code, args: ["--cwd", work, "--name", "web-test-box"] });
+        bridge = startBridgeProcess(dirs, relay.url, {
+          code,
+          args: ["--cwd", work, "--name", "web-test-box", "--no-terminal"],
+        });
         await page.waitForSelector("#approve-dialog[open]", { timeout: 20_000 });
         const pageSas = (await page.textContent("#sas"))!;
         const bridgeSas = (await bridge.stdout.waitFor(/Check that the IDE shows: (\d{3} \d{3})/))[1];
@@ -135,6 +94,13 @@ Deno.test({
         await page.click("#approve");
         await indicator(page, "connected");
         assert.equal(await page.isVisible("#approve-dialog"), false);
+      });
+
+      await t.step("the page says terminals are turned off and offers the one-shot runner", async () => {
+        await page.waitForSelector("#terminal-notice:not([hidden])");
+        assert.match((await page.textContent("#terminal-notice"))!, /--no-terminal: terminals are turned off/);
+        assert.equal(await page.isVisible("#workspace"), false);
+        await page.waitForSelector("#runner #terminal .xterm");
       });
 
       await t.step("commands run: output, stderr, exit status", async () => {
@@ -151,7 +117,7 @@ Deno.test({
         await typeCommand(page, "sleep 30");
         await new Promise((r) => setTimeout(r, 500));
         await page.keyboard.press("Control+C");
-        await waitForTerminal(page, /\[killed by SIGINT · \d+ ms\]/, 10_000);
+        await waitForTerminal(page, /\[killed by SIGINT · \d+ ms\]/, { timeoutMs: 10_000 });
         assert.ok(Date.now() - started < 10_000);
         await shot(page, "04-terminal");
       });
@@ -168,6 +134,7 @@ Deno.test({
         await page.reload();
         await indicator(page, "connected");
         assert.equal(await page.isVisible("#approve-dialog"), false);
+        await page.waitForSelector("#terminal-notice:not([hidden])");
         await typeCommand(page, "echo after-reload");
         await waitForTerminal(page, /after-reload\n\[exit 0/);
         assert.equal(bridge!.stdout.text.match(/Check that the IDE shows/g)?.length, 1);

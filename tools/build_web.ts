@@ -14,7 +14,6 @@
  */
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const OUT = `${ROOT}/relay/web_assets.ts`;
-const XTERM_VERSION = "5.5.0";
 
 /** Bundles one browser entry point and returns the JavaScript. */
 async function bundle(entry: string): Promise<string> {
@@ -29,12 +28,21 @@ async function bundle(entry: string): Promise<string> {
   return new TextDecoder().decode(result.stdout);
 }
 
+/** The @xterm/xterm version deno.json pins (the stylesheet must be that version's). */
+async function xtermVersion(): Promise<string> {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
+  const m = /^npm:@xterm\/xterm@(\d+\.\d+\.\d+)$/.exec(config.imports?.["@xterm/xterm"] ?? "");
+  if (!m) throw new Error("Cannot build the web IDE: deno.json must pin @xterm/xterm to an exact version");
+  return m[1];
+}
+
 /** xterm's stylesheet from Deno's npm cache (the bundle step has fetched the package). */
 async function xtermCss(): Promise<string> {
+  const version = await xtermVersion();
   const info = JSON.parse(
     new TextDecoder().decode((await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).output()).stdout),
   );
-  return await Deno.readTextFile(`${info.npmCache}/registry.npmjs.org/@xterm/xterm/${XTERM_VERSION}/css/xterm.css`);
+  return await Deno.readTextFile(`${info.npmCache}/registry.npmjs.org/@xterm/xterm/${version}/css/xterm.css`);
 }
 
 async function sha256(text: string): Promise<string> {

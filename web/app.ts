@@ -1,18 +1,23 @@
 /// <reference lib="dom" />
 /**
  * The web IDE page: pairing (code, countdown, copyable command, new code),
- * approval (name, OS, version, SAS), the terminal, forgetting the bridge,
- * and reconnecting by itself. It talks to the relay only through the shared
- * IDE client (shared/ide_client.ts), which seals every command byte end to
- * end with the identity key kept in IndexedDB (web/browser_store.ts).
+ * approval (name, OS, version, SAS), terminal tabs (web/terminal_tabs.ts) or,
+ * for a bridge without terminals, the one-shot command runner
+ * (web/command_view.ts), the page's own identity-key fingerprint, forgetting
+ * the bridge, and reconnecting by itself. It talks to the relay only through
+ * the shared IDE client (shared/ide_client.ts), which seals every byte typed
+ * and shown end to end with the identity key kept in IndexedDB
+ * (web/browser_store.ts).
  *
  * @module
  */
 import { backoffDelay } from "../shared/backoff.ts";
+import { fingerprint, rawPublicKey } from "../shared/e2e_crypto.ts";
 import { type ApprovalRequest, type E2eState, IdeClient, IdeClientError } from "../shared/ide_client.ts";
 import { CODE_TTL_MS } from "../shared/protocol.ts";
 import { IndexedDbPinStore, loadIdentity } from "./browser_store.ts";
-import { TerminalView } from "./terminal_view.ts";
+import { CommandView } from "./command_view.ts";
+import { TerminalTabs } from "./terminal_tabs.ts";
 
 /** The indicator's states. */
 type Indicator = "disconnected" | "waiting" | "approve" | "connected" | "reconnecting";
@@ -29,11 +34,28 @@ const RECONNECT_BASE_MS = 500;
 /** ... and its cap (the page retries sooner than the bridge, whose cap is 30 s). */
 const RECONNECT_MAX_MS = 10_000;
 
+/** What the main area shows: nothing yet, terminal tabs, or the one-shot runner. */
+type Mode = "none" | "terminals" | "runner";
+
+/** Why the runner stands in for terminals, by the bridge's `terminals` in `e2e.info`. */
+const NO_TERMINALS: Record<string, string> = {
+  disabled: "This bridge runs with --no-terminal: terminals are turned off. " +
+    "Commands run one at a time below, without a terminal (no vim, top or other interactive programs).",
+  "unsupported-os": "This bridge's OS has no terminals in coder1 yet (Windows, for now). " +
+    "Commands run one at a time below, without a terminal.",
+  unknown: "This bridge predates terminals: update coder1 on that machine for terminals. " +
+    "Commands run one at a time below, without a terminal.",
+};
+
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
 class App {
   #ide: IdeClient;
-  #terminal: TerminalView;
+  #tabs: TerminalTabs;
+  #runner?: CommandView;
+  #mode: Mode = "none";
+  #syncing = false;
+  #restored = false;
   #pairing = false;
   #countdown?: ReturnType<typeof setInterval>;
   #retryTimer?: ReturnType<typeof setInterval>;
@@ -41,14 +63,29 @@ class App {
   #socketUp = false;
   #running?: ReturnType<IdeClient["run"]>;
   #approval?: ApprovalRequest;
+  #closeAnswer?: (close: boolean) => void;
+  #fingerprint = "";
+  /** The latest session check (ensureSession), which a pairing code needs first. */
+  #session?: Promise<unknown>;
 
   constructor(identity: CryptoKeyPair) {
     this.#ide = new IdeClient({ identity, pins: new IndexedDbPinStore() });
-    this.#terminal = new TerminalView($("terminal"), {
-      onCommand: (line) => this.#run(line),
-      onStdin: (text) => this.#running?.write(text),
-      onEof: () => this.#running?.closeStdin(),
-      onInterrupt: () => this.#running?.signal("SIGINT"),
+    this.#tabs = new TerminalTabs({
+      tablist: $("tabs"),
+      panels: $("terminals"),
+      open: (size) => this.#ide.openTerminal(size),
+      attach: (id, size) => this.#ide.attachTerminal(id, size),
+      confirmClose: (label) => this.#confirmClose(label),
+      onChange: () => this.#drawWorkspace(),
+      onSearchKey: () => this.#openSearch(),
+      highWaterBytes: _testParam("highwater"),
+      onSearchResults: (index, count) => {
+        $("search-count").textContent = count === 0
+          ? "No matches"
+          : index < 0
+          ? `${count}+ matches`
+          : `${index + 1} of ${count}`;
+      },
     });
     this.#ide.onStateChange((state, detail) => this.#onState(state, detail));
     this.#ide.onApprovalRequest((request) => this.#showApproval(request));
@@ -63,27 +100,108 @@ class App {
     $("forget-bridge").addEventListener("click", () => this.#forget());
     $("approve").addEventListener("click", () => this.#decide(true));
     $("reject").addEventListener("click", () => this.#decide(false));
+    $("new-terminal").addEventListener("click", () => this.#openTerminal());
     $("clear-terminal").addEventListener("click", () => {
-      this.#terminal.clear();
-      this.#terminal.focus();
+      this.#runner?.clear();
+      this.#runner?.focus();
     });
     $("copy-selection").addEventListener("click", async () => {
-      const copied = await this.#terminal.copySelection().catch(() => false);
+      const copied = await this.#runner?.copySelection().catch(() => false);
       this.#flash("copy-selection", copied ? "Copied" : "Nothing selected");
     });
+    this.#wireSearch();
+    this.#wireCloseDialog();
     // Escape on the approval dialog would close it undecided: keep it open.
     $<HTMLDialogElement>("approve-dialog").addEventListener("cancel", (e) => e.preventDefault());
     $("bridge-command").textContent = `coder1 bridge start --relay ${location.origin}`;
-    this.#terminal.info("coder1 web IDE. Connect a bridge to run commands on your machine.");
     this.#setIndicator("disconnected");
+    this.#drawWorkspace();
+    void this.#showFingerprint(identity);
   }
 
   /** Test hooks: read-only views of what the page shows. */
   debug() {
+    const active = () => this.#tabs.active;
     return {
-      terminalText: () => this.#terminal.text(),
+      /** The text of what the main area shows: the active terminal, or the runner. */
+      terminalText: () => (this.#mode === "runner" ? this.#runner?.text() : active()?.text()) ?? "",
+      /** The active terminal's visible screen, row by row. */
+      screenText: () => active()?.screen() ?? "",
+      /** The active terminal's cursor line, left of the cursor (a prompt ends in "$ " or "# "). */
+      cursorLine: () => {
+        const buffer = active()?.term.buffer.active;
+        return buffer?.getLine(buffer.baseY + buffer.cursorY)?.translateToString(false, 0, buffer.cursorX) ?? "";
+      },
+      /**
+       * The cell column just after the first `text` on the active terminal's
+       * screen or scrollback (wide characters take two cells), or -1.
+       */
+      columnAfter: (text: string) => {
+        const buffer = active()?.term.buffer.active;
+        for (let y = 0; buffer && y < buffer.length; y++) {
+          const line = buffer.getLine(y);
+          let seen = "";
+          for (let x = 0; line && x < line.length; x++) {
+            seen += line.getCell(x)?.getChars() ?? "";
+            if (seen.endsWith(text)) return x + 1;
+          }
+        }
+        return -1;
+      },
+      /** Whether the active terminal shows a full-screen program's alternate screen. */
+      alternateScreen: () => active()?.term.buffer.active.type === "alternate",
+      /** The active terminal's size. */
+      size: () => ({ cols: active()?.term.cols ?? 0, rows: active()?.term.rows ?? 0 }),
+      tabs: () =>
+        this.#tabs.tabs.map((t) => ({
+          id: t.id,
+          label: this.#tabs.label(t),
+          state: t.state,
+          exit: t.exit,
+          active: t === active(),
+          catchUps: t.catchUps,
+        })),
+      mode: () => this.#mode,
+      fingerprint: () => this.#fingerprint,
       state: () => this.#ide.state,
       sas: () => this.#approval?.sas,
+    };
+  }
+
+  /**
+   * Test-only hooks (the page loaded with `?test`): record what the active
+   * terminal receives, byte for byte, and hash a stretch of it.
+   */
+  testHooks() {
+    let chunks: Uint8Array[] = [];
+    let off: (() => void) | undefined;
+    return {
+      /** Starts recording the active terminal's output (from the RemoteTerminal, before drawing). */
+      record: () => {
+        off?.();
+        chunks = [];
+        off = this.#tabs.active?.remote?.onData((bytes) => chunks.push(bytes));
+        return off !== undefined;
+      },
+      /** Bytes recorded so far. */
+      recorded: () => chunks.reduce((n, c) => n + c.byteLength, 0),
+      /**
+       * The SHA-256 (hex) and length of what came between the first `begin`
+       * and the next `end` after it, or undefined while `end` has not come.
+       */
+      digestBetween: async (begin: string, end: string) => {
+        const all = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+        let at = 0;
+        for (const c of chunks) all.set(c, (at += c.byteLength) - c.byteLength);
+        const enc = new TextEncoder();
+        const b = _indexOf(all, enc.encode(begin), 0);
+        if (b < 0) return undefined;
+        const from = b + enc.encode(begin).byteLength;
+        const e = _indexOf(all, enc.encode(end), from);
+        if (e < 0) return undefined;
+        const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", all.subarray(from, e)));
+        return { bytes: e - from, sha256: [...hash].map((x) => x.toString(16).padStart(2, "0")).join("") };
+      },
     };
   }
 
@@ -93,11 +211,13 @@ class App {
 
   async #connect(): Promise<void> {
     try {
-      await this.#ide.ensureSession();
+      this.#session = this.#ide.ensureSession();
+      await this.#session;
       await this.#ide.connect();
       this.#socketUp = true;
       this.#reconnects = 0;
       if (this.#ide.state === "disconnected" && !this.#pairing) this.#setIndicator("disconnected");
+      this.#drawWorkspace();
     } catch {
       this.#onSocketLost();
     }
@@ -107,6 +227,7 @@ class App {
     if (!this.#socketUp && this.#reconnects > 0 && this.#retryTimer !== undefined) return;
     this.#socketUp = false;
     this.#setIndicator("reconnecting");
+    this.#drawWorkspace();
     const delay = backoffDelay(this.#reconnects++, { baseMs: RECONNECT_BASE_MS, maxMs: RECONNECT_MAX_MS });
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => {
@@ -123,8 +244,8 @@ class App {
         this.#closeApproval();
         this.#stopPairing();
         this.#setIndicator("connected");
-        this.#terminal.info(`Connected to ${this.#ide.bridgeInfo?.name ?? "the bridge"} (end-to-end encrypted).`);
-        this.#terminal.focus();
+        this.#info(`Connected to ${this.#ide.bridgeInfo?.name ?? "the bridge"} (end-to-end encrypted).`);
+        this.#showMode();
         break;
       case "approval":
       case "confirming":
@@ -140,7 +261,7 @@ class App {
       case "rejected":
         this.#closeApproval();
         this.#setIndicator("disconnected");
-        if (detail) this.#terminal.info(`Bridge not used: ${detail}`);
+        if (detail) this.#info(`Bridge not used: ${detail}`);
         break;
       case "disconnected":
         this.#closeApproval();
@@ -149,6 +270,7 @@ class App {
         if (this.#running) this.#running = undefined;
         break;
     }
+    this.#drawWorkspace();
   }
 
   #setIndicator(state: Indicator): void {
@@ -176,6 +298,8 @@ class App {
     const button = $<HTMLButtonElement>("new-code");
     error.textContent = "";
     try {
+      // A click right after the page loaded waits for its session (the code is bound to it).
+      await this.#session?.catch(() => {});
       const { code, expiresAt } = await this.#ide.requestPairingCode();
       $("pairing-code").textContent = `${code.slice(0, 3)} ${code.slice(3)}`;
       $("pairing-code").dataset.code = code;
@@ -228,7 +352,7 @@ class App {
       else {
         await request.reject();
         this.#closeApproval();
-        this.#terminal.info("Rejected the bridge; its token is revoked.");
+        this.#info("Rejected the bridge; its token is revoked.");
       }
     } catch (e) {
       $("approve-status").textContent = (e as Error).message;
@@ -244,22 +368,26 @@ class App {
   async #forget(): Promise<void> {
     try {
       await this.#ide.revokeBridge();
-      this.#terminal.info("Forgot the bridge: its token is revoked. Connect a bridge to pair again.");
+      this.#tabs.clear();
+      this.#restored = false;
+      this.#setMode("none");
+      this.#info("Forgot the bridge: its token is revoked. Connect a bridge to pair again.");
     } catch (e) {
-      this.#terminal.info(`Cannot forget the bridge: ${(e as Error).message}`);
+      this.#info(`Cannot forget the bridge: ${(e as Error).message}`);
     }
   }
 
   #run(line: string): void {
+    const runner = this.#runner!;
     if (this.#ide.state !== "ready") {
-      this.#terminal.output(new TextEncoder().encode("No approved bridge is connected.\n"), "err");
-      this.#terminal.finished("not run", true);
+      runner.output(new TextEncoder().encode("No approved bridge is connected.\n"), "err");
+      runner.finished("not run", true);
       return;
     }
     const started = performance.now();
     const cmd = this.#ide.run(line, {
-      onStdout: (b) => this.#terminal.output(b, "out"),
-      onStderr: (b) => this.#terminal.output(b, "err"),
+      onStdout: (b) => runner.output(b, "out"),
+      onStderr: (b) => runner.output(b, "err"),
       // The command keeps running on the bridge; its output resumes without loss.
       onSuspended: () => this.#notice("[bridge unreachable; waiting for it, output will resume]"),
       onResumed: () => this.#notice("[bridge back; resuming output]"),
@@ -267,9 +395,9 @@ class App {
     this.#running = cmd;
     cmd.exited.then((r) => {
       const status = r.signal ? `killed by ${r.signal}` : `exit ${r.code}`;
-      this.#terminal.finished(`${status} · ${r.durationMs} ms`, r.code !== 0);
+      runner.finished(`${status} · ${r.durationMs} ms`, r.code !== 0);
     }, (e: Error) => {
-      this.#terminal.finished(`not finished: ${e.message} · ${Math.round(performance.now() - started)} ms`, true);
+      runner.finished(`not finished: ${e.message} · ${Math.round(performance.now() - started)} ms`, true);
     }).finally(() => {
       if (this.#running === cmd) this.#running = undefined;
     });
@@ -277,7 +405,169 @@ class App {
 
   /** A line of information between a running command's output lines. */
   #notice(text: string): void {
-    this.#terminal.output(new TextEncoder().encode(`\r\n${text}\r\n`), "out");
+    this.#runner?.output(new TextEncoder().encode(`\r\n${text}\r\n`), "out");
+  }
+
+  /** A line of information for the user (the runner prints it too). */
+  #info(text: string): void {
+    $("message").textContent = text;
+    if (this.#mode === "runner") this.#runner?.info(text);
+  }
+
+  /** The bridge is ready: terminals if it runs them, the one-shot runner if not. */
+  #showMode(): void {
+    const support = this.#ide.terminalSupport;
+    if (support === "available") {
+      this.#setMode("terminals");
+      void this.#syncTerminals();
+      return;
+    }
+    // Terminals of an earlier bridge run are gone with it.
+    this.#tabs.clear();
+    this.#setMode("runner", NO_TERMINALS[support ?? "unknown"] ?? NO_TERMINALS.unknown);
+    this.#runner?.focus();
+  }
+
+  #setMode(mode: Mode, notice?: string): void {
+    this.#mode = mode;
+    $("terminal-notice").hidden = !notice;
+    $("terminal-notice").textContent = notice ?? "";
+    $("workspace").hidden = mode === "runner";
+    $("runner").hidden = mode !== "runner";
+    if (mode === "runner" && !this.#runner) {
+      // Made once it is shown: xterm.js measures its element when it opens.
+      this.#runner = new CommandView($("terminal"), {
+        onCommand: (line) => this.#run(line),
+        onStdin: (text) => this.#running?.write(text),
+        onEof: () => this.#running?.closeStdin(),
+        onInterrupt: () => this.#running?.signal("SIGINT"),
+      });
+      this.#runner.info("Connected. Commands run one at a time on the bridge.");
+    }
+    this.#drawWorkspace();
+  }
+
+  /**
+   * Brings the bridge's terminals back as tabs (after a reload, or after the
+   * bridge was away); on the page's first visit to a bridge without any,
+   * opens one.
+   */
+  async #syncTerminals(): Promise<void> {
+    if (this.#syncing) return;
+    this.#syncing = true;
+    try {
+      const list = await this.#ide.listTerminals();
+      this.#tabs.restore(list);
+      if (!this.#restored && this.#tabs.tabs.length === 0) this.#tabs.openNew();
+      this.#restored = true;
+    } catch (e) {
+      this.#info(`Cannot list the bridge's terminals: ${(e as Error).message}`);
+    } finally {
+      this.#syncing = false;
+    }
+  }
+
+  #openTerminal(): void {
+    if (this.#ide.state !== "ready" || this.#mode !== "terminals") return;
+    try {
+      this.#tabs.openNew();
+    } catch (e) {
+      this.#info(`Cannot open a terminal: ${(e as Error).message}`);
+    }
+  }
+
+  /** The tab strip's buttons and the empty area's words follow the connection and the tabs. */
+  #drawWorkspace(): void {
+    const ready = this.#ide.state === "ready";
+    const terminals = this.#mode === "terminals";
+    $<HTMLButtonElement>("new-terminal").disabled = !(ready && terminals);
+    $<HTMLButtonElement>("search-toggle").disabled = this.#tabs.tabs.length === 0;
+    $("workspace").classList.toggle("offline", !ready);
+    const empty = $("terminals-empty");
+    empty.hidden = this.#tabs.tabs.length > 0;
+    empty.textContent = ready && terminals
+      ? "No terminal open. New terminal (+) opens one."
+      : this.#ide.state === "disconnected" && !this.#socketUp
+      ? "Reaching the relay…"
+      : "Connect a bridge to open terminals on your machine. A paired bridge comes back by itself.";
+    if (this.#tabs.tabs.length === 0 && !$("search-bar").hidden) this.#closeSearch();
+  }
+
+  async #showFingerprint(identity: CryptoKeyPair): Promise<void> {
+    this.#fingerprint = await fingerprint(await rawPublicKey(identity.publicKey));
+    $("ide-fingerprint").textContent = this.#fingerprint;
+  }
+
+  #wireSearch(): void {
+    const input = $<HTMLInputElement>("search-input");
+    const find = (backwards: boolean) => this.#tabs.active?.find(input.value, backwards);
+    $("search-toggle").addEventListener("click", () => this.#openSearch());
+    $("search-bar").addEventListener("submit", (e) => {
+      e.preventDefault();
+      find(false);
+    });
+    $("search-prev").addEventListener("click", () => find(true));
+    $("search-close").addEventListener("click", () => this.#closeSearch());
+    input.addEventListener("input", () => {
+      if (!input.value) $("search-count").textContent = "";
+      find(false);
+    });
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        this.#closeSearch();
+      } else if (e.key === "Enter" && e.shiftKey) {
+        e.preventDefault();
+        find(true);
+      }
+    });
+    // Ctrl-Shift-F from anywhere on the page (inside a terminal, the tab handles it).
+    document.addEventListener("keydown", (e) => {
+      if (e.ctrlKey && e.shiftKey && e.code === "KeyF" && this.#mode === "terminals") {
+        e.preventDefault();
+        this.#openSearch();
+      }
+    });
+  }
+
+  #openSearch(): void {
+    if (!this.#tabs.active) return;
+    $("search-bar").hidden = false;
+    const input = $<HTMLInputElement>("search-input");
+    input.focus();
+    input.select();
+    if (input.value) this.#tabs.active.find(input.value);
+  }
+
+  #closeSearch(): void {
+    $("search-bar").hidden = true;
+    $("search-count").textContent = "";
+    for (const tab of this.#tabs.tabs) tab.clearSearch();
+    this.#tabs.active?.focus();
+  }
+
+  #wireCloseDialog(): void {
+    const dialog = $<HTMLDialogElement>("close-dialog");
+    const answer = (close: boolean) => {
+      this.#closeAnswer?.(close);
+      this.#closeAnswer = undefined;
+      if (dialog.open) dialog.close();
+    };
+    $("close-confirm").addEventListener("click", () => answer(true));
+    $("close-cancel").addEventListener("click", () => answer(false));
+    dialog.addEventListener("close", () => answer(false));
+  }
+
+  /** Asks whether to hang up a terminal that is running something. */
+  #confirmClose(label: string): Promise<boolean> {
+    this.#closeAnswer?.(false);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#closeAnswer = resolve;
+    $("close-name").textContent = `“${label}”`;
+    const dialog = $<HTMLDialogElement>("close-dialog");
+    if (!dialog.open) dialog.showModal();
+    $("close-cancel").focus();
+    return promise;
   }
 
   async #copy(text: string, buttonId: string): Promise<void> {
@@ -298,6 +588,30 @@ class App {
   }
 }
 
+/** A number from the page's query, honoured only on a test page (`?test`). */
+function _testParam(name: string): number | undefined {
+  const query = new URLSearchParams(location.search);
+  const value = Number(query.get(name));
+  return query.has("test") && Number.isSafeInteger(value) && value > 0 ? value : undefined;
+}
+
+/** The first index of `needle` in `haystack` at or after `from`, or -1. */
+function _indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
+  const first = needle[0];
+  for (
+    let i = haystack.indexOf(first, from);
+    i >= 0 && i + needle.length <= haystack.length;
+    i = haystack.indexOf(first, i + 1)
+  ) {
+    let j = 1;
+    while (j < needle.length && haystack[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
+  }
+  return -1;
+}
+
 const app = new App(await loadIdentity());
-(globalThis as unknown as { coder1: ReturnType<App["debug"]> }).coder1 = app.debug();
+const hooks: Record<string, unknown> = app.debug();
+if (new URLSearchParams(location.search).has("test")) Object.assign(hooks, app.testHooks());
+(globalThis as unknown as { coder1: unknown }).coder1 = hooks;
 await app.start();

@@ -1,18 +1,22 @@
 /// <reference lib="dom" />
 /**
- * The terminal: xterm.js with a small line editor in front of it. Typing
- * edits a line; Enter runs it as a command (or, while a command runs, sends
+ * The one-shot command runner, for a bridge without terminals (started with
+ * `--no-terminal`, or on an OS coder1 has no pseudo-terminals for): xterm.js
+ * with a small line editor in front of it. Typing edits a line; Enter runs it
+ * as a command through the bridge's `sh -c` (or, while a command runs, sends
  * the line to its stdin); Ctrl-C interrupts the running command; Ctrl-D ends
  * its input; up and down walk the history; Ctrl-L clears. Output is written
  * as it arrives, stderr tinted, and every command ends with its exit status.
+ * No program sees a terminal here: interactive programs need the terminal
+ * tabs (web/terminal_tabs.ts).
  *
  * @module
  */
 import { FitAddon } from "@xterm/addon-fit";
 import { Terminal } from "@xterm/xterm";
 
-/** What the terminal asks of the page. */
-export interface TerminalCallbacks {
+/** What the runner asks of the page. */
+export interface CommandCallbacks {
   /** Run a command line. */
   onCommand(line: string): void;
   /** Send a line to the running command's stdin. */
@@ -26,10 +30,10 @@ export interface TerminalCallbacks {
 const PROMPT = "\x1b[1;32m$\x1b[0m ";
 const HISTORY_MAX = 200;
 
-/** The terminal and its line editor. */
-export class TerminalView {
+/** The runner's terminal and its line editor. */
+export class CommandView {
   readonly term: Terminal;
-  #callbacks: TerminalCallbacks;
+  #callbacks: CommandCallbacks;
   #line = "";
   #running = false;
   #history: string[] = [];
@@ -40,7 +44,7 @@ export class TerminalView {
    * @param element Where the terminal goes.
    * @param callbacks What Enter, Ctrl-C and Ctrl-D do.
    */
-  constructor(element: HTMLElement, callbacks: TerminalCallbacks) {
+  constructor(element: HTMLElement, callbacks: CommandCallbacks) {
     this.#callbacks = callbacks;
     this.term = new Terminal({
       convertEol: false,
