@@ -22,6 +22,8 @@ import headless from "@xterm/headless";
 // The package's own types pull in the browser terminal's DOM types; these are the parts used here.
 // @ts-types="./xterm_serialize.d.ts"
 import serialize from "@xterm/addon-serialize";
+// @ts-types="./xterm_unicode11.d.ts"
+import unicode11 from "@xterm/addon-unicode11";
 import { bodyBytes, concatBytes } from "../shared/frame_codec.ts";
 import {
   MAX_TERMINAL_TITLE_LENGTH,
@@ -59,6 +61,7 @@ type Op =
 
 const { Terminal } = headless;
 const { SerializeAddon } = serialize;
+const { Unicode11Addon } = unicode11;
 
 /**
  * A terminal's screen, kept by the bridge.
@@ -103,10 +106,20 @@ export class TerminalScreen {
     });
     this.#serializer = new SerializeAddon();
     this.#term.loadAddon(this.#serializer);
+    // The page's terminal counts cells with Unicode 11 widths (emoji and CJK take
+    // two); the bridge's copy must agree, or a repaint shifts every line with one.
+    this.#term.loadAddon(new Unicode11Addon());
+    this.#term.unicode.activeVersion = "11";
     this.#term.onTitleChange((title) => {
       this.#title = title.slice(0, MAX_TERMINAL_TITLE_LENGTH);
       options.onTitle?.(this.#title);
     });
+  }
+
+  /** Where the cursor is, as far as the emulator has got, in cells from the top left (0-based). */
+  get cursor(): { x: number; y: number } {
+    const buffer = this.#term.buffer.active;
+    return { x: buffer.cursorX, y: buffer.cursorY };
   }
 
   /** The title, as far as the emulator has got. */

@@ -102,3 +102,14 @@ Deno.test("TerminalScreen: dispose rejects snapshots still waiting", async () =>
   await assert.rejects(waiting);
   await assert.rejects(screen.snapshot());
 });
+
+Deno.test("TerminalScreen: emoji and CJK take two cells, as in the page's terminal (Unicode 11 widths)", async () => {
+  const screen = new TerminalScreen({ cols: 40, rows: 5 });
+  try {
+    screen.write(enc("日本🚀|"));
+    await screen.snapshot();
+    assert.deepEqual(screen.cursor, { x: 7, y: 0 });
+  } finally {
+    screen.dispose();
+  }
+});
