@@ -309,16 +309,13 @@ export async function measureLink(
     // Item 7: a terminal on the real bridge (keystroke echo, `cat`), against `ssh -tt`.
     const terminal = await measureTerminal(
       ide,
-      sshOk,
-      sshMissing,
       {
         keystrokes: config.keystrokes,
         catBytes: config.terminalBytes,
         catRuns: config.terminalRuns,
         rounds: config.rounds,
       },
-      { relay: relay.child.pid, bridge: bridge.child.pid },
-      log,
+      { ssh: sshOk, sshMissing, pids: { relay: relay.child.pid, bridge: bridge.child.pid }, log },
     );
     rows.push(...terminal.rows);
     Object.assign(sections, terminal.sections);

@@ -58,25 +58,32 @@ const DONE = "DONE";
 const ECHO_COMMAND = `stty raw -echo; printf 'REA''DY'; exec cat`;
 const catCommand = (file: string) => `stty raw -echo; printf 'REA''DY'; read -r _; cat '${file}'; printf 'DO''NE'`;
 
+/** Where {@linkcode measureTerminal} finds its baseline and processes, and where progress goes. */
+export interface TerminalOptions {
+  /** The OpenSSH baseline, if there is one. */
+  ssh?: OpenSsh;
+  /** Why there is none. */
+  sshMissing?: string;
+  /** The relay and bridge processes, for CPU per MiB of the terminal `cat`. */
+  pids: TerminalPids;
+  /** Progress lines. */
+  log: (line: string) => void;
+}
+
 /**
  * Measures item 7 on a paired IDE client whose bridge runs terminals.
  *
  * @param ide A ready IDE client (its bridge runs terminals and takes `term.keys`).
- * @param ssh The OpenSSH baseline, if there is one.
- * @param sshMissing Why there is none.
  * @param config Repetitions.
- * @param pids The relay and bridge processes, for CPU per MiB of the terminal `cat`.
- * @param log Progress lines.
- * @returns Rows, raw figures and notes.
+ * @param options The OpenSSH baseline (or why there is none), the processes to charge, progress.
+ * @returns Rows, raw figures and notes (rows marked skipped when the bridge runs no terminals).
  */
 export async function measureTerminal(
   ide: IdeClient,
-  ssh: OpenSsh | undefined,
-  sshMissing: string | undefined,
   config: TerminalConfig,
-  pids: TerminalPids,
-  log: (line: string) => void,
+  options: TerminalOptions,
 ): Promise<TerminalResults> {
+  const { ssh, sshMissing, pids, log } = options;
   if (ide.terminalSupport !== "available") {
     const skipped = `the bridge runs no terminals here (${ide.terminalSupport ?? "not said"})`;
     const row = (id: string, measure: string): Row => ({
