@@ -12,7 +12,9 @@
  * Items (issue 7): 1 round trip, 2 command latency, 3 throughput (all in
  * bench/measure_link.ts; the relay's CPU floor in bench/measure_forward.ts),
  * 4 scale (bench/measure_scale.ts), 5 pairing (bench/measure_pairing.ts),
- * 6 start-up (bench/measure_startup.ts). OpenSSH
+ * 6 start-up (bench/measure_startup.ts); and of issue 13, 7 a terminal (keystroke
+ * echo with and without keystroke timing obfuscation, `cat` in a terminal;
+ * bench/measure_terminal.ts, in the link section). OpenSSH
  * rows need Debian's openssh-server and openssh-client; without them they are
  * reported as skipped, with the reason.
  *
@@ -45,6 +47,9 @@ export const FULL: BenchConfig = {
     streamBytes: 256 * 2 ** 20,
     streamRuns: 5,
     rounds: 10,
+    keystrokes: 300,
+    terminalBytes: 64 * 2 ** 20,
+    terminalRuns: 3,
   },
   scale: { levels: [1_000, 5_000, 10_000], settleMs: 3_000, heartbeatRounds: 2 },
   pairing: { sequential: 40, concurrent: 60, concurrency: 8 },
@@ -61,6 +66,9 @@ export const QUICK: BenchConfig = {
     streamBytes: 16 * 2 ** 20,
     streamRuns: 1,
     rounds: 2,
+    keystrokes: 20,
+    terminalBytes: 8 * 2 ** 20,
+    terminalRuns: 1,
   },
   scale: { levels: [100, 300], settleMs: 1_000, heartbeatRounds: 0 },
   pairing: { sequential: 4, concurrent: 4, concurrency: 2 },

@@ -1,6 +1,7 @@
 /**
  * Items 1-3 of the bench: what a user feels through relay and bridge, each
- * beside its baseline from the same run.
+ * beside its baseline from the same run (and item 7, a terminal, in
+ * bench/measure_terminal.ts, on the same paired bridge).
  *
  * - Command latency: `true` from the IDE client to its exit status through a
  *   real relay process and a real `coder1 bridge start` process, against
@@ -35,6 +36,7 @@ import {
 } from "../tools/harness.ts";
 import { DirectClient } from "./direct_client.ts";
 import { BareForwarder, type ForwardRun } from "./measure_forward.ts";
+import { measureTerminal } from "./measure_terminal.ts";
 import { OpenSsh } from "./openssh.ts";
 import { cpuMs, cpuMsOf } from "./proc_stats.ts";
 import type { Row } from "./report.ts";
@@ -56,6 +58,12 @@ export interface LinkConfig {
   streamRuns: number;
   /** Rounds the samples are interleaved in. */
   rounds: number;
+  /** Keystrokes per variant for the terminal's echo (item 7, bench/measure_terminal.ts). */
+  keystrokes: number;
+  /** Bytes `cat` writes in a terminal (item 7). */
+  terminalBytes: number;
+  /** Terminal `cat` runs per variant (item 7). */
+  terminalRuns: number;
 }
 
 /** What items 1-3 produced. */
@@ -297,6 +305,21 @@ export async function measureLink(
       target: "none (profile)",
       met: null,
     });
+
+    // Item 7: a terminal on the real bridge (keystroke echo, `cat`), against `ssh -tt`.
+    const terminal = await measureTerminal(
+      ide,
+      {
+        keystrokes: config.keystrokes,
+        catBytes: config.terminalBytes,
+        catRuns: config.terminalRuns,
+        rounds: config.rounds,
+      },
+      { ssh: sshOk, sshMissing, pids: { relay: relay.child.pid, bridge: bridge.child.pid }, log },
+    );
+    rows.push(...terminal.rows);
+    Object.assign(sections, terminal.sections);
+    notes.push(...terminal.notes);
 
     // Item 1: round trip, with the echo bridge in place of the real one.
     await bridge.stop();

@@ -167,6 +167,46 @@ export class OpenSsh {
   }
 
   /**
+   * Starts `command` over the master connection with a remote terminal
+   * (`ssh -tt`), its stdin and stdout piped to the caller: what a user's
+   * interactive `ssh` is, with the bench typing and reading instead of a
+   * local terminal. Kill it when done.
+   *
+   * @param command The remote command line (run by the login shell in the remote terminal).
+   * @param options `obscure`: pass `ObscureKeystrokeTiming=yes|no` (only with an ssh that knows it, OpenSSH 9.5+).
+   * @returns The running `ssh`.
+   */
+  spawnTty(command: string, options: { obscure?: boolean } = {}): Deno.ChildProcess {
+    const obscure = options.obscure === undefined
+      ? []
+      : ["-o", `ObscureKeystrokeTiming=${options.obscure ? "yes" : "no"}`];
+    return new Deno.Command("ssh", {
+      args: [
+        ...this.#args(["-tt", ...obscure, "-o", "ControlMaster=no", "-o", `ControlPath=${this.#dir}/ctl`]),
+        command,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+  }
+
+  /**
+   * Whether this `ssh` has the ObscureKeystrokeTiming option (OpenSSH 9.5
+   * and later; off in the bench's baselines unless asked for).
+   *
+   * @returns True when `ssh -G` accepts the option.
+   */
+  async knowsObscureKeystrokeTiming(): Promise<boolean> {
+    const out = await new Deno.Command("ssh", {
+      args: ["-G", "-o", "ObscureKeystrokeTiming=no", "-p", String(this.port), "127.0.0.1"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  }
+
+  /**
    * The long-lived OpenSSH processes that carry multiplexed sessions: the
    * master `ssh` (the client end, which decrypts and writes to each session's
    * stdout) and sshd with the processes it forked for that connection.

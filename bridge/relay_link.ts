@@ -324,7 +324,8 @@ function _connect(
         gate = new E2eGate({
           ...options.e2e,
           bridgeId: body.bridgeId,
-          info: { ...options.identity, terminals: terminals.support },
+          // termKeys: this bridge takes paced, padded keystrokes (and ignores chaff), terminals or not.
+          info: { ...options.identity, terminals: terminals.support, termKeys: true },
           streams,
           // Stream frames go to whoever runs their kind: terminals or commands.
           deliver: (handle, f) => TERMINAL_TYPES.has(f.t) ? terminals.handle(handle, f) : manager.handle(handle, f),

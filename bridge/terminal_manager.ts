@@ -35,7 +35,7 @@
  * @module
  */
 import { type Clock, systemClock, type Timers } from "../shared/clock.ts";
-import { decodeTermSize } from "../shared/frame_bodies.ts";
+import { decodeTermKeys, decodeTermSize } from "../shared/frame_bodies.ts";
 import { concatBytes } from "../shared/frame_codec.ts";
 import {
   type Frame,
@@ -184,6 +184,16 @@ export class TerminalManager {
   handle(handle: number, frame: Frame): void {
     const id = frame.id;
     if (id === undefined) return; // Nothing to answer to.
+    let keys: Uint8Array | undefined;
+    if (frame.t === FrameType.TermKeys) {
+      try {
+        keys = decodeTermKeys(frame.body, (m) => new Error(m));
+      } catch (error) {
+        return this.#error(handle, id, "bad-request", (error as Error).message);
+      }
+      // Chaff: sent only so that typing has no rhythm. Numbered and acknowledged like any stream frame, and nothing else.
+      if (keys.byteLength === 0) return;
+    }
     if (!this.#opts.spawner) {
       // Terminals are off: every request but a detach (which needs no answer) is told why.
       if (FrameType.TermDetach !== frame.t && IDE_REQUESTS.has(frame.t)) this.#unavailable(handle, id);
@@ -195,10 +205,12 @@ export class TerminalManager {
         return this.#open(handle, id, frame);
       case FrameType.TermAttach:
         return this.#attachFrame(handle, id, t, frame);
-      case FrameType.TermInput: {
+      case FrameType.TermInput:
+      case FrameType.TermKeys: {
         if (!t) return this.#unknown(handle, id);
         if (t.exit) return;
-        const data = frame.body.slice();
+        // Paced keystrokes (term.keys) are input like any other, once unpadded.
+        const data = (keys ?? frame.body).slice();
         // In order, each write after the last: a large paste waits for the program to read.
         t.input = t.input.then(() => t.pty.write(data)).catch(() => {});
         return;

@@ -6,6 +6,7 @@ import {
   decodeTermList,
   decodeTermSnapshot,
   decodeTermTitle,
+  encodeTermKeys,
 } from "../shared/frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "../shared/frame_codec.ts";
 import { FrameType, type FrameTypeName, TERMINAL_LINGER_MS } from "../shared/protocol.ts";
@@ -214,6 +215,38 @@ Deno.test("TerminalManager: term.open starts the login shell in the root with TE
   const frames = [...h.got(1, FrameType.TermSnapshot), ...h.got(1, FrameType.TermOutput)];
   assert.deepEqual(frames.map((f) => f.q), [1, 2]);
   assert.equal(h.manager.support, "available");
+  await h.cleanup();
+});
+
+Deno.test("TerminalManager: term.keys is input once unpadded; chaff does nothing at all, wherever it goes", async () => {
+  const h = setup();
+  h.stream(1);
+  h.request(1, FrameType.TermOpen, "t1", { cols: 80, rows: 24 });
+  await h.until(() => h.got(1, FrameType.TermSnapshot).length === 1, "the first snapshot");
+  h.request(1, FrameType.TermKeys, "t1", encodeTermKeys(enc("l")));
+  h.request(1, FrameType.TermKeys, "t1", encodeTermKeys(new Uint8Array(0))); // Chaff.
+  h.request(1, FrameType.TermInput, "t1", enc("s -la")); // A paste between keystrokes keeps its place.
+  h.request(1, FrameType.TermKeys, "t1", encodeTermKeys(enc("\r")));
+  await h.until(() => h.output(1) === "ls -la\r", "the echo");
+  assert.deepEqual(h.spawner.ptys[0].typed, ["l", "s -la", "\r"], "chaff was never written");
+  const sent = h.got(1, FrameType.TermSnapshot).length + h.got(1, FrameType.TermOutput).length;
+  // Chaff for a terminal the bridge does not have (it ended meanwhile) gets no unknown-terminal error.
+  h.request(1, FrameType.TermKeys, "gone", encodeTermKeys(new Uint8Array(0)));
+  h.request(1, FrameType.TermKeys, "gone", encodeTermKeys(enc("x")));
+  assert.deepEqual(h.got(1, FrameType.TermError).map((f) => [f.id, decodeTermError(f.body).reason]), [
+    ["gone", "unknown-terminal"],
+  ]);
+  // A body whose length runs past its end is a bad request.
+  h.request(1, FrameType.TermKeys, "t1", new Uint8Array([0, 9, 1, 2]));
+  assert.equal(decodeTermError(h.got(1, FrameType.TermError)[1].body).reason, "bad-request");
+  assert.equal(h.got(1, FrameType.TermSnapshot).length + h.got(1, FrameType.TermOutput).length, sent);
+  // With terminals off, chaff is not answered either (keystrokes are, like any request).
+  const off = setup({ spawner: undefined, unavailable: { reason: "disabled", message: "started with --no-terminal" } });
+  off.stream(1);
+  off.request(1, FrameType.TermKeys, "t1", encodeTermKeys(new Uint8Array(0)));
+  assert.equal(off.got(1, FrameType.TermError).length, 0);
+  off.request(1, FrameType.TermKeys, "t1", encodeTermKeys(enc("x")));
+  assert.equal(decodeTermError(off.got(1, FrameType.TermError)[0].body).reason, "disabled");
   await h.cleanup();
 });
 

@@ -32,6 +32,7 @@ import {
   type StreamResumeBody,
   type TermErrorBody,
   type TermExitBody,
+  TERMINAL_KEYS_BODY_BYTES,
   TERMINAL_SNAPSHOT_MAX_BYTES,
   type TerminalInfo,
   type TerminalSupport,
@@ -134,6 +135,7 @@ export function decodeE2eInfo(body: Uint8Array, fail: Fail = badFrame): E2eInfoB
     const known = TERMINAL_SUPPORT.find((v) => v === o.terminals);
     out.terminals = known ?? "unsupported-os";
   }
+  if (o.termKeys === true) out.termKeys = true;
   return out;
 }
 
@@ -232,6 +234,49 @@ export function decodeTermSize(body: Uint8Array, type: string, fail: Fail = badF
     cols: _size(o.cols, 2, MAX_TERMINAL_COLS, `${type} cols`, fail),
     rows: _size(o.rows, 1, MAX_TERMINAL_ROWS, `${type} rows`, fail),
   };
+}
+
+/**
+ * Makes a `term.keys` plaintext body: a u16 length (big-endian), the bytes,
+ * and zeros up to `size`. Empty bytes make chaff.
+ *
+ * @param bytes The input, at most `size - 2` bytes (none for chaff).
+ * @param size The body's length (default {@linkcode TERMINAL_KEYS_BODY_BYTES}).
+ * @returns The padded body.
+ * @throws {RangeError} When the bytes do not fit.
+ *
+ * @example
+ * ```ts
+ * import { decodeTermKeys, encodeTermKeys } from "./frame_bodies.ts";
+ * const body = encodeTermKeys(new TextEncoder().encode("ls"));
+ * console.log(body.byteLength, decodeTermKeys(body).byteLength); // 128 2
+ * ```
+ */
+export function encodeTermKeys(bytes: Uint8Array, size: number = TERMINAL_KEYS_BODY_BYTES): Uint8Array {
+  if (bytes.byteLength > size - 2 || size > 0xffff + 2) {
+    throw new RangeError(`Cannot encode term.keys: ${bytes.byteLength} bytes do not fit in a body of ${size}`);
+  }
+  const body = new Uint8Array(size);
+  body[0] = bytes.byteLength >>> 8;
+  body[1] = bytes.byteLength & 0xff;
+  body.set(bytes, 2);
+  return body;
+}
+
+/**
+ * `term.keys` plaintext (IDE -> bridge): the input it carries, a view into
+ * `body` (empty for chaff). Any body length is taken (a later IDE may pad to
+ * another size); the padding is not read.
+ *
+ * @param body The frame body.
+ * @param fail Makes the error to throw (default: 4400).
+ * @returns The input bytes.
+ */
+export function decodeTermKeys(body: Uint8Array, fail: Fail = badFrame): Uint8Array {
+  if (body.byteLength < 2) throw fail("term.keys body shorter than its length");
+  const length = (body[0] << 8) | body[1];
+  if (length > body.byteLength - 2) throw fail("term.keys length beyond its body");
+  return body.subarray(2, 2 + length);
 }
 
 /** `term.snapshot` plaintext (bridge -> IDE). */

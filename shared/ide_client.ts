@@ -128,6 +128,17 @@ export interface IdeClientOptions {
    * (shared/clock.ts) and fire the timers by advancing it.
    */
   clock?: Clock & Timers;
+  /**
+   * Hide the rhythm of typing from the relay (default true): while the user
+   * types into a terminal, its input leaves at a fixed interval
+   * (`KEYSTROKE_INTERVAL_MS`, 20 ms) in padded frames, with chaff when no key
+   * was typed, for 1 to 3 s after the last keystroke, as OpenSSH's
+   * ObscureKeystrokeTiming does. It costs up to one interval of latency per
+   * keystroke and about 50 small frames a second while typing; it applies with
+   * bridges that take `term.keys` (docs/PROTOCOL.md, "Keystroke timing").
+   * {@linkcode IdeClient.setObscureKeystrokes} changes it later.
+   */
+  obscureKeystrokes?: boolean;
 }
 
 /**
@@ -196,7 +207,13 @@ export class IdeClient {
       onStreamFrame: (frame) => this.#terminals.receive(frame),
       onStreamReset: () => this.#terminals.streamReset(),
     });
-    this.#terminals = new RemoteTerminals({ push: (frame) => this.#commands.push(frame) });
+    this.#terminals = new RemoteTerminals({
+      push: (frame) => this.#commands.push(frame),
+      clock: this.#clock,
+      // Only a bridge that said so takes term.keys; an older one would skip it and end the session (gap in `s`).
+      keysAccepted: () => this.state === "ready" && this.#e2e.bridgeInfo?.termKeys === true,
+      obscureKeystrokes: options.obscureKeystrokes,
+    });
   }
 
   /** Where the end-to-end link stands. */
@@ -415,6 +432,35 @@ export class IdeClient {
   /** Every terminal the bridge keeps (running, or exited and attached somewhere), oldest first. */
   listTerminals(): Promise<TerminalInfo[]> {
     return this.#terminals.list(this.#terminalRefusal());
+  }
+
+  /** Whether keystroke timing is hidden when the bridge allows it (the setting; default true). */
+  get obscureKeystrokes(): boolean {
+    return this.#terminals.obscureKeystrokes;
+  }
+
+  /**
+   * Whether typing into terminals is paced now: {@linkcode obscureKeystrokes}
+   * is on, the bridge takes `term.keys` (an older one does not: input then goes
+   * unpaced) and the bridge is ready.
+   */
+  get keystrokesObscured(): boolean {
+    return this.#terminals.pacing;
+  }
+
+  /** Frames sent for terminal input so far: padded keystroke frames, chaff, and unpadded sends (pastes, or unpaced). */
+  get keystrokeStats(): { keys: number; chaff: number; bulk: number } {
+    return { ...this.#terminals.keystrokeStats };
+  }
+
+  /**
+   * Turns keystroke timing obfuscation on or off for every terminal of this
+   * client, at once (off: what waits for the next tick goes out now).
+   *
+   * @param on Whether to pace typing; see {@linkcode IdeClientOptions.obscureKeystrokes}.
+   */
+  setObscureKeystrokes(on: boolean): void {
+    this.#terminals.setObscureKeystrokes(on);
   }
 
   #terminalRefusal(): IdeClientError | undefined {

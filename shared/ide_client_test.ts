@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { ManualClock } from "./clock.ts";
 import { generateIdentity, rawPublicKey, toBase64Url } from "./e2e_crypto.ts";
 import { BridgeHandshake, type E2eSession } from "./e2e_session.ts";
+import { decodeTermKeys } from "./frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "./frame_codec.ts";
 import { IdeClient, type IdeClientError, MemoryPinStore, type WebSocketLike } from "./ide_client.ts";
 import { HANDSHAKE_BACKOFF_BASE_MS, HANDSHAKE_BACKOFF_MAX_MS } from "./ide_e2e.ts";
@@ -11,6 +12,7 @@ import {
   FrameType,
   type FrameTypeName,
   HEARTBEAT_TIMEOUT_MS,
+  TERMINAL_KEYS_BODY_BYTES,
   type TerminalSupport,
 } from "./protocol.ts";
 
@@ -109,6 +111,7 @@ async function playBridge(
   identity: CryptoKeyPair,
   approval: "pinned" | "needed" = "pinned",
   terminals?: TerminalSupport,
+  termKeys = false,
 ): Promise<(init: FrameInit & { q?: number }) => Promise<void>> {
   const hello = await socket.next(FrameType.E2eHello);
   const { handshake, reply } = await BridgeHandshake.respond(identity, "b1", json(hello.frame.body));
@@ -118,13 +121,21 @@ async function playBridge(
   socket.bridge = session;
   const seal = async (init: FrameInit & { q?: number }) =>
     socket.deliverBytes(await session.seal({ t: init.t, id: init.id, q: init.q, body: bodyBytes(init.body) }));
-  const info = { name: "box", os: "linux", version: "0.3.0", approval, signature, ...(terminals ? { terminals } : {}) };
+  const info = {
+    name: "box",
+    os: "linux",
+    version: "0.3.0",
+    approval,
+    signature,
+    ...(terminals ? { terminals } : {}),
+    ...(termKeys ? { termKeys } : {}),
+  };
   await seal({ t: FrameType.E2eInfo, body: info });
   return seal;
 }
 
 /** An IDE client on a manual clock, its fake socket, and a bridge identity it has pinned. */
-async function setup(options: { resumeTimeoutMs?: number } = {}) {
+async function setup(options: { resumeTimeoutMs?: number; obscureKeystrokes?: boolean } = {}) {
   const clock = new ManualClock(1_000_000);
   const socket = new FakeSocket(clock);
   const bridgeIdentity = await generateIdentity(false);
@@ -141,11 +152,12 @@ async function connectReady(
   bridgeIdentity: CryptoKeyPair,
   known = true,
   terminals?: TerminalSupport,
+  termKeys = false,
 ) {
   const connected = ide.connect();
   socket.deliver(status("connected"));
   await connected;
-  const seal = await playBridge(socket, bridgeIdentity, "pinned", terminals);
+  const seal = await playBridge(socket, bridgeIdentity, "pinned", terminals, termKeys);
   const resume = json(await (await socket.next(FrameType.StreamResume)).plaintext!);
   const ready = ide.waitForBridge();
   await seal({ t: FrameType.StreamResume, body: { stream: resume.stream, received: 0, known } });
@@ -363,4 +375,51 @@ Deno.test("IDE client: no terminal frame goes to a bridge that has terminals off
     ide.attachTerminal("t1", { cols: 80, rows: 24 }).ready,
     (e: IdeClientError) => e.reason === "no-bridge",
   );
+});
+
+Deno.test("IDE client: keystrokes are paced in sealed term.keys frames only with a bridge that takes them, unless turned off", async () => {
+  const { clock, socket, ide, bridgeIdentity } = await setup();
+  assert.equal(ide.obscureKeystrokes, true, "on by default");
+  assert.equal(ide.keystrokesObscured, false, "no bridge yet");
+  const { seal } = await connectReady(socket, ide, bridgeIdentity, true, "available", true);
+  assert.equal(ide.keystrokesObscured, true);
+  const term = ide.openTerminal({ cols: 80, rows: 24 });
+  await socket.next(FrameType.TermOpen);
+  await seal({ t: FrameType.TermSnapshot, id: term.id, q: 1, body: { cols: 80, rows: 24, title: "", data: "$ " } });
+  await term.ready;
+  // Each frame is sealed and sent in promise jobs: wait for it before moving the clock on.
+  const frames: Sent[] = [];
+  void term.write("s");
+  frames.push(await socket.next(FrameType.TermKeys));
+  clock.advance(7);
+  void term.write("u");
+  clock.advance(13);
+  frames.push(await socket.next(FrameType.TermKeys));
+  for (let i = 0; i < 10; i++) {
+    clock.advance(20);
+    frames.push(await socket.next(FrameType.TermKeys));
+  }
+  assert.deepEqual(frames.map((f) => f.at - frames[0].at), Array.from({ length: 12 }, (_, i) => 20 * i));
+  assert.deepEqual(new Set(frames.map((f) => f.frame.body.byteLength)), new Set([TERMINAL_KEYS_BODY_BYTES + 16]));
+  assert.deepEqual(frames.map((f) => f.frame.q), Array.from({ length: 12 }, (_, i) => 2 + i), "numbered in the stream");
+  const typed = await Promise.all(
+    frames.map(async (f) => new TextDecoder().decode(decodeTermKeys(await f.plaintext!))),
+  );
+  assert.deepEqual(typed, ["s", "u", ...Array(10).fill("")]);
+  // Turned off at run time: unpaced term.input at once, and no more chaff.
+  ide.setObscureKeystrokes(false);
+  assert.deepEqual([ide.obscureKeystrokes, ide.keystrokesObscured], [false, false]);
+  void term.write("do");
+  const input = await socket.next(FrameType.TermInput);
+  assert.equal(new TextDecoder().decode(await input.plaintext!), "do");
+  clock.advance(5_000);
+  await settle(socket);
+  assert.equal(socket.all(FrameType.TermKeys).length, 12);
+  assert.deepEqual(ide.keystrokeStats, { keys: 2, chaff: 10, bulk: 1 });
+  ide.close();
+  // Off from the start (the option).
+  const off = await setup({ obscureKeystrokes: false });
+  await connectReady(off.socket, off.ide, off.bridgeIdentity, true, "available", true);
+  assert.equal(off.ide.keystrokesObscured, false);
+  off.ide.close();
 });

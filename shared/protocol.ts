@@ -78,6 +78,11 @@
  *   `terminals` in `e2e.info`. An IDE sends `term.*` only to a bridge whose
  *   `e2e.info` says `terminals: "available"`; a relay from before them closes
  *   an IDE socket that sends one with 4400.
+ *   Keystroke timing (compatible additions, no version change): `term.keys`
+ *   (0x57: keystrokes in a padded body, sent at a fixed interval with chaff
+ *   while the user types) and `termKeys: true` in `e2e.info`. An IDE sends
+ *   `term.keys` only to a bridge that says so; a relay from before it closes
+ *   an IDE socket that sends one with 4400.
  */
 export const PROTOCOL_VERSION = 4;
 
@@ -388,7 +393,7 @@ export const FRAME_TABLE = {
   "term.open": { code: 0x50, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
   /** IDE -> bridge: send terminal `id` to this stream, sized for the page; {@linkcode TermSizeBody}. */
   "term.attach": { code: 0x51, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
-  /** IDE -> bridge: raw bytes typed or pasted into terminal `id`. */
+  /** IDE -> bridge: raw bytes typed or pasted into terminal `id` (pastes, and all input when not paced). */
   "term.input": { code: 0x52, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
   /** IDE -> bridge: new size of terminal `id`; {@linkcode TermSizeBody}. */
   "term.resize": { code: 0x53, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
@@ -401,6 +406,14 @@ export const FRAME_TABLE = {
    * bridge -> IDE: the answer, with the same id; {@linkcode TermListBody}.
    */
   "term.list": { code: 0x56, from: ["ide", "bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /**
+   * IDE -> bridge: keystrokes for terminal `id`, paced while the user types
+   * (one frame every {@linkcode KEYSTROKE_INTERVAL_MS}), in a padded body of
+   * {@linkcode TERMINAL_KEYS_BODY_BYTES}: a u16 length, the bytes, zeros. A
+   * length of 0 is chaff: the bridge ignores it. Only to a bridge whose
+   * `e2e.info` says `termKeys: true`.
+   */
+  "term.keys": { code: 0x57, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "bytes" },
   /** Bridge -> IDE: terminal `id`'s screen and scrollback, to repaint from; {@linkcode TermSnapshotBody}. */
   "term.snapshot": { code: 0x58, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
   /** Bridge -> IDE: raw bytes terminal `id` wrote (after its snapshot). */
@@ -451,6 +464,7 @@ export const FrameType = {
   TermDetach: "term.detach",
   TermClose: "term.close",
   TermList: "term.list",
+  TermKeys: "term.keys",
   TermSnapshot: "term.snapshot",
   TermOutput: "term.output",
   TermTitle: "term.title",
@@ -642,6 +656,12 @@ export interface E2eInfoBody {
    * would skip it, and the gap in `s` would end the session).
    */
   terminals?: TerminalSupport;
+  /**
+   * True when the bridge takes `term.keys` (paced, padded keystrokes and
+   * chaff). Absent from bridges that predate it: an IDE then sends all input
+   * as `term.input`, unpaced.
+   */
+  termKeys?: true;
 }
 
 /**
@@ -729,6 +749,30 @@ export const MAX_TERMINAL_COLS = 500;
 export const MAX_TERMINAL_ROWS = 200;
 /** Longest terminal title the bridge reports (UTF-16 code units; longer ones are cut). */
 export const MAX_TERMINAL_TITLE_LENGTH = 256;
+
+/**
+ * Every `term.keys` plaintext body is this long: a u16 length (big-endian),
+ * that many bytes of input, zeros to the end. So a frame with one keystroke,
+ * one with several and one with none (chaff) look alike to the relay. Input
+ * that does not fit (more than this less 2 bytes waiting for one interval) is
+ * not typing: it goes out at once as `term.input` (docs/PROTOCOL.md,
+ * "Keystroke timing").
+ */
+export const TERMINAL_KEYS_BODY_BYTES = 128;
+/**
+ * While the user types into a terminal, its input leaves once per interval
+ * (a keystroke waits for the next one), with chaff when nothing was typed:
+ * OpenSSH's default for ObscureKeystrokeTiming.
+ */
+export const KEYSTROKE_INTERVAL_MS = 20;
+/**
+ * After each keystroke the chaff goes on for at least this long ...
+ * (OpenSSH's SSH_KEYSTROKE_CHAFF_MIN_MS), so the end of the chaff does not
+ * say when the last key was typed ...
+ */
+export const KEYSTROKE_CHAFF_MIN_MS = 1024;
+/** ... plus a random time below this (OpenSSH's SSH_KEYSTROKE_CHAFF_RNG_MS): 1 to 3 s after the last keystroke. */
+export const KEYSTROKE_CHAFF_RANDOM_MS = 2048;
 
 /** Body of `term.open`, `term.attach` and `term.resize`: a size in character cells. */
 export interface TermSizeBody {

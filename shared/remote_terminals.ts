@@ -17,11 +17,16 @@
  * page) attaches to a terminal by its id.
  *
  * Every keystroke and paste goes through one method,
- * {@linkcode RemoteTerminals.input}: the place to pace typing so the relay
- * cannot read its rhythm (OpenSSH's ObscureKeystrokeTiming), not done yet.
+ * {@linkcode RemoteTerminals.input}, which paces typing so that the relay
+ * cannot read its rhythm (OpenSSH's ObscureKeystrokeTiming): while the user
+ * types, a terminal's input leaves as padded `term.keys` frames at a fixed
+ * interval, with chaff when no key was typed (shared/keystroke_pacer.ts). It
+ * does so with a bridge that takes `term.keys` (its `e2e.info` says so), unless
+ * turned off; otherwise, and for pastes, input goes out at once as `term.input`.
  *
  * @module
  */
+import { type Clock, systemClock, type Timers } from "./clock.ts";
 import { toBase64Url } from "./e2e_crypto.ts";
 import { E2eError } from "./e2e_session.ts";
 import {
@@ -30,9 +35,11 @@ import {
   decodeTermList,
   decodeTermSnapshot,
   decodeTermTitle,
+  encodeTermKeys,
 } from "./frame_bodies.ts";
 import type { FrameInit } from "./frame_codec.ts";
 import { IdeClientError } from "./ide_client_error.ts";
+import { KeystrokePacer, type KeystrokeStats } from "./keystroke_pacer.ts";
 import {
   type Frame,
   FrameType,
@@ -178,6 +185,7 @@ export class RemoteTerminal {
   /** Stops receiving this terminal; it keeps running on the bridge (another client may attach). */
   detach(): Promise<void> {
     if (this.#state === "detached" || this.#state === "failed") return Promise.resolve();
+    void this.#owner.flushInput(this);
     const sent = this.#owner.push({ t: FrameType.TermDetach, id: this.id });
     this.#end("detached", new IdeClientError(`terminal ${this.id} was detached`, { status: 0, reason: "detached" }));
     return sent;
@@ -190,6 +198,7 @@ export class RemoteTerminal {
    */
   close(): Promise<void> {
     if (this.#state === "detached" || this.#state === "failed" || this.#state === "closing") return Promise.resolve();
+    void this.#owner.flushInput(this);
     const sent = this.#owner.push({ t: FrameType.TermClose, id: this.id });
     if (this.#state === "exited") this.#owner.forget(this);
     else this.#state = "closing";
@@ -253,8 +262,18 @@ export class RemoteTerminal {
 export interface RemoteTerminalsOptions {
   /** Numbers a frame into the client's stream (shared/remote_commands.ts). */
   push: StreamPush;
-  /** Random bytes for terminal ids (default: `crypto.getRandomValues`). */
+  /** Random bytes for terminal ids and chaff times (default: `crypto.getRandomValues`). */
   random?: (bytes: Uint8Array) => Uint8Array;
+  /** Time and timers for pacing keystrokes (default: the real ones). */
+  clock?: Clock & Timers;
+  /**
+   * Whether keystrokes may be paced now: the bridge takes `term.keys` (its
+   * `e2e.info` said `termKeys: true`) and the stream is live. Default: never
+   * (all input goes out at once as `term.input`).
+   */
+  keysAccepted?: () => boolean;
+  /** Pace keystrokes when the bridge takes them (default true); see {@linkcode RemoteTerminals.setObscureKeystrokes}. */
+  obscureKeystrokes?: boolean;
 }
 
 /**
@@ -275,10 +294,47 @@ export class RemoteTerminals {
   #terminals = new Map<string, RemoteTerminal>();
   #lists = new Map<string, PromiseWithResolvers<TerminalInfo[]>>();
   #nextList = 1;
+  #pacers = new Map<RemoteTerminal, KeystrokePacer>();
+  #obscure: boolean;
+  #paced: KeystrokeStats = { keys: 0, chaff: 0, bulk: 0 };
 
-  /** @param options Where frames go. */
+  /** @param options Where frames go, and how keystrokes are paced. */
   constructor(options: RemoteTerminalsOptions) {
     this.#opts = options;
+    this.#obscure = options.obscureKeystrokes ?? true;
+  }
+
+  /** Whether keystroke timing is obscured when the bridge takes `term.keys` (the setting). */
+  get obscureKeystrokes(): boolean {
+    return this.#obscure;
+  }
+
+  /** Whether typing is paced now: the setting is on and the bridge takes `term.keys` on a live stream. */
+  get pacing(): boolean {
+    return this.#obscure && (this.#opts.keysAccepted?.() ?? false);
+  }
+
+  /** Frames sent for typed input so far, all terminals: padded keys, chaff, and unpadded sends. */
+  get keystrokeStats(): Readonly<KeystrokeStats> {
+    const total = { ...this.#paced };
+    for (const pacer of this.#pacers.values()) {
+      const s = pacer.stats;
+      total.keys += s.keys;
+      total.chaff += s.chaff;
+      total.bulk += s.bulk;
+    }
+    return total;
+  }
+
+  /**
+   * Turns keystroke timing obfuscation on or off, at once: off, what waits
+   * for the next tick goes out now and input is sent unpaced from then on.
+   *
+   * @param on Whether to pace typing (with a bridge that takes `term.keys`).
+   */
+  setObscureKeystrokes(on: boolean): void {
+    this.#obscure = on;
+    if (!on) { for (const pacer of this.#pacers.values()) void pacer.flush(); }
   }
 
   /** Terminals this client has open or attached (exited ones until closed or detached). */
@@ -419,19 +475,55 @@ export class RemoteTerminals {
     for (const term of [...this.#terminals.values()]) term.fail(error);
     for (const list of this.#lists.values()) list.reject(error);
     this.#lists.clear();
+    for (const term of [...this.#pacers.keys()]) this.#dropPacer(term);
   }
 
   /**
-   * Every byte typed or pasted into any terminal goes out here, in order, in
-   * frames of at most {@linkcode TERMINAL_INPUT_CHUNK_BYTES}. Keystroke timing
-   * obfuscation (sending at a fixed interval with chaff while typing) belongs
-   * here and nowhere else.
+   * Every byte typed or pasted into any terminal goes out here, in order.
+   * While pacing ({@linkcode pacing}), each terminal's typing goes through its
+   * {@linkcode KeystrokePacer}: padded `term.keys` frames at a fixed interval,
+   * with chaff, while the user types; input too big for one of them (a paste)
+   * goes at once as `term.input`. Not pacing, everything goes at once as
+   * `term.input`, in frames of at most {@linkcode TERMINAL_INPUT_CHUNK_BYTES}.
    *
    * @param term The terminal.
    * @param data The bytes.
-   * @returns Resolves when the stream's window has room for more.
+   * @returns Resolves when the bytes went out and the stream's window has room for more.
    */
   input(term: RemoteTerminal, data: Uint8Array): Promise<void> {
+    let pacer = this.#pacers.get(term);
+    if (!pacer) {
+      if (!this.pacing) return this.#sendInput(term, data);
+      pacer = new KeystrokePacer({
+        clock: this.#opts.clock ?? systemClock,
+        pacing: () => this.pacing && (term.state === "attaching" || term.state === "attached"),
+        sendKeys: (bytes) => this.push({ t: FrameType.TermKeys, id: term.id, body: encodeTermKeys(bytes) }),
+        sendBulk: (bytes) => this.#sendInput(term, bytes),
+        random: () => this.#uniform(),
+      });
+      this.#pacers.set(term, pacer);
+    }
+    return pacer.input(data);
+  }
+
+  /** @internal Sends what waits for `term`'s next tick now (it is being detached or closed). */
+  flushInput(term: RemoteTerminal): Promise<void> {
+    return this.#pacers.get(term)?.flush() ?? Promise.resolve();
+  }
+
+  /** @internal Numbers a frame into the stream. */
+  push(frame: FrameInit): Promise<void> {
+    return this.#opts.push(frame);
+  }
+
+  /** @internal A terminal is done with: frames for it are skipped from now on. */
+  forget(term: RemoteTerminal): void {
+    if (this.#terminals.get(term.id) === term) this.#terminals.delete(term.id);
+    this.#dropPacer(term);
+  }
+
+  /** Unpaced input: `term.input` frames of at most {@linkcode TERMINAL_INPUT_CHUNK_BYTES}. */
+  #sendInput(term: RemoteTerminal, data: Uint8Array): Promise<void> {
     let last: Promise<void> = Promise.resolve();
     for (let at = 0; at < data.byteLength; at += TERMINAL_INPUT_CHUNK_BYTES) {
       last = this.push({
@@ -443,14 +535,22 @@ export class RemoteTerminals {
     return last;
   }
 
-  /** @internal Numbers a frame into the stream. */
-  push(frame: FrameInit): Promise<void> {
-    return this.#opts.push(frame);
+  #dropPacer(term: RemoteTerminal): void {
+    const pacer = this.#pacers.get(term);
+    if (!pacer) return;
+    pacer.stop();
+    const s = pacer.stats;
+    this.#paced.keys += s.keys;
+    this.#paced.chaff += s.chaff;
+    this.#paced.bulk += s.bulk;
+    this.#pacers.delete(term);
   }
 
-  /** @internal A terminal is done with: frames for it are skipped from now on. */
-  forget(term: RemoteTerminal): void {
-    if (this.#terminals.get(term.id) === term) this.#terminals.delete(term.id);
+  /** A uniform number in [0, 1) from the random source. */
+  #uniform(): number {
+    const random = this.#opts.random ?? ((b: Uint8Array) => crypto.getRandomValues(b));
+    const b = random(new Uint8Array(4));
+    return (b[0] * 2 ** 24 + (b[1] << 16) + (b[2] << 8) + b[3]) / 2 ** 32;
   }
 }
 

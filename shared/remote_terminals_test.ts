@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { ManualClock } from "./clock.ts";
 import { E2eError } from "./e2e_session.ts";
+import { decodeTermKeys } from "./frame_bodies.ts";
 import { bodyBytes, type FrameInit } from "./frame_codec.ts";
 import { IdeClientError } from "./ide_client_error.ts";
-import { type Frame, FrameType, type FrameTypeName } from "./protocol.ts";
+import { type Frame, FrameType, type FrameTypeName, TERMINAL_KEYS_BODY_BYTES } from "./protocol.ts";
 import { RemoteTerminals, TERMINAL_INPUT_CHUNK_BYTES } from "./remote_terminals.ts";
 
 /** What the terminals pushed into the stream, as plaintext frames. */
@@ -144,4 +146,65 @@ Deno.test("RemoteTerminals: attach by id, list, and after a stream reset everyth
   terminals.close();
   await assert.rejects(pending, (e: IdeClientError) => e.reason === "closed");
   await assert.rejects(open.exited, (e: IdeClientError) => e.reason === "closed");
+});
+
+Deno.test("RemoteTerminals: with a bridge that takes term.keys, typing leaves in equal frames on a grid; pastes at once", async () => {
+  const clock = new ManualClock(0);
+  const sent: { at: number; frame: FrameInit }[] = [];
+  let accepted = true;
+  const terminals = new RemoteTerminals({
+    push: (frame) => (sent.push({ at: clock.now(), frame }), Promise.resolve()),
+    random: (b) => b.fill(0),
+    clock,
+    keysAccepted: () => accepted,
+  });
+  assert.equal(terminals.pacing, true);
+  const term = terminals.open({ cols: 80, rows: 24 });
+  terminals.receive(frame(FrameType.TermSnapshot, term.id, snapshot()));
+  for (const [at, key] of [[3, "p"], [9, "w"], [41, "d"], [70, "\r"]] as const) {
+    clock.advance(at - clock.now());
+    void term.write(key);
+  }
+  const paste = "x".repeat(500);
+  void term.write(paste);
+  clock.advance(5_000);
+  const keys = sent.filter((s) => s.frame.t === FrameType.TermKeys);
+  assert.ok(keys.every((s, i) => s.frame.id === term.id && s.at === 3 + 20 * i), "one every 20 ms from the first key");
+  assert.deepEqual(new Set(keys.map((s) => bodyBytes(s.frame.body).byteLength)), new Set([TERMINAL_KEYS_BODY_BYTES]));
+  const typed = keys.map((s) => new TextDecoder().decode(decodeTermKeys(bodyBytes(s.frame.body))));
+  // The "\r" typed at 70 was waiting for the tick at 83 when the paste came: it went first, with the paste.
+  assert.deepEqual(typed.filter((t) => t), ["p", "w", "d"]);
+  assert.ok(typed.filter((t) => !t).length > 40, "chaff for a second after the last key");
+  const inputs = sent.filter((s) => s.frame.t === FrameType.TermInput);
+  assert.deepEqual(inputs.map((s) => [s.at, new TextDecoder().decode(bodyBytes(s.frame.body))]), [[70, `\r${paste}`]]);
+  assert.deepEqual(terminals.keystrokeStats, { keys: 3, chaff: typed.length - 3, bulk: 1 });
+  // Turned off mid-burst: what waits goes now, unpadded, and typing is no longer paced.
+  void term.write("a");
+  clock.advance(1);
+  void term.write("b");
+  terminals.setObscureKeystrokes(false);
+  assert.equal(terminals.pacing, false);
+  void term.write("c");
+  clock.advance(5_000);
+  assert.deepEqual(
+    sent.slice(-3).map((s) => [s.frame.t, new TextDecoder().decode(bodyBytes(s.frame.body).subarray(0, 2))]),
+    [[FrameType.TermKeys, "\0\x01"], [FrameType.TermInput, "b"], [FrameType.TermInput, "c"]],
+  );
+  // On again, but the bridge does not take term.keys (an older one, or none ready): unpaced.
+  terminals.setObscureKeystrokes(true);
+  accepted = false;
+  void term.write("d");
+  assert.equal(sent.at(-1)!.frame.t, FrameType.TermInput);
+  // A detach sends what waits first.
+  accepted = true;
+  void term.write("e");
+  clock.advance(100);
+  void term.write("f");
+  await term.detach();
+  assert.deepEqual(sent.slice(-2).map((s) => s.frame.t), [FrameType.TermKeys, FrameType.TermDetach]);
+  assert.equal(new TextDecoder().decode(decodeTermKeys(bodyBytes(sent.at(-2)!.frame.body))), "f");
+  const before = sent.length;
+  clock.advance(5_000);
+  assert.equal(sent.length, before, "no chaff for a detached terminal");
+  assert.deepEqual(clock.pending, []);
 });

@@ -49,7 +49,7 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
 
     // Every row is complete, and every claimed item is there.
     for (const row of results.rows) {
-      assert.ok(row.item >= 1 && row.item <= 6, row.id);
+      assert.ok(row.item >= 1 && row.item <= 7, row.id);
       for (const key of ["id", "measure", "coder1", "baseline", "target"] as const) {
         assert.equal(typeof row[key], "string", `${row.id}.${key}`);
       }
@@ -74,6 +74,9 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
         "startup-version",
         "startup-binary",
         "startup-relay",
+        "keystroke-echo",
+        "keystroke-echo-obscured",
+        "terminal-cat",
       ]
     ) assert.ok(ids.has(id), `row ${id} missing`);
 
@@ -122,6 +125,19 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
     ms(s.pairing.total, "pairing");
     ms(s.startup.version, "coder1 --version");
 
+    // Item 7, a terminal (it needs the bridge's pseudo-terminals): keystroke echo with timing obfuscation off and on,
+    // and `cat` in a terminal. With obfuscation on, a keystroke waits for the next 20 ms tick.
+    const echo = s.keystrokeEcho as Record<string, unknown>;
+    if (echo.skipped && String(echo.skipped).includes("runs no terminals")) {
+      assert.ok(!REQUIRE_ALL, `terminal rows skipped: ${echo.skipped}`);
+    } else {
+      const off = ms(echo.off, "keystroke echo, obfuscation off");
+      const on = ms(echo.on, "keystroke echo, obfuscation on");
+      assert.ok(on > off, `obfuscation on (${on} ms) must cost more than off (${off} ms): is it pacing at all?`);
+      assert.equal(s.terminalCat.bytes, 8 * 2 ** 20);
+      assert.ok((s.terminalCat.coder1 as Summary).median > 0.1, `terminal cat ${JSON.stringify(s.terminalCat)}`);
+    }
+
     // OpenSSH: measured when installed; otherwise skipped with the reason (and CI fails).
     const sshRow = results.rows.find((r) => r.id === "throughput-ssh")!;
     if (SSH_MISSING && !REQUIRE_ALL) {
@@ -129,6 +145,10 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
     } else {
       assert.equal(sshRow.skipped, undefined, `OpenSSH rows skipped: ${sshRow.skipped}`);
       ms(s.commandLatency.sshMux, "ssh latency");
+      if (!echo.skipped) {
+        ms(echo.ssh, "ssh -tt keystroke echo");
+        assert.ok((s.terminalCat.ssh as Summary).median > 0.1, `ssh -tt cat ${JSON.stringify(s.terminalCat)}`);
+      }
       assert.ok((s.throughput.ssh as Summary).median > 1, "ssh throughput");
       // OpenSSH's own processes were measured too (where the time goes).
       const cpu = s.throughput.cpuMsPerMiB as Record<string, number | null>;
