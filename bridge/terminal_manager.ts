@@ -68,7 +68,8 @@ export const TERMINAL_DRAIN_MS = 250;
  * A read this large suggests more is waiting: what is already there joins it
  * (up to {@linkcode OUTPUT_CHUNK_BYTES}), so bulk output takes fewer frames.
  */
-const FULL_READ_BYTES = 4096;
+// A Linux PTY master hands out at most 4095 bytes per read (its line buffer), so that is a "full" read.
+const FULL_READ_BYTES = 4095;
 /** The `term.*` types an IDE sends. */
 const IDE_REQUESTS: ReadonlySet<string> = new Set([...TERMINAL_TYPES].filter((t) => IDE_SENDS.has(t)));
 /** Environment variables a terminal gets when the bridge may not read its whole environment. */
