@@ -8,13 +8,19 @@
  * second page shows `vim` mid-edit.
  *
  * The emulator parses about 30 MB/s, slower than a PTY and the streams can
- * carry output. It never holds the terminal back: writes queue here, and when
- * more than {@linkcode SCREEN_BACKLOG_BYTES} wait, the oldest are dropped but
- * the last {@linkcode SCREEN_KEEP_BYTES} (from a line start). The DEC private
- * modes and the title set in what was dropped are replayed first, so the
- * screen after a flood of output (a big `cat`) is right, the alternate screen
- * included; only its scrollback has a gap. Live output to the IDE is never
- * affected: only snapshots come from here.
+ * carry output, and it runs on the thread that forwards the output. It never
+ * holds the terminal back: writes queue here, and while output keeps coming
+ * the emulator gets at most {@linkcode SCREEN_PARSE_SHARE} of the time (it
+ * parses a slice, then rests in proportion), so a flood goes to the IDE at
+ * the streams' speed rather than the emulator's. When more than
+ * {@linkcode SCREEN_BACKLOG_BYTES} wait, the oldest are dropped but the last
+ * {@linkcode SCREEN_KEEP_BYTES} (from a line start). The DEC private modes and
+ * the title set in what was dropped are replayed first, so the screen after a
+ * flood of output (a big `cat`) is right, the alternate screen included; only
+ * its scrollback has a gap. Once the output pauses for
+ * {@linkcode SCREEN_QUIET_MS}, or a snapshot is asked for, the emulator
+ * catches up at full speed. Live output to the IDE is never affected: only
+ * snapshots come from here.
  *
  * @module
  */
@@ -36,6 +42,12 @@ import {
 export const SCREEN_BACKLOG_BYTES = 4 * 1024 * 1024;
 /** What is kept of the waiting bytes when they are dropped: the newest. */
 export const SCREEN_KEEP_BYTES = 1024 * 1024;
+/** The most the emulator parses in one go (about 2 ms of work). */
+export const SCREEN_SLICE_BYTES = 64 * 1024;
+/** The share of the time the emulator may take while output keeps coming. */
+export const SCREEN_PARSE_SHARE = 0.2;
+/** No output for this long: the emulator catches up at full speed. */
+export const SCREEN_QUIET_MS = 50;
 
 /** Options for {@linkcode TerminalScreen}. */
 export interface TerminalScreenOptions {
@@ -49,6 +61,10 @@ export interface TerminalScreenOptions {
   backlogBytes?: number;
   /** Bytes kept when dropping (default {@linkcode SCREEN_KEEP_BYTES}). */
   keepBytes?: number;
+  /** The emulator's share of the time while output keeps coming, above 0 and at most 1 (default {@linkcode SCREEN_PARSE_SHARE}; 1: no rests). */
+  parseShare?: number;
+  /** Milliseconds, for the emulator's rests (default `performance.now()`). */
+  now?: () => number;
   /** The title changed (OSC 0 or 2), cut to {@linkcode MAX_TERMINAL_TITLE_LENGTH}. */
   onTitle?: (title: string) => void;
 }
@@ -90,6 +106,14 @@ export class TerminalScreen {
   #skipped = 0;
   #cols: number;
   #rows: number;
+  #share: number;
+  #now: () => number;
+  /** When output last arrived. */
+  #lastWrite = -Infinity;
+  /** The rest between two slices, while one is due. */
+  #rest?: ReturnType<typeof setTimeout>;
+  /** Snapshots waiting in the queue (they end any rest). */
+  #snapshots = 0;
 
   /** @param options Size, scrollback, backlog limits and the title listener. */
   constructor(options: TerminalScreenOptions) {
@@ -98,6 +122,9 @@ export class TerminalScreen {
     this.#keep = options.keepBytes ?? SCREEN_KEEP_BYTES;
     this.#cols = options.cols;
     this.#rows = options.rows;
+    this.#share = options.parseShare ?? SCREEN_PARSE_SHARE;
+    if (!(this.#share > 0 && this.#share <= 1)) throw new RangeError("parseShare must be above 0 and at most 1");
+    this.#now = options.now ?? (() => performance.now());
     this.#term = new Terminal({
       cols: options.cols,
       rows: options.rows,
@@ -155,6 +182,7 @@ export class TerminalScreen {
     if (this.#disposed || data.byteLength === 0) return;
     this.#queue.push({ kind: "bytes", data });
     this.#pending += data.byteLength;
+    this.#lastWrite = this.#now();
     if (this.#pending > this.#backlog) this.#skipAhead();
     this.#run();
   }
@@ -181,6 +209,8 @@ export class TerminalScreen {
     if (this.#disposed) return Promise.reject(new Error("Cannot take a snapshot: the screen is disposed"));
     const { promise, resolve, reject } = Promise.withResolvers<Uint8Array>();
     this.#queue.push({ kind: "snapshot", maxBytes, resolve, reject });
+    this.#snapshots++;
+    this.#endRest();
     this.#run();
     return promise;
   }
@@ -189,29 +219,42 @@ export class TerminalScreen {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    if (this.#rest !== undefined) clearTimeout(this.#rest);
     for (const op of this.#queue) if (op.kind === "snapshot") op.reject(new Error("Cannot take a snapshot: disposed"));
     this.#queue = [];
     this.#pending = 0;
     this.#term.dispose();
   }
 
-  /** Applies queued steps one at a time; parsing is asynchronous, the rest is not. */
+  /**
+   * Applies queued steps one at a time; parsing is asynchronous (a slice at
+   * a time, with rests while output keeps coming), the rest is not.
+   */
   #run(): void {
-    while (!this.#busy && !this.#disposed && this.#queue.length) {
+    while (!this.#busy && this.#rest === undefined && !this.#disposed && this.#queue.length) {
       const op = this.#queue.shift()!;
       switch (op.kind) {
-        case "bytes":
+        case "bytes": {
+          let slice = op.data;
+          if (slice.byteLength > SCREEN_SLICE_BYTES) {
+            this.#queue.unshift({ kind: "bytes", data: slice.subarray(SCREEN_SLICE_BYTES) });
+            slice = slice.subarray(0, SCREEN_SLICE_BYTES);
+          }
           this.#busy = true;
-          this.#term.write(op.data, () => {
+          const started = this.#now();
+          this.#term.write(slice, () => {
             this.#busy = false;
-            this.#pending -= op.data.byteLength;
+            this.#pending -= slice.byteLength;
+            this.#restAfter(this.#now() - started);
             this.#run();
           });
           break;
+        }
         case "resize":
           this.#term.resize(op.cols, op.rows);
           break;
         case "snapshot":
+          this.#snapshots--;
           try {
             op.resolve(this.#serialize(op.maxBytes));
           } catch (error) {
@@ -220,6 +263,27 @@ export class TerminalScreen {
           break;
       }
     }
+  }
+
+  /**
+   * After a slice that took `ms`: rests so that parsing takes at most its
+   * share of the time, unless nothing more waits, a snapshot does, or the
+   * output has paused.
+   */
+  #restAfter(ms: number): void {
+    if (this.#share >= 1 || this.#snapshots > 0 || this.#pending === 0 || this.#disposed) return;
+    if (this.#now() - this.#lastWrite >= SCREEN_QUIET_MS) return;
+    const restMs = Math.min(SCREEN_QUIET_MS, ms * (1 - this.#share) / this.#share);
+    this.#rest = setTimeout(() => {
+      this.#rest = undefined;
+      this.#run();
+    }, restMs);
+  }
+
+  #endRest(): void {
+    if (this.#rest === undefined) return;
+    clearTimeout(this.#rest);
+    this.#rest = undefined;
   }
 
   #serialize(maxBytes: number): Uint8Array {

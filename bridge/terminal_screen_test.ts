@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeTermSnapshot } from "../shared/frame_bodies.ts";
 import type { TermSnapshotBody } from "../shared/protocol.ts";
-import { TerminalScreen } from "./terminal_screen.ts";
+import { SCREEN_QUIET_MS, SCREEN_SLICE_BYTES, TerminalScreen } from "./terminal_screen.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -92,6 +92,34 @@ Deno.test("TerminalScreen: far behind, it drops the oldest bytes but keeps the s
   assert.ok(body.data.includes("\x1b[?2004h"), "bracketed paste still on");
   assert.equal(body.title, "flood");
   screen.dispose();
+});
+
+Deno.test("TerminalScreen: while output keeps coming it rests between slices; a snapshot or a pause ends the rests", async () => {
+  // A clock where every reading is 5 ms after the last: each slice seems to take 5 ms, and the output never pauses.
+  let t = 0;
+  const screen = new TerminalScreen({ cols: 40, rows: 5, parseShare: 0.2, now: () => (t += 5) });
+  const line = enc(`${"x".repeat(30)}\r\n`);
+  const chunk = new Uint8Array(SCREEN_SLICE_BYTES - (SCREEN_SLICE_BYTES % line.byteLength));
+  for (let at = 0; at < chunk.byteLength; at += line.byteLength) chunk.set(line, at);
+  for (let i = 0; i < 4; i++) screen.write(chunk);
+  // The first slice is parsed, then the emulator rests (20 ms for a 5 ms slice at a 0.2 share) with the rest waiting.
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.ok(screen.pending >= 2 * chunk.byteLength, `resting with output waiting (${screen.pending} bytes)`);
+  // A snapshot does not wait for the rests: everything before it is parsed at once.
+  const body = await snap(screen);
+  assert.equal(screen.pending, 0);
+  assert.ok(body.data.includes("x".repeat(30)));
+  screen.dispose();
+
+  // The output paused long ago (the last write is far in the clock's past): no rests.
+  let u = 0;
+  const quiet = new TerminalScreen({ cols: 40, rows: 5, parseShare: 0.2, now: () => (u += SCREEN_QUIET_MS) });
+  for (let i = 0; i < 4; i++) quiet.write(chunk);
+  const deadline = Date.now() + 5_000;
+  while (quiet.pending > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 1));
+  assert.equal(quiet.pending, 0, "caught up without a snapshot");
+  quiet.dispose();
+  assert.throws(() => new TerminalScreen({ cols: 4, rows: 4, parseShare: 0 }), RangeError);
 });
 
 Deno.test("TerminalScreen: dispose rejects snapshots still waiting", async () => {
