@@ -12,6 +12,8 @@
 import WebSocket from "ws";
 import { backoffDelay } from "../shared/backoff.ts";
 import { type Clock, systemClock } from "../shared/clock.ts";
+import { useSyncAead } from "../shared/e2e_crypto.ts";
+import { nodeAead } from "../shared/node_aead.ts";
 import { E2eError } from "../shared/e2e_session.ts";
 import { decodeAuthOk, decodeFlow } from "../shared/frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
@@ -133,6 +135,9 @@ interface Attempt {
  * @returns How and why it ended.
  */
 export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit> {
+  // Small bodies (keystrokes, their echo, acknowledgements) are sealed and
+  // opened on this thread: no WebCrypto thread hop on the typing path.
+  useSyncAead(nodeAead);
   // Commands write into their IDE's stream, which outlives connections: it
   // numbers and keeps every frame until the IDE acknowledges it, and makes the
   // command wait (stop reading the child) while a window is unacknowledged.

@@ -13,10 +13,16 @@
  * @module
  */
 import WebSocket from "ws";
+import { useSyncAead } from "../shared/e2e_crypto.ts";
 import { IdeClient, type WebSocketLike } from "../shared/ide_client.ts";
+import { nodeAead } from "../shared/node_aead.ts";
 
 const relayUrl = Deno.args[0] ?? "http://127.0.0.1:8787";
 const command = Deno.args[1] ?? "echo hello from coder1";
+
+// In Deno, small frame bodies (keystrokes and their echo) can be sealed on
+// this thread, which saves a WebCrypto thread hop each way.
+useSyncAead(nodeAead);
 
 // Outside a browser the client needs a WebSocket that can send Cookie and
 // Origin headers; npm:ws can (and has no Nagle stall).

@@ -56,6 +56,46 @@ export interface SessionKeys {
   sas: string;
   /** SHA-256 of the transcript. */
   transcriptHash: Uint8Array;
+  /**
+   * The raw bytes of `send` and `receive`, kept only where a synchronous
+   * AEAD is in use ({@linkcode useSyncAead}: the Deno processes, never a
+   * browser, whose keys stay non-extractable).
+   */
+  raw?: { send: Uint8Array; receive: Uint8Array };
+}
+
+/**
+ * AES-256-GCM done on the calling thread, for small bodies
+ * ({@linkcode SYNC_AEAD_MAX_BYTES}). WebCrypto answers every call on another
+ * thread: about 25 µs of work for a keystroke, but 100 µs or more of latency
+ * when the process was idle, paid four times on a keystroke's way to the
+ * program and its echo's way back. Same algorithm, nonce and associated
+ * data, so either side may use either path.
+ */
+export interface SyncAead {
+  /** Ciphertext followed by the 16-byte tag. */
+  seal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /** The plaintext; throws when the tag does not verify. */
+  open(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array;
+}
+
+/** Bodies up to this size use the {@linkcode SyncAead} when there is one (larger ones go faster through WebCrypto). */
+export const SYNC_AEAD_MAX_BYTES = 1024;
+
+let _syncAead: SyncAead | undefined;
+
+/**
+ * Seals and opens small bodies with `aead` in sessions derived from now on
+ * (the bridge and Deno IDE clients pass shared/node_aead.ts); `undefined`
+ * goes back to WebCrypto alone.
+ */
+export function useSyncAead(aead: SyncAead | undefined): void {
+  _syncAead = aead;
+}
+
+/** The synchronous AEAD in use, if any. */
+export function syncAead(): SyncAead | undefined {
+  return _syncAead;
 }
 
 /**
@@ -192,12 +232,21 @@ export async function deriveSessionKeys(
     subtle.importKey("raw", bytes as BufferSource, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
   const ideToBridge = await aes(keyBytes.subarray(0, 32));
   const bridgeToIde = await aes(keyBytes.subarray(32, 64));
-  return {
+  const keys: SessionKeys = {
     send: role === "ide" ? ideToBridge : bridgeToIde,
     receive: role === "ide" ? bridgeToIde : ideToBridge,
     sas: sasFromBytes(sasBytes),
     transcriptHash,
   };
+  if (_syncAead) {
+    const ideToBridgeRaw = keyBytes.slice(0, 32);
+    const bridgeToIdeRaw = keyBytes.slice(32, 64);
+    keys.raw = role === "ide"
+      ? { send: ideToBridgeRaw, receive: bridgeToIdeRaw }
+      : { send: bridgeToIdeRaw, receive: ideToBridgeRaw };
+  }
+  keyBytes.fill(0);
+  return keys;
 }
 
 /**

@@ -31,6 +31,8 @@
  */
 import WebSocket from "ws";
 import { permissionFlags, roleFor } from "../cli/permissions.ts";
+import { useSyncAead } from "../shared/e2e_crypto.ts";
+import { nodeAead } from "../shared/node_aead.ts";
 import { type ApprovalRequest, IdeClient, type IdeClientOptions, type WebSocketLike } from "../shared/ide_client.ts";
 
 /**
@@ -395,6 +397,8 @@ export function wsFactory(extra: WebSocket.ClientOptions = {}): IdeClientOptions
  * ```
  */
 export function ideClient(relayUrl: string, options: Partial<IdeClientOptions> = {}): IdeClient {
+  // As a Deno program driving the bridge would: small bodies sealed on this thread (shared/node_aead.ts).
+  useSyncAead(nodeAead);
   return new IdeClient({ relayUrl, webSocket: wsFactory(), ...options });
 }
 
