@@ -59,6 +59,15 @@ const USED: Record<Role, Deno.PermissionName[]> = {
 };
 const ALL: Deno.PermissionName[] = ["net", "read", "write", "env", "sys", "run", "ffi"];
 
+/**
+ * The flags of the launcher (tools/launch.ts), which only reads the command
+ * line, the environment and paths, then starts `deno run` with the role's
+ * own flags ({@linkcode permissionFlags}). `deno task coder1`, `deno task
+ * relay` and the `coder1` command that `deno task install` writes all start
+ * it with exactly these.
+ */
+export const LAUNCHER_FLAGS: readonly string[] = ["--allow-env", "--allow-run", "--allow-read", "--no-prompt"];
+
 /** Paths a process may read and write. */
 export interface PathScope {
   /** Readable paths. */
