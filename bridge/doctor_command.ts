@@ -178,7 +178,9 @@ function _unreachable(relay: RelayUrl, why: string): DoctorCheck {
 
 /** Why a connection failed, in words. */
 function _networkWhy(error: unknown, relay: RelayUrl): string {
-  const message = String((error as Error)?.message ?? error);
+  // fetch says "fetch failed" and keeps the reason in `cause`.
+  const cause = (error as { cause?: Error })?.cause;
+  const message = String((error as Error)?.message ?? error) + (cause?.message ? `: ${cause.message}` : "");
   const code = (error as { code?: string })?.code ?? "";
   if ((error as Error)?.name === "TimeoutError" || code === "ETIMEDOUT") {
     return `no answer within ${DOCTOR_TIMEOUT_MS / 1000} s (a firewall or proxy may drop the connection)`;
@@ -584,6 +586,16 @@ async function _checkTerminals(shell: string): Promise<DoctorCheck> {
     if (exit.code !== 0) throw new Error(`${shell} -c 'exit 0' in a terminal ended with ${exit.signal ?? exit.code}`);
     return { id: "terminals", title, status: "ok", detail: `pseudo-terminals open; ${shell} runs in one` };
   } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      return {
+        id: "terminals",
+        title,
+        status: "fail",
+        detail: `Deno may not load libc here, which terminals need (${(error as Error).message})`,
+        fix: "Run coder1 with the bridge's permission flags (they include --allow-ffi): the coder1 command, " +
+          "or npx -y deno@2.9.6 task coder1 from a checkout.",
+      };
+    }
     return {
       id: "terminals",
       title,
