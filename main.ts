@@ -55,7 +55,7 @@ export async function main(args: string[]): Promise<number> {
       case "bridge start":
         return await (await import("./bridge/start_command.ts")).bridgeStart(flags);
       case "doctor":
-        return await (await import("./bridge/doctor_command.ts")).doctor(flags);
+        return await (await import("./cli/doctor_command.ts")).doctor(flags);
       case "bridge status":
         return await (await import("./bridge/account_commands.ts")).bridgeStatus(flags);
       default:

@@ -8,7 +8,6 @@ import { type FlagValues, UsageError } from "../cli/args.ts";
 import { defaultDataDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { RELAY_SERVE } from "../cli/specs.ts";
-import { BUILD_COMMIT } from "../cli/build_info.ts";
 import { bridgeStartCommands } from "../shared/bridge_command.ts";
 import { isLoopbackHost } from "../shared/relay_url.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
@@ -77,11 +76,9 @@ export async function relayServe(flags: FlagValues): Promise<number> {
   console.log(`  Open ${publicUrl} in your browser: this relay serves the web IDE.`);
   console.log(`  To pair a bridge: click Connect Bridge there for a 6-digit code, then on the machine to control run`);
   console.log(`    ${start.installed}`);
-  if (BUILD_COMMIT === undefined) {
-    // Run from source: the other machine may have a checkout but no coder1 command yet.
-    console.log(`  or, in a coder1 checkout without the coder1 command (${start.install} adds it):`);
-    console.log(`    ${start.fromCheckout}`);
-  }
+  // The machine to control may have a release binary, or a checkout without the coder1 command yet.
+  console.log(`  or, in a coder1 checkout without the coder1 command (${start.install} adds it):`);
+  console.log(`    ${start.fromCheckout}`);
   console.log(`  Data dir: ${dataDir} (signing key, revocations). Allowed origins: ${relay.allowedOrigins.join(", ")}`);
   console.log(
     telemetry

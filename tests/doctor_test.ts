@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import * as jose from "jose";
-import type { DoctorCheck } from "../bridge/doctor_command.ts";
+import type { DoctorCheck } from "../bridge/doctor.ts";
 import {
   freePort,
   haveProgram,

@@ -1,5 +1,5 @@
 /**
- * `coder1 doctor`: checks, one by one, what a bridge on this machine needs,
+ * What `coder1 doctor` checks (cli/doctor_command.ts runs it), one by one, what a bridge on this machine needs,
  * and says how to fix each problem found: the relay answers, its TLS
  * certificate is trusted (and which CA file to pass if not), the clock agrees
  * with the relay's, the config directory and key files are private, the stored
@@ -10,16 +10,12 @@
  * @module
  */
 import tls from "node:tls";
-import type { FlagValues } from "../cli/args.ts";
-import { defaultConfigDir } from "../cli/paths.ts";
-import { dropUnusedPermissions } from "../cli/permissions.ts";
-import { DOCTOR } from "../cli/specs.ts";
 import type { RelayUrl } from "../shared/relay_url.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { VERSION } from "../shared/version.ts";
 import { CredentialStore } from "./credentials.ts";
 import { createPtySpawner } from "./pty_factory.ts";
-import { relayFetch, resolveRelay } from "./relay_choice.ts";
+import { relayFetch } from "./relay_choice.ts";
 import { ShellRunner } from "./shell_runner.ts";
 
 /** How long each network step and each test process may take. */
@@ -50,53 +46,62 @@ export interface DoctorCheck {
   fix?: string;
 }
 
+/** What {@linkcode runDoctor} checks against. */
+export interface DoctorOptions {
+  /** The relay (absent when it could not be resolved: then `relayError` says why). */
+  relay?: RelayUrl;
+  /** Why there is no relay URL to check. */
+  relayError?: string;
+  /** Extra CA certificate (PEM), as `--ca-file` gives it to the bridge. */
+  ca?: string;
+  /** The file `ca` came from, to name it. */
+  caFile?: string;
+  /** Why the CA file could not be used. */
+  caError?: string;
+  /** The bridge's config directory. */
+  configDir: string;
+}
+
+/** Everything {@linkcode runDoctor} found; `--json` prints it as is. */
+export interface DoctorReport {
+  /** This coder1's version. */
+  version: string;
+  /** The relay checked, if any. */
+  relay: string | null;
+  /** Whether no check failed. */
+  ok: boolean;
+  /** The checks, in a fixed order. */
+  checks: DoctorCheck[];
+}
+
 /**
- * Runs every check, prints the results (text or `--json`), and returns the
- * exit code: 0 when no check failed, 1 otherwise.
+ * Runs every check. Only reads: it asks the relay with `GET /healthz` and
+ * `POST /api/bridge/verify` and writes nothing.
  *
- * @param flags Parsed {@linkcode DOCTOR} flags.
- * @returns The exit code.
+ * @param options The relay, CA and config directory to check.
+ * @returns The report.
+ *
+ * @example
+ * ```ts ignore
+ * import { formatDoctor, runDoctor } from "./doctor.ts";
+ * const report = await runDoctor({ configDir: `${Deno.env.get("HOME")}/.config/coder1` });
+ * console.log(formatDoctor(report));
+ * ```
  */
-export async function doctor(flags: FlagValues): Promise<number> {
-  await dropUnusedPermissions("bridge");
-  const configDir = defaultConfigDir();
+export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
+  const { relay, relayError, ca, caFile, caError, configDir } = options;
   const store = new CredentialStore(configDir);
   const checks: DoctorCheck[] = [];
   const add = (check: DoctorCheck) => checks.push(check);
 
   // Relay, TLS, clock and credential depend on each other, in this order.
-  let relay: RelayUrl | undefined;
-  let ca: string | undefined;
-  let relayError: string | undefined;
-  try {
-    const lastRelay = await store.lastRelay().catch(() => undefined);
-    const resolved = await resolveRelay(
-      { ...flags, "ca-file": undefined },
-      { lastRelay: () => Promise.resolve(lastRelay) } as unknown as CredentialStore,
-      DOCTOR,
-    );
-    relay = resolved.relay;
-  } catch (error) {
-    relayError = (error as Error).message;
-  }
-  const caFile = flags["ca-file"] as string | undefined;
-  let caError: string | undefined;
-  if (caFile !== undefined) {
-    try {
-      ca = await Deno.readTextFile(caFile);
-      if (!ca.includes("-----BEGIN CERTIFICATE-----")) caError = `--ca-file ${caFile} holds no PEM certificate`;
-    } catch (error) {
-      caError = `cannot read --ca-file ${caFile}: ${(error as Error).message}`;
-    }
-  }
-
   let healthy: { date?: number; sent: number; received: number } | undefined;
   if (!relay) {
     add({
       id: "relay",
       title: "Relay reachable",
       status: "fail",
-      detail: relayError!,
+      detail: relayError ?? "no relay URL",
       fix: "Pass the relay's address, as its start-up banner prints it: coder1 doctor --relay https://relay.example",
     });
     add(_skip("tls", "TLS certificate trusted", "no relay to check"));
@@ -139,24 +144,31 @@ export async function doctor(flags: FlagValues): Promise<number> {
   add(await _checkShell(shell));
   add(await _checkTerminals(shell));
   add(_checkTelemetry());
+  const ok = !checks.some((c) => c.status === "fail");
+  return { version: VERSION, relay: relay?.http ?? null, ok, checks };
+}
 
+/**
+ * The report as text: one line per check, its fix below a failure, and a summary.
+ *
+ * @param report What {@linkcode runDoctor} found.
+ * @returns Lines for a terminal.
+ */
+export function formatDoctor(report: DoctorReport): string {
+  const { checks } = report;
   const failed = checks.filter((c) => c.status === "fail").length;
-  if (flags.json) {
-    console.log(JSON.stringify({ version: VERSION, relay: relay?.http ?? null, ok: failed === 0, checks }, null, 2));
-  } else {
-    console.log(`coder1 doctor ${VERSION}: this machine and ${relay?.http ?? "its relay"}`);
-    const width = Math.max(...checks.map((c) => c.title.length)) + 2;
-    for (const c of checks) {
-      console.log(`  ${c.status === "fail" ? "FAIL" : c.status.padEnd(4)}  ${c.title.padEnd(width)}${c.detail}`);
-      if (c.fix) console.log(`        ${" ".repeat(width)}Fix: ${c.fix}`);
-    }
-    console.log(
-      failed === 0
-        ? `All checks passed${checks.some((c) => c.status === "skip") ? " (some did not apply)" : ""}.`
-        : `${failed} of ${checks.length} checks failed.`,
-    );
+  const width = Math.max(...checks.map((c) => c.title.length)) + 2;
+  const lines = [`coder1 doctor ${report.version}: this machine and ${report.relay ?? "its relay"}`];
+  for (const c of checks) {
+    lines.push(`  ${c.status === "fail" ? "FAIL" : c.status.padEnd(4)}  ${c.title.padEnd(width)}${c.detail}`);
+    if (c.fix) lines.push(`        ${" ".repeat(width)}Fix: ${c.fix}`);
   }
-  return failed === 0 ? 0 : 1;
+  lines.push(
+    failed === 0
+      ? `All checks passed${checks.some((c) => c.status === "skip") ? " (some did not apply)" : ""}.`
+      : `${failed} of ${checks.length} checks failed.`,
+  );
+  return lines.join("\n");
 }
 
 function _skip(id: string, title: string, detail: string): DoctorCheck {
