@@ -207,6 +207,13 @@ Deno.test("doctor: no relay at the address, and a server that is not a coder1 re
     const wrong = await doctor(dirs, ["--relay", `http://127.0.0.1:${other.addr.port}`]);
     assert.equal(wrong.code, 1);
     assert.match(wrong.check("relay").detail, /answered HTTP 200, but not as a coder1 relay does/);
+
+    // A relay URL from the environment that the bridge would refuse is a failed check, not a crash.
+    const plain = await doctor(dirs, [], { env: { CODER1_RELAY_URL: "http://relay.example" } });
+    assert.equal(plain.code, 1);
+    assert.equal(plain.report.relay, null);
+    assert.match(plain.check("relay").detail, /refusing unencrypted http:\/\/relay\.example/);
+    assert.match(plain.check("relay").fix!, /--relay https:\/\/relay\.example/);
   } finally {
     abort.abort();
     await other.finished;
