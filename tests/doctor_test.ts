@@ -256,6 +256,26 @@ Deno.test({
       assert.equal(trusted.check("relay").status, "ok");
       assert.equal(trusted.check("clock").status, "ok");
 
+      // The same certificate served at an address it does not name (127.0.0.2: loopback, not in its names).
+      const elsewhere = await startRelayProcess(dirs, [
+        "--host",
+        "127.0.0.2",
+        "--tls-cert",
+        `${certDir}/server.pem`,
+        "--tls-key",
+        `${certDir}/server.key`,
+        "--data-dir",
+        `${dirs.root}/data2`,
+      ]);
+      try {
+        const mismatch = await doctor(dirs, ["--relay", elsewhere.url, "--ca-file", `${certDir}/ca.pem`]);
+        assert.equal(mismatch.code, 1);
+        assert.match(mismatch.check("tls").detail, /is not for 127\.0\.0\.2$/);
+        assert.match(mismatch.check("tls").fix!, /Use the name the certificate is for in --relay/);
+      } finally {
+        await elsewhere.stop();
+      }
+
       const notPem = `${certDir}/ext.cnf`;
       const bad = await doctor(dirs, ["--relay", relay.url, "--ca-file", notPem]);
       assert.equal(bad.code, 1);
