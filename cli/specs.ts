@@ -309,4 +309,5 @@ Usage:
 
 Quick start:
   coder1 relay serve                       # relay on http://127.0.0.1:${DEFAULT_PORT}
-  coder1 bridge start --relay URL          # then type the 6-digit code from the IDE`;
+  coder1 bridge start --relay URL          # then type the 6-digit code from the IDE
+  coder1 doctor --relay URL                # something wrong? checks this machine, says how to fix it`;
