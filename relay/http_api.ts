@@ -26,8 +26,8 @@ import { WEB_ASSETS } from "./web_assets.ts";
 /** The sliding window for {@linkcode SESSIONS_PER_ADDRESS_PER_WINDOW} (`POST /api/sessions`). */
 const SESSION_WINDOW_MS = 60_000;
 /** `POST /api/bridge/verify` calls one client address may make per {@linkcode VERIFY_WINDOW_MS}. */
-const VERIFY_PER_ADDRESS_PER_WINDOW = 30;
-/** The sliding window for {@linkcode VERIFY_PER_ADDRESS_PER_WINDOW}. */
+const VERIFY_PER_ADDRESS = 30;
+/** The sliding window for {@linkcode VERIFY_PER_ADDRESS}. */
 const VERIFY_WINDOW_MS = 60_000;
 /** How long a browser may reuse a CORS preflight answer (`Access-Control-Max-Age`). */
 const CORS_MAX_AGE_SECONDS = 600;
@@ -229,7 +229,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       const address = deps.addressOf(request, info);
       const rate = await deps.store.hit(
         `verify:a:${address}`,
-        VERIFY_PER_ADDRESS_PER_WINDOW,
+        VERIFY_PER_ADDRESS,
         VERIFY_WINDOW_MS,
         deps.clock.now(),
       );
