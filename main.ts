@@ -5,7 +5,7 @@
  * @module
  */
 import { parseFlags, usage, UsageError } from "./cli/args.ts";
-import { COMMANDS, TOP_USAGE } from "./cli/specs.ts";
+import { COMMANDS, GROUPS, groupUsage, TOP_USAGE } from "./cli/specs.ts";
 
 /**
  * Runs coder1 with `args` and returns the exit code.
@@ -15,31 +15,34 @@ import { COMMANDS, TOP_USAGE } from "./cli/specs.ts";
  */
 export async function main(args: string[]): Promise<number> {
   const [first, second] = args;
-  if (first === undefined || first === "help" || first === "--help" || first === "-h") {
-    const topic = args.slice(1).join(" ");
-    if (first === "help" && topic) {
-      const spec = COMMANDS[topic];
-      if (!spec) return _usageError(new UsageError(`unknown command "${topic}"`));
-      console.log(usage(spec));
-      return 0;
-    }
+  if (first === undefined) {
     console.log(TOP_USAGE);
-    return first === undefined ? 2 : 0;
+    return 2;
   }
+  if (HELP_WORDS.has(first)) return _help(args.slice(1));
   if (first === "--version" || first === "-V" || first === "version") {
     const { versionInfo, versionLine } = await import("./cli/version_text.ts");
     console.log(versionLine(await versionInfo()));
     return 0;
   }
-  const name = `${first} ${second ?? ""}`.trim();
+  // `coder1 bridge --help`, `coder1 bridge help [start]`: the same as `coder1 help bridge [start]`.
+  if (GROUPS.has(first) && (second === undefined || HELP_WORDS.has(second))) {
+    if (second === undefined) {
+      return _usageError(new UsageError(`"coder1 ${first}" needs a command`), groupUsage(first));
+    }
+    return _help([first, ...args.slice(2)]);
+  }
+  // One-word commands (`doctor`) take their flags right after the name.
+  const name = COMMANDS[first] ? first : `${first} ${second ?? ""}`.trim();
   const spec = COMMANDS[name];
   if (!spec) {
     const group = Object.keys(COMMANDS).filter((c) => c.startsWith(`${first} `));
     const hint = group.length ? `; try: ${group.map((c) => `coder1 ${c}`).join(", ")}` : "";
     return _usageError(new UsageError(`unknown command "${name}"${hint}`));
   }
+  const rest = args.slice(name.split(" ").length);
   try {
-    const flags = parseFlags(spec, args.slice(2));
+    const flags = parseFlags(spec, rest);
     if (flags.help) {
       console.log(usage(spec));
       return 0;
@@ -51,6 +54,8 @@ export async function main(args: string[]): Promise<number> {
         return await (await import("./relay/telemetry_command.ts")).relayTelemetry(flags);
       case "bridge start":
         return await (await import("./bridge/start_command.ts")).bridgeStart(flags);
+      case "doctor":
+        return await (await import("./cli/doctor_command.ts")).doctor(flags);
       case "bridge status":
         return await (await import("./bridge/account_commands.ts")).bridgeStatus(flags);
       default:
@@ -67,10 +72,26 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-function _usageError(error: UsageError): number {
+/** `help`, `--help` and `-h`, wherever help may be asked for. */
+const HELP_WORDS = new Set(["help", "--help", "-h"]);
+
+/** Prints help on a command, a group (`bridge`) or everything; exit 0, or 2 for an unknown topic. */
+function _help(words: string[]): number {
+  const topic = words.filter((w) => !HELP_WORDS.has(w)).join(" ");
+  if (!topic) console.log(TOP_USAGE);
+  else if (COMMANDS[topic]) console.log(usage(COMMANDS[topic]));
+  else if (GROUPS.has(topic)) console.log(groupUsage(topic));
+  else {
+    const group = words[0] !== undefined && GROUPS.has(words[0]) ? groupUsage(words[0]) : undefined;
+    return _usageError(new UsageError(`no help on "${topic}": unknown command`), group);
+  }
+  return 0;
+}
+
+function _usageError(error: UsageError, text?: string): number {
   console.error(`coder1: ${error.message}`);
   console.error("");
-  console.error(error.spec ? usage(error.spec) : TOP_USAGE);
+  console.error(text ?? (error.spec ? usage(error.spec) : TOP_USAGE));
   return 2;
 }
 

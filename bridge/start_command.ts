@@ -211,7 +211,7 @@ function _resolveRoot(dir: string): string {
 
 /** `90 s`, `30 min`, `24 h`, `7 days`: the largest unit that divides it. */
 function _duration(ms: number): string {
-  if (ms % 86_400_000 === 0) return `${ms / 86_400_000} days`;
+  if (ms % 86_400_000 === 0) return ms === 86_400_000 ? "1 day" : `${ms / 86_400_000} days`;
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
   if (ms % 60_000 === 0) return `${ms / 60_000} min`;
   return `${Math.round(ms / 1000)} s`;

@@ -10,6 +10,8 @@
  *   spawns the user's shell, and a shell is not sandboxed by Deno); ffi,
  *   unscoped, for its terminals (bridge/pty.ts calls libc; the
  *   `Deno.UnsafePointer` helpers it needs check unscoped ffi).
+ * - `doctor` runs as the bridge (it checks the bridge's machine), reading its
+ *   config dir and CA file and writing nothing.
  * - cli (`help`, `--version`): nothing.
  *
  * The compiled binary serves every role, so it carries the union with
@@ -21,7 +23,7 @@
  */
 import { parseFlags } from "./args.ts";
 import { defaultConfigDir, defaultDataDir, type EnvLookup } from "./paths.ts";
-import { BRIDGE_LOGOUT, BRIDGE_START, BRIDGE_STATUS, RELAY_SERVE, RELAY_TELEMETRY } from "./specs.ts";
+import { BRIDGE_LOGOUT, BRIDGE_START, BRIDGE_STATUS, DOCTOR, RELAY_SERVE, RELAY_TELEMETRY } from "./specs.ts";
 
 /** Which part of coder1 a process plays. */
 export type Role = "relay" | "bridge" | "cli";
@@ -56,6 +58,15 @@ const USED: Record<Role, Deno.PermissionName[]> = {
   cli: [],
 };
 const ALL: Deno.PermissionName[] = ["net", "read", "write", "env", "sys", "run", "ffi"];
+
+/**
+ * The flags of the launcher (tools/launch.ts), which only reads the command
+ * line, the environment and paths, then starts `deno run` with the role's
+ * own flags ({@linkcode permissionFlags}). `deno task coder1`, `deno task
+ * relay` and the `coder1` command that `deno task install` writes all start
+ * it with exactly these.
+ */
+export const LAUNCHER_FLAGS: readonly string[] = ["--allow-env", "--allow-run", "--allow-read", "--no-prompt"];
 
 /** Paths a process may read and write. */
 export interface PathScope {
@@ -147,6 +158,18 @@ export function roleFor(args: string[], options: { env: EnvLookup; cwd: string }
     if (typeof f["ca-file"] === "string") read.push(abs(f["ca-file"]));
     if (command === "start") read.push(abs((f.cwd as string | undefined) ?? options.cwd));
     return { role: "bridge", scope: { read, write: [configDir] } };
+  }
+  if (group === "doctor") {
+    // Checks the bridge's config dir and CA file read-only; writes nothing.
+    let f: ReturnType<typeof parseFlags> = {};
+    try {
+      f = parseFlags(DOCTOR, args.slice(1));
+    } catch {
+      // main.ts reports the usage error itself.
+    }
+    const read = [defaultConfigDir(options.env)];
+    if (typeof f["ca-file"] === "string") read.push(abs(f["ca-file"]));
+    return { role: "bridge", scope: { read, write: [] } };
   }
   if (group === "relay" && command === "telemetry") {
     // Reads the telemetry file (read-only SQLite); writes nothing.

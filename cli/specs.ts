@@ -224,8 +224,9 @@ export const BRIDGE_START: CommandSpec = {
     { name: "no-banner", kind: "boolean", help: "Do not print the start-up banner" },
   ],
   notes: 'First pairing: the bridge prints "Check that the IDE shows: 123 456". If the IDE shows the same\n' +
-    "digits, type y here and approve in the IDE; both are needed before anything runs. Later starts\n" +
-    "reuse the stored token and the approved IDE key (--pair starts over).\n" +
+    "digits, type those 6 digits here (the prompt asks for them; anything else refuses the pairing)\n" +
+    "and approve in the IDE; both are needed before anything runs. Later starts reuse the stored\n" +
+    "token and the approved IDE key (--pair starts over).\n" +
     "Env: CODER1_RELAY_URL (default relay), CODER1_TELEMETRY=false (the relay keeps no telemetry\n" +
     "about this bridge, and it sends no crash reports).",
 };
@@ -244,14 +245,54 @@ export const BRIDGE_LOGOUT: CommandSpec = {
   flags: [relayFlag, { name: "ca-file", kind: "string", value: "FILE", help: "PEM CA certificate to trust" }],
 };
 
-/** All subcommands by their two-word name. */
+/** `coder1 doctor`. */
+export const DOCTOR: CommandSpec = {
+  name: "doctor",
+  summary: "Check what a bridge on this machine needs, and say how to fix each problem found.",
+  flags: [
+    relayFlag,
+    { name: "ca-file", kind: "string", value: "FILE", help: "PEM CA certificate to trust (as for bridge start)" },
+    { name: "json", kind: "boolean", help: "Print one JSON object (for scripts) instead of text" },
+  ],
+  notes: "Checks: relay reachable, TLS certificate trusted, clock against the relay's, config directory\n" +
+    "and key file modes, stored credential valid and not revoked (asked read-only: the running\n" +
+    "bridge stays connected), the shell, terminals on this OS, the telemetry setting.\n" +
+    "Exit 0 when every check passes, 1 otherwise.",
+};
+
+/** All commands by name: two words (`bridge start`), or one (`doctor`). */
 export const COMMANDS: Record<string, CommandSpec> = {
   "relay serve": RELAY_SERVE,
   "relay telemetry": RELAY_TELEMETRY,
   "bridge start": BRIDGE_START,
   "bridge status": BRIDGE_STATUS,
   "bridge logout": BRIDGE_LOGOUT,
+  doctor: DOCTOR,
 };
+
+/** The command groups (`relay`, `bridge`): the first word of the two-word commands. */
+export const GROUPS: ReadonlySet<string> = new Set(
+  Object.keys(COMMANDS).filter((c) => c.includes(" ")).map((c) => c.split(" ")[0]),
+);
+
+/**
+ * The help of a command group: its commands, one line each.
+ *
+ * @param group `relay` or `bridge`.
+ * @returns Multi-line help text.
+ */
+export function groupUsage(group: string): string {
+  const names = Object.keys(COMMANDS).filter((c) => c.startsWith(`${group} `));
+  const width = Math.max(...names.map((c) => c.length)) + 11;
+  return [
+    `Usage: coder1 ${group} COMMAND [options]`,
+    "",
+    "Commands:",
+    ...names.map((c) => `  ${`coder1 ${c}`.padEnd(width)}${COMMANDS[c].summary}`),
+    "",
+    `Options of a command: coder1 help ${group} COMMAND (or coder1 ${group} COMMAND --help).`,
+  ].join("\n");
+}
 
 /** `coder1 help`. */
 export const TOP_USAGE = `coder1: run commands on your machine from a browser IDE, through a relay.
@@ -262,9 +303,11 @@ Usage:
   coder1 bridge start [options]    Pair this machine and run the IDE's commands
   coder1 bridge status [options]   Show relay reachability, pairing and token expiry
   coder1 bridge logout [options]   Revoke and delete this machine's token
-  coder1 help [COMMAND]            Show help (also: coder1 COMMAND --help)
+  coder1 doctor [options]          Check this machine and its relay; say how to fix what fails
+  coder1 help [COMMAND]            Show help (also: coder1 COMMAND --help, coder1 help bridge)
   coder1 --version                 Show the version
 
 Quick start:
   coder1 relay serve                       # relay on http://127.0.0.1:${DEFAULT_PORT}
-  coder1 bridge start --relay URL          # then type the 6-digit code from the IDE`;
+  coder1 bridge start --relay URL          # then type the 6-digit code from the IDE
+  coder1 doctor --relay URL                # something wrong? checks this machine, says how to fix it`;

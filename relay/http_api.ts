@@ -25,6 +25,10 @@ import { WEB_ASSETS } from "./web_assets.ts";
 
 /** The sliding window for {@linkcode SESSIONS_PER_ADDRESS_PER_WINDOW} (`POST /api/sessions`). */
 const SESSION_WINDOW_MS = 60_000;
+/** `POST /api/bridge/verify` calls one client address may make per {@linkcode VERIFY_WINDOW_MS}. */
+const VERIFY_PER_ADDRESS = 30;
+/** The sliding window for {@linkcode VERIFY_PER_ADDRESS}. */
+const VERIFY_WINDOW_MS = 60_000;
 /** How long a browser may reuse a CORS preflight answer (`Access-Control-Max-Age`). */
 const CORS_MAX_AGE_SECONDS = 600;
 /** How long a browser keeps to HTTPS once told so (`Strict-Transport-Security`, one year). */
@@ -216,6 +220,41 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
         expiresAt: claims.expiresAt,
         connected: deps.hub.bridgeConnected(claims.sid),
       });
+    },
+
+    // Read-only, for `coder1 doctor`: says whether a stored token would be
+    // accepted, and if not why, without logging in (which would replace the
+    // running bridge's connection) and without revoking or rotating anything.
+    "POST /api/bridge/verify": async (request, info) => {
+      const address = deps.addressOf(request, info);
+      const rate = await deps.store.hit(
+        `verify:a:${address}`,
+        VERIFY_PER_ADDRESS,
+        VERIFY_WINDOW_MS,
+        deps.clock.now(),
+      );
+      if (!rate.allowed) {
+        deps.metrics?.rateLimited("bridge_verify");
+        const retryAfterSeconds = Math.ceil(rate.retryAfterMs / 1000);
+        throw new Coder1Error(`Cannot verify: too many checks from this address; retry in ${retryAfterSeconds}s`, {
+          status: 429,
+          retryAfterSeconds,
+          reason: "rate-limited",
+        });
+      }
+      try {
+        const claims = await requireBridge(request);
+        return json({ valid: true, bridgeId: claims.sub, expiresAt: claims.expiresAt });
+      } catch (error) {
+        if (!(error instanceof Coder1Error) || error.status !== 401) throw error;
+        // token_service.ts names the cause in its message: the revocation list, jose's expiry code, or anything else.
+        const reason = /revoked/.test(error.message)
+          ? "revoked"
+          : /ERR_JWT_EXPIRED/.test(error.message)
+          ? "expired"
+          : "invalid";
+        return json({ valid: false, error: "unauthorized", reason, message: error.message }, 401);
+      }
     },
 
     "POST /api/bridge/logout": async (request) => {

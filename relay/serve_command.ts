@@ -8,6 +8,7 @@ import { type FlagValues, UsageError } from "../cli/args.ts";
 import { defaultDataDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { RELAY_SERVE } from "../cli/specs.ts";
+import { bridgeStartCommands } from "../shared/bridge_command.ts";
 import { isLoopbackHost } from "../shared/relay_url.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { VERSION } from "../shared/version.ts";
@@ -71,9 +72,13 @@ export async function relayServe(flags: FlagValues): Promise<number> {
   }
   const publicUrl = (flags["public-url"] as string | undefined)?.replace(/\/$/, "") ?? relay.url;
   console.log(`coder1 relay ${VERSION} listening on ${relay.url}`);
-  console.log(`  Open ${publicUrl} in a web IDE that speaks the coder1 protocol (docs/PROTOCOL.md).`);
-  console.log(`  To pair a bridge: get a 6-digit code in the IDE, then on the machine to control run`);
-  console.log(`    coder1 bridge start --relay ${publicUrl}`);
+  const start = bridgeStartCommands(publicUrl);
+  console.log(`  Open ${publicUrl} in your browser: this relay serves the web IDE.`);
+  console.log(`  To pair a bridge: click Connect Bridge there for a 6-digit code, then on the machine to control run`);
+  console.log(`    ${start.installed}`);
+  // The machine to control may have a release binary, or a checkout without the coder1 command yet.
+  console.log(`  or, in a coder1 checkout without the coder1 command (${start.install} adds it):`);
+  console.log(`    ${start.fromCheckout}`);
   console.log(`  Data dir: ${dataDir} (signing key, revocations). Allowed origins: ${relay.allowedOrigins.join(", ")}`);
   console.log(
     telemetry

@@ -40,7 +40,7 @@ Deno.test("help, version and --help on every command", async () => {
     );
     const h = await run(["help"], dirs);
     assert.equal(h.code, 0);
-    for (const c of ["relay serve", "bridge start", "bridge status", "bridge logout"]) {
+    for (const c of ["relay serve", "relay telemetry", "bridge start", "bridge status", "bridge logout", "doctor"]) {
       assert.ok(h.stdout.includes(`coder1 ${c}`), `top help lists ${c}`);
       const help = await run([...c.split(" "), "--help"], dirs);
       assert.equal(help.code, 0, help.stderr);
@@ -51,6 +51,69 @@ Deno.test("help, version and --help on every command", async () => {
     }
     const none = await run([], dirs);
     assert.equal(none.code, 2);
+  } finally {
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("every spelling of help works: on groups, before and after the command, and unknown topics exit 2", async () => {
+  const dirs = await makeTestDirs();
+  try {
+    // The top help suggests `coder1 help [COMMAND]`, `coder1 COMMAND --help` and `coder1 help bridge`.
+    const top = await run(["--help"], dirs);
+    assert.match(top.stdout, /coder1 help \[COMMAND\] +Show help \(also: coder1 COMMAND --help, coder1 help bridge\)/);
+    for (
+      const [group, commands] of [["bridge", ["start", "status", "logout"]], ["relay", ["serve", "telemetry"]]] as const
+    ) {
+      const spellings = [["help", group], [group, "--help"], [group, "-h"], [group, "help"], ["-h", group]];
+      const first = await run(spellings[0], dirs);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stdout, new RegExp(`^Usage: coder1 ${group} COMMAND \\[options\\]`));
+      for (const c of commands) assert.match(first.stdout, new RegExp(`^  coder1 ${group} ${c} +\\S`, "m"));
+      for (const args of spellings.slice(1)) {
+        const r = await run([...args], dirs);
+        assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+        assert.equal(r.stdout, first.stdout, args.join(" "));
+      }
+      const command = await run(["help", group, commands[0]], dirs);
+      for (const args of [[group, "help", commands[0]], [group, commands[0], "--help"], [group, commands[0], "-h"]]) {
+        const r = await run(args, dirs);
+        assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+        assert.equal(r.stdout, command.stdout, args.join(" "));
+      }
+      // The group alone is a usage error that lists its commands.
+      const bare = await run([group], dirs);
+      assert.equal(bare.code, 2);
+      assert.match(
+        bare.stderr,
+        new RegExp(`^coder1: "coder1 ${group}" needs a command\\n\\nUsage: coder1 ${group} COMMAND`),
+      );
+    }
+    for (const args of [["help", "bridge", "nope"], ["help", "nope"], ["bridge", "help", "nope"]]) {
+      const r = await run(args, dirs);
+      assert.equal(r.code, 2, args.join(" "));
+      assert.match(
+        r.stderr,
+        /^coder1: no help on "(bridge )?nope": unknown command\n\n(Usage: coder1 bridge|coder1: run commands)/,
+        args.join(" "),
+      );
+    }
+  } finally {
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("bridge start --help tells the user to type what the SAS prompt asks for (the digits, not y)", async () => {
+  const dirs = await makeTestDirs();
+  try {
+    const help = await run(["bridge", "start", "--help"], dirs);
+    const notes = help.stdout.replaceAll("\n", " ");
+    assert.match(notes, /If the IDE shows the same digits, type those 6 digits here/);
+    assert.doesNotMatch(notes, /\btype y\b/i);
+    // The prompt the bridge prints (bridge/first_pairing.ts) asks for the same thing.
+    const source = await Deno.readTextFile(`${ROOT}/bridge/first_pairing.ts`);
+    assert.match(source, /"Type the 6 digits the IDE shows to confirm \(anything else refuses\): "/);
+    assert.match(notes, /anything else refuses the pairing/);
   } finally {
     await dirs.cleanup();
   }

@@ -8,7 +8,14 @@
  * tools/compile.ts bakes exactly compileFlags() into the binary.
  */
 import assert from "node:assert/strict";
-import { compileFlags, type PathScope, permissionFlags, type Role, roleFor } from "../cli/permissions.ts";
+import {
+  compileFlags,
+  LAUNCHER_FLAGS,
+  type PathScope,
+  permissionFlags,
+  type Role,
+  roleFor,
+} from "../cli/permissions.ts";
 import { compileArgs, outputFor, parseCompileArgs, planJobs, shellLine, TARGETS } from "../tools/compile.ts";
 import { makeTestDirs, OutputWatcher, type RelayProcess, ROOT, startRelayProcess, type TestDirs } from "./helpers.ts";
 
@@ -216,6 +223,10 @@ Deno.test("deno tasks go through the launcher, and roleFor maps commands to role
   const tasks = config.tasks as Record<string, string>;
   assert.match(tasks.relay, /^deno run .*\btools\/launch\.ts relay serve$/);
   assert.match(tasks.coder1, /^deno run .*\btools\/launch\.ts$/);
+  // The launcher runs with LAUNCHER_FLAGS wherever it starts: these tasks and the command deno task install writes.
+  for (const name of ["relay", "coder1"]) {
+    assert.ok(tasks[name].startsWith(`deno run ${LAUNCHER_FLAGS.join(" ")} tools/launch.ts`), tasks[name]);
+  }
   assert.match(tasks.compile, /\btools\/compile\.ts$/);
   for (const name of ["relay", "coder1"]) {
     // The launcher itself only reads the command line and environment and starts deno.
@@ -244,7 +255,12 @@ Deno.test("deno tasks go through the launcher, and roleFor maps commands to role
     role: "bridge",
     scope: { read: ["/xc/coder1"], write: ["/xc/coder1"] },
   });
-  for (const args of [["--version"], ["help"], [], ["frobnicate"]]) {
+  // doctor checks the bridge's machine: the bridge's role, reading its config dir and CA file, writing nothing.
+  assert.deepEqual(roleFor(["doctor", "--ca-file", "ca.pem", "--json"], opts), {
+    role: "bridge",
+    scope: { read: ["/xc/coder1", "/w/ca.pem"], write: [] },
+  });
+  for (const args of [["--version"], ["help"], [], ["frobnicate"], ["help", "doctor"]]) {
     assert.deepEqual(roleFor(args, opts), { role: "cli", scope: { read: [], write: [] } }, args.join(" "));
   }
   assert.deepEqual(permissionFlags("cli"), ["--no-prompt"]);

@@ -73,6 +73,12 @@ Deno.test({
         assert.match(code, /^\d{6}$/);
         assert.match((await page.textContent("#pairing-expiry"))!, /Expires in [45]:\d\d/);
         assert.equal(await page.textContent("#bridge-command"), `coder1 bridge start --relay ${relay.url}`);
+        // For a user with a checkout but no coder1 command yet, the same through npx, and the install.
+        assert.equal(
+          await page.textContent("#bridge-command-checkout"),
+          `npx -y deno@2.9.6 task coder1 bridge start --relay ${relay.url}`,
+        );
+        assert.equal(await page.textContent("#install-command"), "npx -y deno@2.9.6 task install");
         await indicator(page, "waiting");
         await shot(page, "02-pairing-code");
       });

@@ -1,16 +1,19 @@
 /**
  * Runs coder1 from source with exactly the permission flags the role gets
  * (cli/permissions.ts), scoped to the paths the command line names. Used by
- * `deno task relay` and `deno task coder1`.
+ * `deno task relay`, `deno task coder1` and the `coder1` command that
+ * `deno task install` (tools/install.ts) puts on the PATH.
  *
  * @module
  */
 import { permissionFlags, roleFor } from "../cli/permissions.ts";
 
 const main = new URL("../main.ts", import.meta.url).pathname;
+// coder1's own deno.json (npm imports, lock file), whatever directory the user is in.
+const config = new URL("../deno.json", import.meta.url).pathname;
 const { role, scope } = roleFor(Deno.args, { env: (n) => Deno.env.get(n), cwd: Deno.cwd() });
 const child = new Deno.Command(Deno.execPath(), {
-  args: ["run", ...permissionFlags(role, scope), main, ...Deno.args],
+  args: ["run", "--config", config, ...permissionFlags(role, scope), main, ...Deno.args],
   stdin: "inherit",
   stdout: "inherit",
   stderr: "inherit",

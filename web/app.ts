@@ -12,6 +12,7 @@
  * @module
  */
 import { backoffDelay } from "../shared/backoff.ts";
+import { bridgeStartCommands } from "../shared/bridge_command.ts";
 import { fingerprint, rawPublicKey } from "../shared/e2e_crypto.ts";
 import { type ApprovalRequest, type E2eState, IdeClient, IdeClientError } from "../shared/ide_client.ts";
 import { CODE_TTL_MS } from "../shared/protocol.ts";
@@ -113,7 +114,10 @@ class App {
     this.#wireCloseDialog();
     // Escape on the approval dialog would close it undecided: keep it open.
     $<HTMLDialogElement>("approve-dialog").addEventListener("cancel", (e) => e.preventDefault());
-    $("bridge-command").textContent = `coder1 bridge start --relay ${location.origin}`;
+    const start = bridgeStartCommands(location.origin);
+    $("bridge-command").textContent = start.installed;
+    $("bridge-command-checkout").textContent = start.fromCheckout;
+    $("install-command").textContent = start.install;
     this.#setIndicator("disconnected");
     this.#drawWorkspace();
     void this.#showFingerprint(identity);
