@@ -428,7 +428,7 @@ export class Hub {
       this.#metrics?.crashReport("dropped");
       return;
     }
-    this.#telemetry.crash(report);
+    this.#telemetry.crash(report, peer.bridgeId);
     this.#metrics?.crashReport("stored");
   }
 

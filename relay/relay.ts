@@ -48,6 +48,8 @@ export interface RelayOptions {
   tap?: FrameTap;
   /** Keep telemetry in `<dataDir>/telemetry.sqlite` (default true; relay/telemetry.ts). */
   telemetry?: boolean;
+  /** Telemetry file-size cap (default `TELEMETRY_MAX_FILE_BYTES`; tests shrink it). */
+  telemetryMaxFileBytes?: number;
   /** Telemetry flush and prune intervals (tests shrink them). */
   telemetryIntervals?: { flushMs?: number; pruneMs?: number };
   /** When set, `GET /metrics` needs `Authorization: Bearer <this>`. */
@@ -124,6 +126,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     telemetry = new TelemetryStore(options.dataDir, {
       clock,
       onError: (error) => log.error("telemetry.error", { error: String(error) }),
+      onCap: (cap, bridgeId) => log.warn("telemetry.cap", { cap, ...(bridgeId ? { bridgeId } : {}) }),
+      maxFileBytes: options.telemetryMaxFileBytes,
     });
     // Retention is enforced at start too, not only on the hourly schedule.
     const removed = telemetry.prune();

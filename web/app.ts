@@ -16,6 +16,7 @@ import { fingerprint, rawPublicKey } from "../shared/e2e_crypto.ts";
 import { type ApprovalRequest, type E2eState, IdeClient, IdeClientError } from "../shared/ide_client.ts";
 import { CODE_TTL_MS } from "../shared/protocol.ts";
 import { IndexedDbPinStore, loadIdentity } from "./browser_store.ts";
+import { BridgeList } from "./bridge_list.ts";
 import { CommandView } from "./command_view.ts";
 import { TerminalTabs } from "./terminal_tabs.ts";
 
@@ -87,7 +88,11 @@ class App {
           : `${index + 1} of ${count}`;
       },
     });
-    this.#ide.onStateChange((state, detail) => this.#onState(state, detail));
+    const bridges = new BridgeList(this.#ide, (text) => this.#info(text));
+    this.#ide.onStateChange((state, detail) => {
+      this.#onState(state, detail);
+      bridges.refresh();
+    });
     this.#ide.onApprovalRequest((request) => this.#showApproval(request));
     this.#ide.onClose(() => this.#onSocketLost());
     $("connect-bridge").addEventListener("click", () => this.#startPairing());
@@ -355,7 +360,11 @@ class App {
         this.#info("Rejected the bridge; its token is revoked.");
       }
     } catch (e) {
-      $("approve-status").textContent = (e as Error).message;
+      // Never claim a revocation that did not happen: say so, and where to retry.
+      $("approve-status").textContent = approve
+        ? (e as Error).message
+        : `Rejected, but the relay did not revoke its token (${(e as Error).message}). Revoke it in the Bridges list.`;
+      if (!approve) this.#info("The rejected bridge's token was NOT revoked: use Revoke in the Bridges list.");
     }
   }
 
