@@ -41,9 +41,13 @@ export async function bridgeStatus(flags: FlagValues): Promise<number> {
   if (!credential) {
     console.log("Paired:  no (run coder1 bridge start to pair)");
     const note = await store.note(relay.http);
-    if (note) console.log(`         the relay refused the last token (${new Date(note.at).toISOString()}): ${note.reason}`);
+    if (note) {
+      console.log(`         the relay refused the last token (${new Date(note.at).toISOString()}): ${note.reason}`);
+    }
     const pending = (await store.pending(relay.http)).length;
-    if (pending > 0) console.log(`         ${pending} old token(s) still to revoke at the relay (retried at the next start)`);
+    if (pending > 0) {
+      console.log(`         ${pending} old token(s) still to revoke at the relay (retried at the next start)`);
+    }
     return 1;
   }
   const days = Math.floor((credential.expiresAt - Date.now()) / 86_400_000);
@@ -69,7 +73,9 @@ export async function bridgeStatus(flags: FlagValues): Promise<number> {
   }
   if (body.error === "credential-reused") {
     console.log(`         REVOKED by the relay: ${body.message ?? "an old token was presented again"}`);
-    console.log("         Someone else may hold a copy of this machine's token. Pair again: coder1 bridge start --pair");
+    console.log(
+      "         Someone else may hold a copy of this machine's token. Pair again: coder1 bridge start --pair",
+    );
     await store.setNote(relay.http, { at: Date.now(), reason: body.message ?? "credential reused" });
     return 1;
   }

@@ -267,7 +267,9 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
         });
       }
       for (const bridgeId of revoked) deps.log.info("bridge.revoke", { bridgeId });
-      const answer = "bridgeId" in which ? { revoked: true, bridgeId: which.bridgeId } : { revoked: true, bridgeIds: revoked };
+      const answer = "bridgeId" in which
+        ? { revoked: true, bridgeId: which.bridgeId }
+        : { revoked: true, bridgeIds: revoked };
       return json(answer, 200, cors(request));
     },
 

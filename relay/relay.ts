@@ -7,7 +7,7 @@
 import { type Clock, systemClock } from "../shared/clock.ts";
 import { BridgeCredentials } from "./bridge_credentials.ts";
 import { clientAddress } from "./client_address.ts";
-import { CREDENTIALS_FILE, CredentialLedger } from "./credential_ledger.ts";
+import { CredentialLedger, CREDENTIALS_FILE } from "./credential_ledger.ts";
 import { ConnectionLimits } from "./conn_limits.ts";
 import { createHttpHandler } from "./http_api.ts";
 import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
