@@ -207,3 +207,40 @@ Deno.test("--pair and a pairing refused at the bridge revoke the old token at th
     await dirs.cleanup();
   }
 });
+
+Deno.test("--pair while the relay is away: the old token is kept pending, said so, and revoked at the next logout", async () => {
+  const dirs = await makeTestDirs();
+  let relay = await startRelayProcess(dirs);
+  const port = relay.port;
+  const { ide, bridge } = await pairedSetup(dirs, relay.url);
+  try {
+    await bridge.stop("SIGTERM");
+    const old = storedToken(dirs, relay.url)!;
+    await relay.stop("SIGTERM");
+    const repair = spawnCoder1(
+      ["bridge", "start", "--relay", relay.url, "--pair", "--code", "123456", "--allow-root"],
+      {
+        env: dirs.env,
+      },
+    );
+    assert.equal((await repair.status).code, 1);
+    assert.match(repair.stderr.text, /could not revoke the old token at the relay .*kept and revoked at the next/s);
+    const file = JSON.parse(await Deno.readTextFile(`${dirs.env.XDG_CONFIG_HOME}/coder1/credentials.json`));
+    assert.equal(file.pending.length, 1);
+
+    relay = await startRelayProcess(dirs, [], port);
+    const status = spawnCoder1(["bridge", "status", "--relay", relay.url], { env: dirs.env });
+    await status.status;
+    assert.match(status.stdout.text, /1 old token\(s\) still to revoke/);
+    const logout = spawnCoder1(["bridge", "logout", "--relay", relay.url], { env: dirs.env });
+    assert.equal((await logout.status).code, 0, logout.stderr.text);
+    assert.equal(closeOf(await login(relay.url, { token: old })).code, CloseCode.AuthFailed);
+    const after = JSON.parse(await Deno.readTextFile(`${dirs.env.XDG_CONFIG_HOME}/coder1/credentials.json`));
+    assert.deepEqual(after.pending, []);
+  } finally {
+    ide.close();
+    await bridge.stop();
+    await relay.stop();
+    await dirs.cleanup();
+  }
+});
