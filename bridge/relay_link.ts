@@ -109,6 +109,11 @@ export interface RelayLinkOptions {
   clock?: Clock;
   /** How long a stream whose IDE is away is kept (tests shrink it). */
   streamLingerMs?: number;
+  /**
+   * The token stored on disk now: after a `4409`, the bridge reconnects when it
+   * is still the token in use (no other process here rotated it), and exits otherwise.
+   */
+  storedToken?: () => Promise<string | undefined>;
   /** False with `CODER1_TELEMETRY=false`: `auth` says so and no crash report is sent. */
   telemetry?: boolean;
   /**
@@ -232,7 +237,15 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
             `The relay refused this bridge: ${why}. Another bridge the IDE approved is connected to that IDE session.`,
         };
       }
-      if (attempt.closeCode === CloseCode.Replaced) {
+      const sameCredential = attempt.closeCode === CloseCode.Replaced && /this bridge's credential/.test(why);
+      if (sameCredential && auth.token && (await options.storedToken?.()) === auth.token) {
+        // Nobody on this machine rotated the token, yet a connection with it took over:
+        // it is a copy. Presenting ours again makes the relay take the session back
+        // (the copy's successor is then dead) or detect the reuse and revoke everything.
+        options.print(
+          "Connection closed: another connection with this machine's token took over (a copy?); reconnecting to check",
+        );
+      } else if (attempt.closeCode === CloseCode.Replaced) {
         return {
           code: 1,
           message:

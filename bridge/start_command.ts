@@ -150,6 +150,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       ca,
       identity: { name: (flags.name as string | undefined) ?? _hostname(), version: VERSION, os: Deno.build.os },
       auth,
+      storedToken: async () => (await store.get(relay.http))?.token,
       telemetry,
       crashReport: { take: () => crashes.take(), sent: () => crashes.discard() },
       e2e: { identity: identityKey.keyPair, ...pairing.callbacks() },

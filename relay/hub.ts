@@ -45,6 +45,9 @@ import type { BridgeCredentials } from "./bridge_credentials.ts";
 import type { RevokeReason } from "./credential_ledger.ts";
 import { NO_TELEMETRY, type TelemetryRecorder } from "./telemetry.ts";
 
+/** The 4409 reason when a connection with the same credential replaced this one. */
+export const SAME_CREDENTIAL_TOOK_OVER = "another connection with this bridge's credential took over";
+
 /** At most this many frames may arrive while a bridge's `auth` is being checked (honest bridges send none). */
 const MAX_FRAMES_BEFORE_AUTH_OK = 16;
 
@@ -361,7 +364,12 @@ export class Hub {
     const previous = room.bridge;
     room.bridge = peer;
     if (previous) {
-      this.#closePeer(previous, CloseCode.Replaced, "another connection of this session's bridge took over");
+      // The reason says which: a bridge whose own token took over elsewhere checks for a copy (bridge/relay_link.ts).
+      this.#closePeer(
+        previous,
+        CloseCode.Replaced,
+        previous.bridgeId === bridgeId ? SAME_CREDENTIAL_TOOK_OVER : "another bridge of this session took over",
+      );
     }
     const ok: AuthOkBody = { bridgeId, expiresAt };
     if (token) ok.token = token;

@@ -244,3 +244,29 @@ Deno.test("--pair while the relay is away: the old token is kept pending, said s
     await dirs.cleanup();
   }
 });
+
+Deno.test("a copy of the current token that takes over is caught: the real bridge comes back and the relay sees the reuse", async () => {
+  const dirs = await makeTestDirs();
+  const relay = await startRelayProcess(dirs);
+  const { ide, bridge } = await pairedSetup(dirs, relay.url);
+  try {
+    const copied = storedToken(dirs, relay.url)!; // Copied while the bridge runs: the current token.
+    const thief = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
+    await thief.opened;
+    thief.send(encodeFrame({ t: FrameType.Auth, body: { token: copied, version: "9.9.9-thief", rotate: true } }));
+    assert.equal(decodeFrame(await thief.next()).t, FrameType.AuthOk, "the copy logs in and rotates");
+    // The real bridge is replaced (4409) but does not give up for good: its token on disk is still
+    // the one it used, so it presents it again, which the relay sees as reuse while the copy is connected.
+    const closed = await thief.closed;
+    assert.equal(closed.code, CloseCode.Revoked);
+    assert.match(closed.reason, /possible theft/);
+    assert.equal((await bridge.status).code, 1);
+    assert.match(bridge.stderr.text, /revoked all of this machine's tokens.*possible theft/);
+    assert.equal((await listBridges(relay.url, ide.sessionCookie!))[0].revokedReason, "reuse");
+  } finally {
+    ide.close();
+    await bridge.stop();
+    await relay.stop();
+    await dirs.cleanup();
+  }
+});
