@@ -31,6 +31,8 @@ const SESSION_WINDOW_MS = 60_000;
 const CORS_MAX_AGE_SECONDS = 600;
 /** How long a browser keeps to HTTPS once told so (`Strict-Transport-Security`, one year). */
 const HSTS_MAX_AGE_SECONDS = 31_536_000;
+/** Longest `bridgeId` `POST /api/bridge/revoke` reads (ids are UUIDs, 36 characters). */
+const MAX_BRIDGE_ID_LENGTH = 128;
 /** Random bytes in a browser session id (128 bits). */
 const SESSION_ID_BYTES = 16;
 
@@ -246,9 +248,20 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       const sid = await requireSession(request);
       const body = await _revokeBody(request);
       let which: { bridgeId: string } | { all: true };
-      if (body.all === true) which = { all: true };
-      else if (typeof body.bridgeId === "string") which = { bridgeId: body.bridgeId };
-      else {
+      if (body.all === true && body.bridgeId === undefined) which = { all: true };
+      else if (body.all !== undefined) {
+        throw new Coder1Error('Cannot revoke: "all" must be true, without "bridgeId"', {
+          status: 400,
+          reason: "bad-request",
+        });
+      } else if (typeof body.bridgeId === "string" && body.bridgeId.length <= MAX_BRIDGE_ID_LENGTH) {
+        which = { bridgeId: body.bridgeId };
+      } else if (body.bridgeId !== undefined) {
+        throw new Coder1Error("Cannot revoke: bridgeId must be a bridge id string", {
+          status: 400,
+          reason: "bad-request",
+        });
+      } else {
         const connected = deps.hub.sessionBridge(sid);
         if (!connected) {
           throw new Coder1Error("Cannot revoke: no bridge is connected to this session; name one with bridgeId", {

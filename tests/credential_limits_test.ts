@@ -223,3 +223,23 @@ Deno.test("session cookie over HTTPS: __Host- name, Secure, Path=/, no Domain; a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("POST /api/bridge/revoke: bad bodies get 400 bad-request, unknown ids 404, and nothing is revoked", async () => {
+  await withRelay(async (relay) => {
+    const { cookie, token } = await pair(relay);
+    const post = async (body: string) => {
+      const res = await fetch(`${relay.url}/api/bridge/revoke`, { method: "POST", headers: { cookie }, body });
+      return { status: res.status, error: (await res.json()).error };
+    };
+    for (const body of ["not json", "[1]", '{"bridgeId": 5}', '{"all": "yes"}', '{"all": true, "bridgeId": "x"}']) {
+      assert.deepEqual(await post(body), { status: 400, error: "bad-request" }, body);
+    }
+    assert.deepEqual(await post(JSON.stringify({ bridgeId: "x".repeat(200) })), { status: 400, error: "bad-request" });
+    assert.deepEqual(await post(JSON.stringify({ bridgeId: crypto.randomUUID() })), {
+      status: 404,
+      error: "no-bridge",
+    });
+    assert.deepEqual(await post(""), { status: 404, error: "no-bridge" }, "nothing connected");
+    assert.ok("ok" in await login(relay, { token }), "the credential still works");
+  });
+});
