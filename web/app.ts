@@ -57,6 +57,8 @@ class App {
   #mode: Mode = "none";
   #syncing = false;
   #restored = false;
+  /** The bridge Forget last revoked (its button stays hidden while it is the last one named). */
+  #forgotten?: string;
   #pairing = false;
   #countdown?: ReturnType<typeof setInterval>;
   #retryTimer?: ReturnType<typeof setInterval>;
@@ -243,7 +245,10 @@ class App {
 
   #onState(state: E2eState, detail?: string): void {
     const forget = $<HTMLButtonElement>("forget-bridge");
-    forget.hidden = state !== "ready" && state !== "approval" && state !== "confirming";
+    // Offline too: the relay revokes a bridge that is not connected (the last one the relay named).
+    const last = this.#ide.bridge?.bridgeId;
+    forget.hidden = state !== "ready" && state !== "approval" && state !== "confirming" &&
+      (last === undefined || last === this.#forgotten);
     switch (state) {
       case "ready":
         this.#closeApproval();
@@ -376,7 +381,10 @@ class App {
 
   async #forget(): Promise<void> {
     try {
+      const bridgeId = this.#ide.bridge?.bridgeId;
       await this.#ide.revokeBridge();
+      this.#forgotten = bridgeId;
+      $("forget-bridge").hidden = true;
       this.#tabs.clear();
       this.#restored = false;
       this.#setMode("none");
