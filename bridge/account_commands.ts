@@ -11,6 +11,7 @@ import { fingerprint, fromBase64Url } from "../shared/e2e_crypto.ts";
 import { CredentialStore } from "./credentials.ts";
 import { loadIdentityKey } from "./identity_key.ts";
 import { relayFetch, resolveRelay } from "./relay_choice.ts";
+import { retryPending, revokeAtRelay } from "./token_revocation.ts";
 
 const TIMEOUT_MS = 10_000;
 
@@ -39,6 +40,14 @@ export async function bridgeStatus(flags: FlagValues): Promise<number> {
   const credential = await store.get(relay.http);
   if (!credential) {
     console.log("Paired:  no (run coder1 bridge start to pair)");
+    const note = await store.note(relay.http);
+    if (note) {
+      console.log(`         the relay refused the last token (${new Date(note.at).toISOString()}): ${note.reason}`);
+    }
+    const pending = (await store.pending(relay.http)).length;
+    if (pending > 0) {
+      console.log(`         ${pending} old token(s) still to revoke at the relay (retried at the next start)`);
+    }
     return 1;
   }
   const days = Math.floor((credential.expiresAt - Date.now()) / 86_400_000);
@@ -62,6 +71,14 @@ export async function bridgeStatus(flags: FlagValues): Promise<number> {
     console.log(`         accepted by the relay; bridge ${body.connected ? "connected now" : "not connected now"}`);
     return 0;
   }
+  if (body.error === "credential-reused") {
+    console.log(`         REVOKED by the relay: ${body.message ?? "an old token was presented again"}`);
+    console.log(
+      "         Someone else may hold a copy of this machine's token. Pair again: coder1 bridge start --pair",
+    );
+    await store.setNote(relay.http, { at: Date.now(), reason: body.message ?? "credential reused" });
+    return 1;
+  }
   console.log("         rejected by the relay (revoked or expired): pair again with coder1 bridge start --pair");
   return 1;
 }
@@ -77,33 +94,25 @@ export async function bridgeLogout(flags: FlagValues): Promise<number> {
   await dropUnusedPermissions("bridge");
   const store = new CredentialStore(defaultConfigDir());
   const { relay, ca } = await resolveRelay(flags, store, BRIDGE_LOGOUT);
+  const left = await retryPending(store, relay.http, { ca, warn: (m) => console.error(m) });
   const credential = await store.get(relay.http);
   if (!credential) {
     console.log(`Not paired with ${relay.http}; nothing to log out.`);
-    return 0;
+    return left > 0 ? 1 : 0;
   }
-  let res: Response;
-  try {
-    res = await relayFetch(ca)(`${relay.http}/api/bridge/logout`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${credential.token}` },
-      signal: AbortSignal.timeout(TIMEOUT_MS),
-    });
-    await res.body?.cancel();
-  } catch (error) {
-    console.error(`coder1: cannot reach ${relay.http} to revoke the token: ${(error as Error).message}`);
-    console.error("The token is kept so the revocation can be retried once the relay is reachable.");
+  const outcome = await revokeAtRelay(relay.http, credential.token, ca);
+  if (outcome.kind === "failed") {
+    console.error(`coder1: could not revoke the token at the relay: ${outcome.why}`);
+    console.error(
+      "The token is kept so the revocation can be retried: run coder1 bridge logout again once the relay is reachable, or Forget this bridge in the IDE's bridge list.",
+    );
     return 1;
   }
-  if (res.ok || res.status === 401) {
-    await store.delete(relay.http);
-    console.log(
-      res.ok
-        ? `Logged out: the relay revoked this machine's token and it was deleted.`
-        : "The relay had already stopped accepting this token; deleted it locally.",
-    );
-    return 0;
-  }
-  console.error(`coder1: the relay answered ${res.status}; the token is kept, try again later.`);
-  return 1;
+  await store.delete(relay.http);
+  console.log(
+    outcome.kind === "revoked"
+      ? `Logged out: the relay revoked this machine's token and it was deleted.`
+      : "The relay had already stopped accepting this token; deleted it locally.",
+  );
+  return 0;
 }

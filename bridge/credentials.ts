@@ -23,10 +23,32 @@ export interface RelayCredential {
   pinnedIde?: string;
 }
 
+/** A token to revoke at a relay that could not be reached when it was dropped (`--pair`, a refused pairing). */
+export interface PendingRevocation {
+  /** The relay (its normalised http URL). */
+  relay: string;
+  /** The token to revoke. */
+  token: string;
+  /** When it was dropped (ms since the epoch). */
+  since: number;
+}
+
+/** Why the relay stopped accepting this machine's token, kept for `coder1 bridge status`. */
+export interface RevocationNote {
+  /** When the bridge learnt it (ms since the epoch). */
+  at: number;
+  /** What the relay said. */
+  reason: string;
+}
+
 interface CredentialFile {
   version: 1;
   lastRelay?: string;
   relays: Record<string, RelayCredential>;
+  /** Tokens still to revoke, retried at each start and logout. */
+  pending?: PendingRevocation[];
+  /** Per relay: why the last token was refused. */
+  notes?: Record<string, RevocationNote>;
 }
 
 /**
@@ -66,7 +88,55 @@ export class CredentialStore {
     const data = await this.#read();
     data.relays[relay] = credential;
     data.lastRelay = relay;
+    delete data.notes?.[relay];
     await this.#write(data);
+  }
+
+  /**
+   * Replaces the token of `relay`'s credential with its rotated successor
+   * (atomically: the file is replaced in one rename), keeping the pin.
+   *
+   * @returns False when the stored credential is not `bridgeId`'s (nothing written).
+   */
+  async rotate(relay: string, bridgeId: string, token: string, expiresAt: number): Promise<boolean> {
+    const data = await this.#read();
+    const credential = data.relays[relay];
+    if (credential?.bridgeId !== bridgeId) return false;
+    credential.token = token;
+    credential.expiresAt = expiresAt;
+    await this.#write(data);
+    return true;
+  }
+
+  /** Remembers a token to revoke at `relay` later. */
+  async addPending(relay: string, token: string, since: number): Promise<void> {
+    const data = await this.#read();
+    (data.pending ??= []).push({ relay, token, since });
+    await this.#write(data);
+  }
+
+  /** The tokens still to revoke at `relay`. */
+  async pending(relay: string): Promise<PendingRevocation[]> {
+    return ((await this.#read()).pending ?? []).filter((p) => p.relay === relay);
+  }
+
+  /** Forgets a pending revocation (done, or the relay no longer accepts the token anyway). */
+  async donePending(token: string): Promise<void> {
+    const data = await this.#read();
+    data.pending = (data.pending ?? []).filter((p) => p.token !== token);
+    await this.#write(data);
+  }
+
+  /** Keeps why `relay` refused this machine's token. */
+  async setNote(relay: string, note: RevocationNote): Promise<void> {
+    const data = await this.#read();
+    (data.notes ??= {})[relay] = note;
+    await this.#write(data);
+  }
+
+  /** Why `relay` last refused this machine's token, if it did. */
+  async note(relay: string): Promise<RevocationNote | undefined> {
+    return (await this.#read()).notes?.[relay];
   }
 
   /** Pins the approved IDE identity key (base64url) on the credential for `relay`. */

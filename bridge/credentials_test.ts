@@ -34,3 +34,36 @@ Deno.test("a corrupt credentials file gives a clear error, not a silent reset", 
     await Deno.remove(home, { recursive: true });
   }
 });
+
+Deno.test("a rotated token replaces the stored one and keeps the pin; pending revocations and notes are kept", async () => {
+  const home = await Deno.makeTempDir();
+  try {
+    const store = new CredentialStore(`${home}/coder1`);
+    await store.put("https://a.example", { token: "t1", bridgeId: "b1", expiresAt: 1, pairedAt: 5 });
+    await store.pin("https://a.example", "ide-key");
+    assert.equal(await store.rotate("https://a.example", "b1", "t2", 9), true);
+    assert.deepEqual(await store.get("https://a.example"), {
+      token: "t2",
+      bridgeId: "b1",
+      expiresAt: 9,
+      pairedAt: 5,
+      pinnedIde: "ide-key",
+    });
+    assert.equal(await store.rotate("https://a.example", "other", "t3", 9), false, "another bridge id: not a rotation");
+    assert.equal((await store.get("https://a.example"))?.token, "t2");
+
+    await store.addPending("https://a.example", "old", 1);
+    await store.addPending("https://b.example", "other-relay", 1);
+    assert.deepEqual((await store.pending("https://a.example")).map((p) => p.token), ["old"]);
+    await store.donePending("old");
+    assert.deepEqual(await store.pending("https://a.example"), []);
+    assert.equal((await store.pending("https://b.example")).length, 1);
+
+    await store.setNote("https://a.example", { at: 1, reason: "possible theft" });
+    assert.equal((await store.note("https://a.example"))?.reason, "possible theft");
+    await store.put("https://a.example", { token: "t4", bridgeId: "b2", expiresAt: 1, pairedAt: 6 });
+    assert.equal(await store.note("https://a.example"), undefined, "a new pairing clears the note");
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});

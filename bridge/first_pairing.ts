@@ -52,7 +52,7 @@ export type PairingCallbacks = Pick<
 /** Options for {@linkcode FirstPairing}. */
 export interface FirstPairingOptions {
   /** Where the token and the IDE pin are kept. */
-  store: Pick<CredentialStore, "put" | "pin">;
+  store: Pick<CredentialStore, "put" | "pin" | "rotate">;
   /** The relay's URL: the credential's key in the store. */
   relay: string;
   /** The IDE identity key an earlier pairing pinned (none: this is a first pairing). */
@@ -85,7 +85,7 @@ export interface FirstPairingOptions {
  * ```ts
  * import { FirstPairing } from "./first_pairing.ts";
  * const pairing = new FirstPairing({
- *   store: { put: () => Promise.resolve(), pin: () => Promise.resolve() },
+ *   store: { put: () => Promise.resolve(), pin: () => Promise.resolve(), rotate: () => Promise.resolve(false) },
  *   relay: "https://relay.example",
  *   end: (exit) => console.error(exit.message),
  *   prompt: () => Promise.resolve(),
@@ -141,13 +141,16 @@ export class FirstPairing {
   }
 
   /**
-   * Saves the token a redeemed pairing code earned (an `auth.ok` without a
-   * token changes nothing).
+   * Saves the token an `auth.ok` brings: a rotated token of the stored
+   * credential replaces its token (the pin stays); a token for another bridge
+   * id (a redeemed pairing code) becomes a new credential. An `auth.ok`
+   * without a token changes nothing.
    *
    * @param ok The relay's `auth.ok`.
    */
   async saveCredential(ok: AuthOkBody): Promise<void> {
     if (!ok.token) return;
+    if (await this.#opts.store.rotate(this.#opts.relay, ok.bridgeId, ok.token, ok.expiresAt)) return;
     await this.#opts.store.put(this.#opts.relay, {
       token: ok.token,
       bridgeId: ok.bridgeId,

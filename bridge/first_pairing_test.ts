@@ -55,6 +55,7 @@ function setup(overrides: Partial<FirstPairingOptions> = {}, lines: (string | un
     store: {
       put: (relay, credential) => Promise.resolve(void puts.push([relay, credential])),
       pin: (relay, key) => Promise.resolve(void pins.push([relay, key])),
+      rotate: () => Promise.resolve(false),
     },
     relay: "https://relay.example",
     end: (exit) => ends.push(exit),

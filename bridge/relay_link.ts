@@ -69,6 +69,10 @@ export interface LinkExit {
   message: string;
   /** True when the stored token is dead and should be deleted. */
   dropToken?: boolean;
+  /** True when the relay itself refused the token (no need to revoke it there). */
+  refusedByRelay?: boolean;
+  /** Why the relay refused the token, kept for `coder1 bridge status`. */
+  note?: string;
 }
 
 /** Options for {@linkcode runRelayLink}. */
@@ -107,6 +111,11 @@ export interface RelayLinkOptions {
   clock?: Clock;
   /** How long a stream whose IDE is away is kept (tests shrink it). */
   streamLingerMs?: number;
+  /**
+   * The token stored on disk now: after a `4409`, the bridge reconnects when it
+   * is still the token in use (no other process here rotated it), and exits otherwise.
+   */
+  storedToken?: () => Promise<string | undefined>;
   /** False with `CODER1_TELEMETRY=false`: `auth` says so and no crash report is sent. */
   telemetry?: boolean;
   /**
@@ -167,7 +176,8 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
     await Promise.race([streams.drained(), late]).finally(() => clearTimeout(timer));
   };
   const telemetry = options.telemetry === false ? { telemetry: false } : {};
-  let auth: AuthBody = { ...options.auth, version: options.identity.version, ...telemetry };
+  // rotate: this bridge stores the new token every login brings (auth.ok), before using it.
+  let auth: AuthBody = { ...options.auth, version: options.identity.version, rotate: true, ...telemetry };
   let failures = 0;
   let connectedOnce = false;
   const stopped = new Promise<void>((resolve) =>
@@ -180,8 +190,10 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
         connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
       );
       const attempt = await _connect(options, auth, manager, terminals, streams, stopCommands, async (ok) => {
-        if (ok.token) auth = { token: ok.token, version: options.identity.version, ...telemetry };
+        // Stored first (onAuthenticated), used second: should storing fail, the
+        // connection ends and the next one presents the token still on disk.
         await options.onAuthenticated(ok, !connectedOnce);
+        if (ok.token) auth = { token: ok.token, version: options.identity.version, rotate: true, ...telemetry };
         connectedOnce = true;
         failures = 0;
       });
@@ -212,14 +224,33 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
         return { code: 1, message: `Pairing failed: ${why}` };
       }
       if (attempt.closeCode === CloseCode.AuthFailed || attempt.closeCode === CloseCode.Revoked) {
+        const theft = /theft/.test(why);
         return {
           code: 1,
           dropToken: true,
-          message:
-            "The relay no longer accepts this machine's token (revoked or expired). Pair again: coder1 bridge start --pair",
+          refusedByRelay: true,
+          note: why,
+          message: theft
+            ? `The relay revoked all of this machine's tokens: ${why}. Someone else may hold a copy of this machine's token (check who can read ~/.config/coder1). Pair again: coder1 bridge start --pair`
+            : "The relay no longer accepts this machine's token (revoked or expired). Pair again: coder1 bridge start --pair",
         };
       }
-      if (attempt.closeCode === CloseCode.Replaced) {
+      if (attempt.closeCode === CloseCode.SessionTaken) {
+        return {
+          code: 1,
+          message:
+            `The relay refused this bridge: ${why}. Another bridge the IDE approved is connected to that IDE session.`,
+        };
+      }
+      const sameCredential = attempt.closeCode === CloseCode.Replaced && /this bridge's credential/.test(why);
+      if (sameCredential && auth.token && (await options.storedToken?.()) === auth.token) {
+        // Nobody on this machine rotated the token, yet a connection with it took over:
+        // it is a copy. Presenting ours again makes the relay take the session back
+        // (the copy's successor is then dead) or detect the reuse and revoke everything.
+        options.print(
+          "Connection closed: another connection with this machine's token took over (a copy?); reconnecting to check",
+        );
+      } else if (attempt.closeCode === CloseCode.Replaced) {
         return {
           code: 1,
           message:
@@ -337,7 +368,13 @@ function _connect(
           send: rawSend,
           debug: options.debug,
         });
-        await onAuthed(body);
+        try {
+          await onAuthed(body);
+        } catch (error) {
+          result.error = `cannot store the new token: ${(error as Error).message}`;
+          ws.close(CloseCode.Normal, "cannot store the new token");
+          return;
+        }
         // Only to a relay that asked for them, and never with telemetry off.
         const crash = body.crashReports === true && options.telemetry !== false
           ? options.crashReport?.take()

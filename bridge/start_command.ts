@@ -17,6 +17,7 @@ import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts"
 import { CommandManager } from "./command_manager.ts";
 import { CrashReports } from "./crash_report.ts";
 import { CredentialStore } from "./credentials.ts";
+import { retryPending, revokeOrKeepPending } from "./token_revocation.ts";
 import { FirstPairing } from "./first_pairing.ts";
 import { loadIdentityKey } from "./identity_key.ts";
 import { LineReader } from "./stdin_lines.ts";
@@ -62,7 +63,17 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
   if (asRoot) console.error("Warning: running as root (--allow-root): commands from the IDE run as root.");
 
   const lines = new LineReader();
-  const stored = flags.pair ? undefined : await store.get(relay.http);
+  const warn = (m: string) => console.error(m);
+  // Tokens dropped earlier while the relay was unreachable: revoke them now.
+  await retryPending(store, relay.http, { ca, warn });
+  const previous = await store.get(relay.http);
+  if (flags.pair && previous) {
+    // A new pairing replaces the old credential: it must stop working, not linger for 30 days.
+    const outcome = await revokeOrKeepPending(store, relay.http, previous.token, { ca, warn, now: clock.now() });
+    await store.delete(relay.http);
+    if (outcome.kind === "revoked") say("Revoked this machine's previous token at the relay.");
+  }
+  const stored = flags.pair ? undefined : previous;
   let auth: { code: string } | { token: string };
   if (typeof flags.code === "string") auth = { code: flags.code.replace(/\s/g, "") };
   else if (stored && stored.expiresAt > clock.now()) auth = { token: stored.token };
@@ -139,6 +150,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       ca,
       identity: { name: (flags.name as string | undefined) ?? _hostname(), version: VERSION, os: Deno.build.os },
       auth,
+      storedToken: async () => (await store.get(relay.http))?.token,
       telemetry,
       crashReport: { take: () => crashes.take(), sent: () => crashes.discard() },
       e2e: { identity: identityKey.keyPair, ...pairing.callbacks() },
@@ -186,7 +198,15 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       clock,
       signal: abort.signal,
     });
-    if (exit.dropToken) await store.delete(relay.http);
+    if (exit.dropToken) {
+      const dropped = await store.get(relay.http);
+      // Refused here (digits that do not match): the relay still accepts the token, so revoke it there.
+      if (dropped && !exit.refusedByRelay) {
+        await revokeOrKeepPending(store, relay.http, dropped.token, { ca, warn, now: clock.now() });
+      }
+      await store.delete(relay.http);
+      if (exit.note) await store.setNote(relay.http, { at: clock.now(), reason: exit.note });
+    }
     if (exit.message) console.error(`coder1: ${exit.message}`);
     else say("Bridge stopped.");
     return exit.code;

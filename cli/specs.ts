@@ -218,7 +218,7 @@ export const BRIDGE_START: CommandSpec = {
     {
       name: "pair",
       kind: "boolean",
-      help: "Ignore the stored token and approved IDE key; pair again with a new code",
+      help: "Revoke the stored token at the relay and forget the approved IDE key; pair again with a new code",
     },
     { name: "verbose", kind: "boolean", help: "Print connection events" },
     { name: "no-banner", kind: "boolean", help: "Do not print the start-up banner" },

@@ -9,11 +9,13 @@ import type { Clock } from "../shared/clock.ts";
 import { Coder1Error, errorResponse } from "../shared/errors.ts";
 import {
   PROTOCOL_VERSION,
+  SECURE_SESSION_COOKIE,
   SESSION_COOKIE,
   SESSIONS_PER_ADDRESS_PER_WINDOW,
   WS_SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
+import type { BridgeCredentials } from "./bridge_credentials.ts";
 import type { ConnectionLimits } from "./conn_limits.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./logger.ts";
@@ -33,6 +35,8 @@ const VERIFY_WINDOW_MS = 60_000;
 const CORS_MAX_AGE_SECONDS = 600;
 /** How long a browser keeps to HTTPS once told so (`Strict-Transport-Security`, one year). */
 const HSTS_MAX_AGE_SECONDS = 31_536_000;
+/** Longest `bridgeId` `POST /api/bridge/revoke` reads (ids are UUIDs, 36 characters). */
+const MAX_BRIDGE_ID_LENGTH = 128;
 /** Random bytes in a browser session id (128 bits). */
 const SESSION_ID_BYTES = 16;
 
@@ -41,12 +45,14 @@ export interface HttpApiDeps {
   hub: Hub;
   pairing: Pairing;
   tokens: TokenService;
+  /** Bridge credential lines: list, verify, revoke. */
+  credentials: BridgeCredentials;
   store: RelayStore;
   clock: Clock;
   log: Logger;
   /** Origins allowed to open `/ws/ide` and call the API from a browser. */
   allowedOrigins: ReadonlySet<string>;
-  /** Whether cookies get the Secure attribute. */
+  /** Whether cookies get the Secure attribute (and the session cookie the `__Host-` name). */
   secureCookies: boolean;
   /** The client address to rate-limit by. */
   addressOf(request: Request, info: Deno.ServeHandlerInfo): string;
@@ -78,8 +84,11 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
   const json = (body: unknown, status = 200, headers: HeadersInit = {}) =>
     Response.json(body, { status, headers: { "cache-control": "no-store", ...headers } });
 
+  // Over HTTPS only the __Host- cookie counts: a sibling subdomain can set a
+  // plain `coder1_session` for this host, never a `__Host-` one.
+  const cookieName = deps.secureCookies ? SECURE_SESSION_COOKIE : SESSION_COOKIE;
   const requireSession = async (request: Request): Promise<string> => {
-    const value = _cookie(request, SESSION_COOKIE);
+    const value = _cookie(request, cookieName);
     if (!value) throw new Coder1Error("Cannot continue: no browser session", { status: 401, reason: "no-session" });
     try {
       return await deps.tokens.verifySession(value);
@@ -95,7 +104,8 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
     const auth = request.headers.get("authorization") ?? "";
     const m = /^Bearer (\S+)$/.exec(auth);
     if (!m) throw new Coder1Error("Cannot continue: bearer token missing", { status: 401, reason: "unauthorized" });
-    return await deps.tokens.verifyBridgeToken(m[1]);
+    // A plain check: nothing rotates, nothing counts as a login.
+    return (await deps.credentials.verify(m[1])).claims;
   };
 
   // A browser request from a foreign origin must not act on a session.
@@ -194,7 +204,7 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       const sid = _randomId();
       const { value, expiresAt } = await deps.tokens.issueSession(sid);
       const maxAge = Math.floor((expiresAt - deps.clock.now()) / 1000);
-      const cookie = `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}` +
+      const cookie = `${cookieName}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}` +
         (deps.secureCookies ? "; Secure" : "");
       deps.log.info("session.create", {});
       return json({ expiresAt }, 201, { "set-cookie": cookie, ...cors(request) });
@@ -259,28 +269,60 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
 
     "POST /api/bridge/logout": async (request) => {
       const claims = await requireBridge(request);
+      // The whole line: its current token and the one it replaced; a live connection is closed with 4410.
+      await deps.credentials.revoke(claims.sub, "logout");
       await deps.store.revoke(claims.jti, claims.expiresAt);
-      deps.hub.kickToken(claims.jti);
       deps.log.info("bridge.revoke", { bridgeId: claims.sub });
       return json({ revoked: true });
+    },
+
+    "GET /api/bridges": async (request) => {
+      checkOrigin(request, false);
+      const sid = await requireSession(request);
+      return json({ bridges: deps.credentials.list(sid) }, 200, cors(request));
     },
 
     "POST /api/bridge/revoke": async (request) => {
       checkOrigin(request, false);
       const sid = await requireSession(request);
-      const body = await request.json().catch(() => ({})) as { bridgeId?: unknown };
-      const bridge = deps.hub.sessionBridge(sid);
-      if (!bridge || (body.bridgeId !== undefined && body.bridgeId !== bridge.bridgeId)) {
-        throw new Coder1Error("Cannot revoke: no such bridge is connected to this session", {
+      const body = await _revokeBody(request);
+      let which: { bridgeId: string } | { all: true };
+      if (body.all === true && body.bridgeId === undefined) which = { all: true };
+      else if (body.all !== undefined) {
+        throw new Coder1Error('Cannot revoke: "all" must be true, without "bridgeId"', {
+          status: 400,
+          reason: "bad-request",
+        });
+      } else if (typeof body.bridgeId === "string" && body.bridgeId.length <= MAX_BRIDGE_ID_LENGTH) {
+        which = { bridgeId: body.bridgeId };
+      } else if (body.bridgeId !== undefined) {
+        throw new Coder1Error("Cannot revoke: bridgeId must be a bridge id string", {
+          status: 400,
+          reason: "bad-request",
+        });
+      } else {
+        const connected = deps.hub.sessionBridge(sid);
+        if (!connected) {
+          throw new Coder1Error("Cannot revoke: no bridge is connected to this session; name one with bridgeId", {
+            status: 404,
+            reason: "no-bridge",
+          });
+        }
+        which = { bridgeId: connected.bridgeId };
+      }
+      // Connected or not: the line is revoked (reconnects fail), then its connection is closed with 4410.
+      const revoked = await deps.credentials.revokeForSession(sid, which);
+      if ("bridgeId" in which && revoked.length === 0) {
+        throw new Coder1Error("Cannot revoke: this session has no bridge with that id", {
           status: 404,
           reason: "no-bridge",
         });
       }
-      // Revoke before hanging up, so a reconnect with the same token already fails.
-      await deps.store.revoke(bridge.jti, bridge.expiresAt);
-      deps.hub.kickToken(bridge.jti);
-      deps.log.info("bridge.revoke", { bridgeId: bridge.bridgeId });
-      return json({ revoked: true, bridgeId: bridge.bridgeId }, 200, cors(request));
+      for (const bridgeId of revoked) deps.log.info("bridge.revoke", { bridgeId });
+      const answer = "bridgeId" in which
+        ? { revoked: true, bridgeId: which.bridgeId }
+        : { revoked: true, bridgeIds: revoked };
+      return json(answer, 200, cors(request));
     },
 
     "GET /ws/ide": async (request, info) => {
@@ -429,14 +471,43 @@ function _subprotocolOffer(request: Request): { version?: number; protocol?: str
   return best;
 }
 
+/**
+ * The value of cookie `name`. Two cookies of that name (one planted by a
+ * sibling subdomain, say) are refused rather than guessed between: 400
+ * `ambiguous-cookie`.
+ */
 function _cookie(request: Request, name: string): string | undefined {
   const header = request.headers.get("cookie");
   if (!header) return undefined;
+  let found: string | undefined;
   for (const part of header.split(";")) {
     const [k, ...v] = part.trim().split("=");
-    if (k === name) return v.join("=");
+    if (k !== name) continue;
+    if (found !== undefined) {
+      throw new Coder1Error(
+        `Cannot continue: the request carries two ${name} cookies; clear this site's cookies and reload`,
+        { status: 400, reason: "ambiguous-cookie" },
+      );
+    }
+    found = v.join("=");
   }
-  return undefined;
+  return found;
+}
+
+/** The optional body of `POST /api/bridge/revoke`: `{}`, `{"bridgeId": "..."}` or `{"all": true}`. */
+async function _revokeBody(request: Request): Promise<{ bridgeId?: unknown; all?: unknown }> {
+  const text = await request.text();
+  if (text.trim() === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new Coder1Error("Cannot revoke: the body must be a JSON object", { status: 400, reason: "bad-request" });
+  }
+  return body as { bridgeId?: unknown; all?: unknown };
 }
 
 function _randomId(): string {

@@ -41,9 +41,12 @@ import { sanitizeCrash } from "../shared/scrub.ts";
 import { FlowWatch } from "./flow_control.ts";
 import type { Logger } from "./logger.ts";
 import type { RelayMetrics } from "./metrics.ts";
-import type { Pairing } from "./pairing.ts";
+import type { BridgeCredentials } from "./bridge_credentials.ts";
+import type { RevokeReason } from "./credential_ledger.ts";
 import { NO_TELEMETRY, type TelemetryRecorder } from "./telemetry.ts";
-import type { TokenService } from "./token_service.ts";
+
+/** The 4409 reason when a connection with the same credential replaced this one. */
+export const SAME_CREDENTIAL_TOOK_OVER = "another connection with this bridge's credential took over";
 
 /** At most this many frames may arrive while a bridge's `auth` is being checked (honest bridges send none). */
 const MAX_FRAMES_BEFORE_AUTH_OK = 16;
@@ -93,6 +96,8 @@ interface BridgePeer extends Peer {
   sid?: string;
   jti?: string;
   expiresAt?: number;
+  /** The user approved this bridge (its credential line) in the IDE. */
+  approved?: boolean;
   version?: string;
   /** False when the bridge said `telemetry: false`: nothing about it is recorded. */
   telemetry?: boolean;
@@ -133,8 +138,7 @@ export class Hub {
   // are not handed out again to different IDE sockets. They stay below 2^32
   // (a u32 in the header) and never 0 (no route).
   #nextRoute = 1 + (crypto.getRandomValues(new Uint32Array(1))[0] >>> 2);
-  #pairing: Pairing;
-  #tokens: TokenService;
+  #credentials: BridgeCredentials;
   #log: Logger;
   #clock: Clock;
   #timings: HubTimings;
@@ -146,11 +150,10 @@ export class Hub {
   /** Frames forwarded from IDE sockets to bridges (tests read it). */
   readonly counters = { framesToBridge: 0 };
 
-  /** @param deps Pairing, tokens, logger, clock, timings, metrics, telemetry and (tests only) a frame tap. */
+  /** @param deps Credentials, logger, clock, timings, metrics, telemetry and (tests only) a frame tap. */
   constructor(
     deps: {
-      pairing: Pairing;
-      tokens: TokenService;
+      credentials: BridgeCredentials;
       log: Logger;
       clock?: Clock;
       timings?: Partial<HubTimings>;
@@ -162,8 +165,11 @@ export class Hub {
     this.#tap = deps.tap;
     this.#metrics = deps.metrics;
     this.#telemetry = deps.telemetry ?? NO_TELEMETRY;
-    this.#pairing = deps.pairing;
-    this.#tokens = deps.tokens;
+    this.#credentials = deps.credentials;
+    this.#credentials.attach(
+      (bridgeId) => this.#liveBridge(bridgeId) !== undefined,
+      (bridgeId, reason) => this.#kickBridge(bridgeId, reason),
+    );
     this.#log = deps.log;
     this.#clock = deps.clock ?? systemClock;
     this.#timings = { ...DEFAULT_TIMINGS, ...deps.timings };
@@ -200,16 +206,27 @@ export class Hub {
     return this.#rooms.get(sid)?.bridge !== undefined;
   }
 
-  /** Closes the live connection that authenticated with token `jti`, if any. */
-  kickToken(jti: string): void {
+  /** The authenticated connection of credential line `bridgeId`, if one is open. */
+  #liveBridge(bridgeId: string): BridgePeer | undefined {
+    for (const peer of this.#bridges) if (peer.authed && peer.bridgeId === bridgeId) return peer;
+    return undefined;
+  }
+
+  /** Closes the connections of a revoked credential line with 4410 and why. */
+  #kickBridge(bridgeId: string, reason: RevokeReason): void {
+    const why = reason === "reuse"
+      ? "token revoked: an old token of this bridge was presented again (possible theft); pair again"
+      : reason === "replaced"
+      ? "token revoked: this bridge was paired again"
+      : "token revoked";
     for (const peer of this.#bridges) {
-      if (peer.jti === jti) this.#closePeer(peer, CloseCode.Revoked, "token revoked");
+      if (peer.bridgeId === bridgeId) this.#closePeer(peer, CloseCode.Revoked, why);
     }
   }
 
   /**
-   * The bridge connected to session `sid`: its id, token id and expiry, so
-   * the IDE can revoke it (revoke first, then {@linkcode kickToken}).
+   * The bridge connected to session `sid`: its id, token id and expiry (what
+   * `POST /api/bridge/revoke` without a `bridgeId` revokes).
    */
   sessionBridge(sid: string): { bridgeId: string; jti: string; expiresAt: number } | undefined {
     const peer = this.#rooms.get(sid)?.bridge;
@@ -331,26 +348,28 @@ export class Hub {
     const frame = decodeFrame(bytes);
     if (frame.t !== FrameType.Auth) throw _badFrame(`expected auth, got ${frame.t}`);
     const body = decodeAuth(frame.body);
-    let sid: string, bridgeId: string, jti: string, expiresAt: number, token: string | undefined;
-    if (body.code !== undefined) {
-      sid = await this.#pairing.redeem(body.code, peer.address);
-      bridgeId = crypto.randomUUID();
-      const issued = await this.#tokens.issueBridgeToken(bridgeId, sid);
-      ({ token, jti, expiresAt } = issued);
-      this.#log.info("bridge.paired", { bridgeId });
-    } else {
-      const claims = await this.#tokens.verifyBridgeToken(body.token!);
-      ({ sid, jti, expiresAt } = claims);
-      bridgeId = claims.sub;
-    }
+    // Credentials (relay/bridge_credentials.ts) pair, log in, rotate and detect reuse;
+    // the hub only decides who holds the session's place.
+    const info = { version: body.version, rotate: body.rotate === true };
+    const admit = (sid: string, bridgeId: string, approved: boolean) => this.#admit(sid, bridgeId, approved);
+    const who = body.code !== undefined
+      ? await this.#credentials.pair(body.code, peer.address, info, admit)
+      : await this.#credentials.login(body.token!, peer.address, info, admit);
+    const { sid, bridgeId, jti, expiresAt, token, approved } = who;
+    if (body.code !== undefined) this.#log.info("bridge.paired", { bridgeId });
     if (peer.socket.readyState !== WebSocket.OPEN) return;
     const telemetry = body.telemetry !== false;
-    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, version: body.version, telemetry });
+    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, approved, version: body.version, telemetry });
     const room = this.#room(sid);
     const previous = room.bridge;
     room.bridge = peer;
     if (previous) {
-      this.#closePeer(previous, CloseCode.Replaced, "another connection of this session's bridge took over");
+      // The reason says which: a bridge whose own token took over elsewhere checks for a copy (bridge/relay_link.ts).
+      this.#closePeer(
+        previous,
+        CloseCode.Replaced,
+        previous.bridgeId === bridgeId ? SAME_CREDENTIAL_TOOK_OVER : "another bridge of this session took over",
+      );
     }
     const ok: AuthOkBody = { bridgeId, expiresAt };
     if (token) ok.token = token;
@@ -359,6 +378,20 @@ export class Hub {
     if (telemetry) this.#telemetry.connection(bridgeId, body.version, "connect");
     this.#log.info("bridge.connect", { bridgeId, version: body.version });
     for (const ide of room.ides.values()) this.#sendStatus(room, ide);
+  }
+
+  /**
+   * The takeover rule: a newcomer the user has not approved never makes an
+   * approved bridge of another credential leave (it is refused with 4411);
+   * the same credential reconnecting, or an approved one, takes the place.
+   */
+  #admit(sid: string, bridgeId: string, approved: boolean): void {
+    const incumbent = this.#rooms.get(sid)?.bridge;
+    if (!incumbent || incumbent.bridgeId === bridgeId || !incumbent.approved || approved) return;
+    throw new Coder1Error(
+      "Cannot connect: an approved bridge is connected to this IDE session; stop it or Forget it in the IDE first",
+      { status: 409, closeCode: CloseCode.SessionTaken, reason: "session-taken" },
+    );
   }
 
   /**
@@ -403,7 +436,7 @@ export class Hub {
       this.#metrics?.crashReport("dropped");
       return;
     }
-    this.#telemetry.crash(report);
+    this.#telemetry.crash(report, peer.bridgeId);
     this.#metrics?.crashReport("stored");
   }
 
@@ -426,6 +459,11 @@ export class Hub {
     const bridge = this.#rooms.get(peer.sid)?.bridge;
     // No bridge: the IDE knows from bridge.status and tells its user.
     if (!bridge) return;
+    if ((type === FrameType.E2eApprove || type === FrameType.StreamResume) && !bridge.approved) {
+      // The user approved it (first pairing) or the IDE trusts its pinned key (reconnect).
+      bridge.approved = true;
+      this.#credentials.markApproved(bridge.bridgeId!);
+    }
     if (type === FrameType.CmdStart) {
       this.#metrics?.commandStarted();
       if (bridge.telemetry) this.#telemetry.commandStarted(bridge.bridgeId!);

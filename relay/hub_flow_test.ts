@@ -13,6 +13,8 @@ import { CloseCode, FLOW_HIGH_BYTES, FLOW_LOW_BYTES, FrameType, MAX_BUFFERED_BYT
 import { Hub } from "./hub.ts";
 import { createLogger } from "./logger.ts";
 import { Pairing } from "./pairing.ts";
+import { BridgeCredentials } from "./bridge_credentials.ts";
+import { CredentialLedger } from "./credential_ledger.ts";
 import { MemoryStore } from "./store.ts";
 import { loadSigningKey, TokenService } from "./token_service.ts";
 
@@ -60,9 +62,10 @@ async function setup(timings: Record<string, number> = {}) {
   });
   const clock = new ManualClock(1_000_000);
   const pairing = new Pairing({ store, clock: systemClock, random: (b) => crypto.getRandomValues(b) });
+  const ledger = new CredentialLedger(":memory:");
+  const credentials = new BridgeCredentials({ ledger, tokens, store, pairing, clock: systemClock });
   const hub = new Hub({
-    pairing,
-    tokens,
+    credentials,
     log: createLogger({ level: "silent" }),
     clock,
     timings: { heartbeatIntervalMs: 50, heartbeatTimeoutMs: 60_000, receiverStuckMs: 300, ...timings },

@@ -18,7 +18,13 @@ export type Direction = "ide_to_bridge" | "bridge_to_ide";
 /** What happened to a pairing code. */
 export type PairingEvent = "issued" | "redeemed" | "expired" | "rejected";
 /** Which rate limit refused a request. */
-export type RateLimit = "session_create" | "code_issue" | "code_redeem" | "socket_open" | "bridge_verify";
+export type RateLimit =
+  | "session_create"
+  | "code_issue"
+  | "code_redeem"
+  | "socket_open"
+  | "bridge_verify"
+  | "token_login";
 /** Which kind of socket closed. */
 export type SocketRole = "ide" | "bridge";
 
@@ -27,7 +33,14 @@ export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 const DIRECTIONS: Direction[] = ["ide_to_bridge", "bridge_to_ide"];
 const PAIRING_EVENTS: PairingEvent[] = ["issued", "redeemed", "expired", "rejected"];
-const RATE_LIMITS: RateLimit[] = ["session_create", "code_issue", "code_redeem", "socket_open", "bridge_verify"];
+const RATE_LIMITS: RateLimit[] = [
+  "session_create",
+  "code_issue",
+  "code_redeem",
+  "socket_open",
+  "bridge_verify",
+  "token_login",
+];
 const ROLES: SocketRole[] = ["ide", "bridge"];
 
 /** Close codes by the reason label they are counted under; any other code counts as `other`. */

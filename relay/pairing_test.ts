@@ -3,6 +3,7 @@ import { ManualClock } from "../shared/clock.ts";
 import { Coder1Error } from "../shared/errors.ts";
 import { CloseCode, REDEEM_GLOBAL_PER_WINDOW, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
 import { drawCode, Pairing, type RandomSource } from "./pairing.ts";
+import { CredentialLedger } from "./credential_ledger.ts";
 import { MemoryStore } from "./store.ts";
 
 /** A random source that returns the given 32-bit values in turn. */
@@ -73,19 +74,22 @@ Deno.test("per-address redemption budget", async () => {
   );
 });
 
-Deno.test("revocations persist across store instances", async () => {
+Deno.test("revocations persist across store instances (credentials.sqlite)", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const a = new MemoryStore({ revocationFile: `${dir}/revoked.json` });
-    await a.revoke("jti-1", Date.now() + 60_000);
-    const b = new MemoryStore({ revocationFile: `${dir}/revoked.json` });
-    await b.load();
+    const file = `${dir}/credentials.sqlite`;
+    const ledgerA = new CredentialLedger(file);
+    await new MemoryStore({ revocations: ledgerA }).revoke("jti-1", Date.now() + 60_000);
+    ledgerA.close();
+    const ledgerB = new CredentialLedger(file);
+    const b = new MemoryStore({ revocations: ledgerB });
     assert.equal(await b.isRevoked("jti-1"), true);
     assert.equal(await b.isRevoked("jti-2"), false);
     await b.sweep(Date.now() + 120_000);
-    const c = new MemoryStore({ revocationFile: `${dir}/revoked.json` });
-    await c.load();
-    assert.equal(await c.isRevoked("jti-1"), false, "expired revocations are pruned");
+    ledgerB.close();
+    const ledgerC = new CredentialLedger(file);
+    assert.equal(await new MemoryStore({ revocations: ledgerC }).isRevoked("jti-1"), false, "expired are dropped");
+    ledgerC.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -5,7 +5,9 @@
  * @module
  */
 import { type Clock, systemClock } from "../shared/clock.ts";
+import { BridgeCredentials } from "./bridge_credentials.ts";
 import { clientAddress } from "./client_address.ts";
+import { CredentialLedger, CREDENTIALS_FILE } from "./credential_ledger.ts";
 import { ConnectionLimits } from "./conn_limits.ts";
 import { createHttpHandler } from "./http_api.ts";
 import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
@@ -46,6 +48,8 @@ export interface RelayOptions {
   tap?: FrameTap;
   /** Keep telemetry in `<dataDir>/telemetry.sqlite` (default true; relay/telemetry.ts). */
   telemetry?: boolean;
+  /** Telemetry file-size cap (default `TELEMETRY_MAX_FILE_BYTES`; tests shrink it). */
+  telemetryMaxFileBytes?: number;
   /** Telemetry flush and prune intervals (tests shrink them). */
   telemetryIntervals?: { flushMs?: number; pruneMs?: number };
   /** When set, `GET /metrics` needs `Authorization: Bearer <this>`. */
@@ -107,12 +111,11 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   // Checked before anything starts: a bad cap throws a RangeError here.
   const connections = new ConnectionLimits({ perAddress: options.maxConnectionsPerAddress });
   await Deno.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
-  let store = options.store;
-  if (!store) {
-    const memory = new MemoryStore({ revocationFile: `${options.dataDir}/revoked.json` });
-    await memory.load();
-    store = memory;
-  }
+  // Credential lines and revocations: one row per write (relay/credential_ledger.ts).
+  const ledger = new CredentialLedger(`${options.dataDir}/${CREDENTIALS_FILE}`);
+  const imported = ledger.importJson(`${options.dataDir}/revoked.json`);
+  if (imported > 0) log.info("revocations.import", { imported });
+  const store = options.store ?? new MemoryStore({ revocations: ledger });
   const key = await loadSigningKey(options.jwtKeyFile ?? `${options.dataDir}/jwt-ed25519.jwk`, {
     create: options.jwtKeyFile === undefined,
   });
@@ -123,6 +126,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     telemetry = new TelemetryStore(options.dataDir, {
       clock,
       onError: (error) => log.error("telemetry.error", { error: String(error) }),
+      onCap: (cap, bridgeId) => log.warn("telemetry.cap", { cap, ...(bridgeId ? { bridgeId } : {}) }),
+      maxFileBytes: options.telemetryMaxFileBytes,
     });
     // Retention is enforced at start too, not only on the hourly schedule.
     const removed = telemetry.prune();
@@ -135,7 +140,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const random = options.random ?? ((b: Uint8Array) => crypto.getRandomValues(b));
   const pairing = new Pairing({ store, clock, random, metrics });
   metrics.onRender(() => pairing.countExpired());
-  const hub = new Hub({ pairing, tokens, log, timings: options.timings, tap: options.tap, metrics, telemetry });
+  const credentials = new BridgeCredentials({ ledger, tokens, store, pairing, clock, metrics });
+  const hub = new Hub({ credentials, log, timings: options.timings, tap: options.tap, metrics, telemetry });
   metrics.setGaugeSource(() => hub.stats);
 
   const hostname = options.hostname ?? "127.0.0.1";
@@ -163,6 +169,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   } catch (error) {
     // Not listening (the port is taken, say): stop the telemetry timers too.
     telemetry?.close();
+    ledger.close();
     throw error;
   }
   const addr = await listening.promise;
@@ -182,6 +189,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     hub,
     pairing,
     tokens,
+    credentials,
     store,
     clock,
     log,
@@ -203,6 +211,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const finished = server.finished.then(() => {
     clearInterval(sweeper);
     telemetry?.close();
+    ledger.close();
   });
   return {
     url,

@@ -52,44 +52,38 @@ export interface RelayStore {
   sweep(now: number): Promise<void>;
 }
 
+/** Where {@linkcode MemoryStore} keeps revocations durably (relay/credential_ledger.ts): one row per revoke. */
+export interface RevocationLog {
+  /** Revokes a token id until `expiresAt`. */
+  revokeToken(jti: string, expiresAt: number): void;
+  /** Whether a token id is revoked. */
+  isTokenRevoked(jti: string): boolean;
+  /** Drops revocations past their expiry (in bounded batches). */
+  sweep(now: number): number;
+}
+
 /** Options for {@linkcode MemoryStore}. */
 export interface MemoryStoreOptions {
-  /** A JSON file that keeps revocations across restarts (written atomically). */
-  revocationFile?: string;
+  /** Keeps revocations across restarts; without it they live in memory only. */
+  revocations?: RevocationLog;
 }
 
 /**
- * The embedded store: everything in memory except revocations, which are
- * also written to a file so that a logged-out token stays dead after a
- * restart.
+ * The embedded store: everything in memory except revocations, which go to a
+ * {@linkcode RevocationLog} when one is given, so that a logged-out token
+ * stays dead after a restart. One revoke writes one row, whatever the number
+ * of revocations already kept.
  */
 export class MemoryStore implements RelayStore {
   #codes = new Map<string, CodeEntry>();
   #sessionCodes = new Map<string, { code: string; expiresAt: number }>();
   #windows = new Map<string, number[]>();
   #revoked = new Map<string, number>();
-  #revocationFile?: string;
-  #writing: Promise<void> = Promise.resolve();
+  #log?: RevocationLog;
 
   /** @param options Where revocations persist. */
   constructor(options: MemoryStoreOptions = {}) {
-    this.#revocationFile = options.revocationFile;
-  }
-
-  /** Loads persisted revocations; call once before use. */
-  async load(): Promise<void> {
-    if (!this.#revocationFile) return;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(this.#revocationFile);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return;
-      throw error;
-    }
-    const data = JSON.parse(text) as Record<string, number>;
-    for (const [jti, exp] of Object.entries(data)) {
-      if (typeof exp === "number") this.#revoked.set(jti, exp);
-    }
+    this.#log = options.revocations;
   }
 
   putCode(code: string, entry: CodeEntry, now: number): Promise<boolean> {
@@ -138,16 +132,17 @@ export class MemoryStore implements RelayStore {
     return Promise.resolve({ allowed: true, retryAfterMs: 0 });
   }
 
-  async revoke(jti: string, expiresAt: number): Promise<void> {
-    this.#revoked.set(jti, expiresAt);
-    await this.#persist();
+  revoke(jti: string, expiresAt: number): Promise<void> {
+    if (this.#log) this.#log.revokeToken(jti, expiresAt);
+    else this.#revoked.set(jti, expiresAt);
+    return Promise.resolve();
   }
 
   isRevoked(jti: string): Promise<boolean> {
-    return Promise.resolve(this.#revoked.has(jti));
+    return Promise.resolve(this.#log ? this.#log.isTokenRevoked(jti) : this.#revoked.has(jti));
   }
 
-  async sweep(now: number): Promise<void> {
+  sweep(now: number): Promise<void> {
     for (const [code, entry] of this.#codes) if (entry.expiresAt <= now) this.#codes.delete(code);
     for (const [sid, entry] of this.#sessionCodes) if (entry.expiresAt <= now) this.#sessionCodes.delete(sid);
     for (const [key, events] of this.#windows) {
@@ -155,30 +150,13 @@ export class MemoryStore implements RelayStore {
       // for all of them: a flood from many addresses leaves nothing behind for long.
       if (events.length === 0 || events[events.length - 1] < now - RATE_WINDOW_RETENTION_MS) this.#windows.delete(key);
     }
-    let changed = false;
-    for (const [jti, exp] of this.#revoked) {
-      if (exp <= now) {
-        this.#revoked.delete(jti);
-        changed = true;
-      }
-    }
-    if (changed) await this.#persist();
+    for (const [jti, exp] of this.#revoked) if (exp <= now) this.#revoked.delete(jti);
+    this.#log?.sweep(now);
+    return Promise.resolve();
   }
 
   /** Number of live codes (for tests and metrics). */
   get codeCount(): number {
     return this.#codes.size;
-  }
-
-  #persist(): Promise<void> {
-    const file = this.#revocationFile;
-    if (!file) return Promise.resolve();
-    // Serialise writes so an older snapshot never lands after a newer one.
-    this.#writing = this.#writing.then(async () => {
-      const tmp = `${file}.tmp`;
-      await Deno.writeTextFile(tmp, JSON.stringify(Object.fromEntries(this.#revoked)), { mode: 0o600 });
-      await Deno.rename(tmp, file);
-    });
-    return this.#writing;
   }
 }

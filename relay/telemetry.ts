@@ -14,6 +14,14 @@
  * about a bridge that said `telemetry: false`, and nothing at all when the
  * relay runs with `CODER1_TELEMETRY=false` (then no file is created).
  *
+ * Two caps bound the file whatever bridges send: at most
+ * {@linkcode TELEMETRY_ROWS_PER_BRIDGE_PER_DAY} connection events and crash
+ * reports per bridge per UTC day (more are dropped until the next day), and
+ * once the file reaches {@linkcode TELEMETRY_MAX_FILE_BYTES} new connection
+ * events and crash reports are dropped until pruning makes room (command
+ * counts, one row per bridge and day, are still added up). Each cap logs
+ * `telemetry.cap` once when it starts dropping.
+ *
  * Rows older than {@linkcode TELEMETRY_RETENTION_MS} are deleted when the
  * relay starts and every {@linkcode TELEMETRY_PRUNE_INTERVAL_MS}, with
  * `secure_delete` so deleted rows do not linger in the file. Writes are
@@ -35,6 +43,10 @@ export const TELEMETRY_PRUNE_INTERVAL_MS = 60 * 60_000;
 export const TELEMETRY_FLUSH_INTERVAL_MS = 5_000;
 /** The file's name in the data directory. */
 export const TELEMETRY_FILE = "telemetry.sqlite";
+/** Connection events plus crash reports kept per bridge per UTC day; more are dropped. */
+export const TELEMETRY_ROWS_PER_BRIDGE_PER_DAY = 500;
+/** Past this file size, new connection events and crash reports are dropped until pruning makes room. */
+export const TELEMETRY_MAX_FILE_BYTES = 256 * 1024 * 1024;
 /** Pending rows above which a flush happens at once (bounds memory). */
 const MAX_PENDING = 10_000;
 const SCHEMA_VERSION = 1;
@@ -53,8 +65,8 @@ export interface TelemetryRecorder {
   commandStarted(bridgeId: string): void;
   /** This bridge sent a `cmd.exit` or `cmd.error`. */
   commandEnded(bridgeId: string): void;
-  /** A bridge sent a crash report (scrubbed again before it is kept). */
-  crash(report: CrashBody): void;
+  /** A bridge sent a crash report (scrubbed again before it is kept); `bridgeId` counts it against that bridge's cap. */
+  crash(report: CrashBody, bridgeId?: string): void;
 }
 
 /** The recorder of a relay that keeps no telemetry. */
@@ -108,18 +120,35 @@ export class TelemetryStore implements TelemetryRecorder {
   #timers: ReturnType<typeof setInterval>[] = [];
   #closed = false;
   #onError: (error: unknown) => void;
+  #onCap: (cap: "bridge-day" | "file-size", bridgeId?: string) => void;
+  #maxFileBytes: number;
+  /** Rows taken today per bridge (connection events and crash reports). */
+  #rowsToday = new Map<string, number>();
+  #today = "";
+  #full = false;
 
   /**
    * Opens (or creates, mode 0600) the telemetry file in `dataDir`.
    *
    * @param dataDir The relay's data directory (it must exist).
-   * @param options The clock (tests inject a manual one) and where failed
-   *   writes are reported (they never throw into the relay).
+   * @param options The clock (tests inject a manual one), where failed
+   *   writes are reported (they never throw into the relay), where a cap
+   *   that starts dropping rows is reported, and the file-size cap (tests shrink it).
    */
-  constructor(dataDir: string, options: { clock: Clock; onError?: (error: unknown) => void }) {
+  constructor(
+    dataDir: string,
+    options: {
+      clock: Clock;
+      onError?: (error: unknown) => void;
+      onCap?: (cap: "bridge-day" | "file-size", bridgeId?: string) => void;
+      maxFileBytes?: number;
+    },
+  ) {
     this.file = `${dataDir}/${TELEMETRY_FILE}`;
     this.#clock = options.clock;
     this.#onError = options.onError ?? (() => {});
+    this.#onCap = options.onCap ?? (() => {});
+    this.#maxFileBytes = options.maxFileBytes ?? TELEMETRY_MAX_FILE_BYTES;
     // Create it private before SQLite does (SQLite would use the umask).
     Deno.openSync(this.file, { create: true, write: true, mode: 0o600 }).close();
     if (Deno.build.os !== "windows") Deno.chmodSync(this.file, 0o600);
@@ -171,7 +200,7 @@ export class TelemetryStore implements TelemetryRecorder {
   }
 
   connection(bridgeId: string, version: string, event: ConnectionEvent): void {
-    if (this.#closed) return;
+    if (this.#closed || !this.#take(bridgeId)) return;
     this.#connections.push([this.#clock.now(), bridgeId, version, event]);
     this.#flushIfFull();
   }
@@ -184,8 +213,8 @@ export class TelemetryStore implements TelemetryRecorder {
     if (!this.#closed) this.#count(bridgeId).ended++;
   }
 
-  crash(report: CrashBody): void {
-    if (this.#closed) return;
+  crash(report: CrashBody, bridgeId?: string): void {
+    if (this.#closed || (bridgeId !== undefined && !this.#take(bridgeId))) return;
     const clean = sanitizeCrash({ ...report });
     if (!clean) return;
     this.#crashes.push([this.#clock.now(), clean]);
@@ -195,7 +224,15 @@ export class TelemetryStore implements TelemetryRecorder {
   /** Writes everything batched so far in one transaction. */
   flush(): void {
     if (this.#connections.length + this.#counts.size + this.#crashes.length === 0) return;
-    const connections = this.#connections, counts = [...this.#counts.values()], crashes = this.#crashes;
+    let connections = this.#connections, crashes = this.#crashes;
+    const counts = [...this.#counts.values()];
+    if (this.#fileBytes() >= this.#maxFileBytes) {
+      // Full: the bounded command counts go on, the rows that grow the file wait for pruning.
+      if (!this.#full) this.#onCap("file-size");
+      this.#full = true;
+      connections = [];
+      crashes = [];
+    } else this.#full = false;
     this.#connections = [];
     this.#counts = new Map();
     this.#crashes = [];
@@ -244,6 +281,26 @@ export class TelemetryStore implements TelemetryRecorder {
     this.#safely(() => this.flush());
     this.#closed = true;
     this.#db.close();
+  }
+
+  /** Counts one row against the bridge's daily cap; false (drop it) past the cap. */
+  #take(bridgeId: string): boolean {
+    const day = utcDay(this.#clock.now());
+    if (day !== this.#today) {
+      this.#today = day;
+      this.#rowsToday.clear();
+    }
+    const n = (this.#rowsToday.get(bridgeId) ?? 0) + 1;
+    this.#rowsToday.set(bridgeId, n);
+    if (n === TELEMETRY_ROWS_PER_BRIDGE_PER_DAY + 1) this.#onCap("bridge-day", bridgeId);
+    return n <= TELEMETRY_ROWS_PER_BRIDGE_PER_DAY;
+  }
+
+  /** The file's size as SQLite sees it (pages in use and free). */
+  #fileBytes(): number {
+    const pages = this.#db.prepare("PRAGMA page_count").get() as { page_count: number };
+    const size = this.#db.prepare("PRAGMA page_size").get() as { page_size: number };
+    return Number(pages.page_count) * Number(size.page_size);
   }
 
   #count(bridgeId: string) {

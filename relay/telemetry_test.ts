@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { ManualClock } from "../shared/clock.ts";
-import { readTelemetry, TELEMETRY_FILE, TELEMETRY_RETENTION_MS, TelemetryStore, utcDay } from "./telemetry.ts";
+import {
+  readTelemetry,
+  TELEMETRY_FILE,
+  TELEMETRY_RETENTION_MS,
+  TELEMETRY_ROWS_PER_BRIDGE_PER_DAY,
+  TelemetryStore,
+  utcDay,
+} from "./telemetry.ts";
 
 const DAY = 24 * 60 * 60_000;
 const T0 = Date.UTC(2030, 0, 10, 12, 0, 0);
@@ -116,4 +123,44 @@ Deno.test("telemetry prunes rows past 30 days, at a call and on its schedule", a
     assert.deepEqual(dump.crashes, []);
     assert.equal(utcDay(T0), "2030-01-10");
   });
+});
+
+Deno.test("telemetry caps: rows per bridge per UTC day, and the file's size (then counts go on, rows wait)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "coder1-telemetry-" });
+  const clock = new ManualClock(T0);
+  const caps: string[] = [];
+  const store = new TelemetryStore(dir, {
+    clock,
+    onCap: (cap, bridgeId) => caps.push(`${cap}${bridgeId ? ` ${bridgeId}` : ""}`),
+    maxFileBytes: 256 * 1024,
+  });
+  try {
+    const report = { errorClass: "Error", message: "m".repeat(1000), version: "1", os: "linux" };
+    for (let i = 0; i < TELEMETRY_ROWS_PER_BRIDGE_PER_DAY + 100; i++) {
+      store.connection("bridge-a", "1", "connect");
+      store.crash(report, "bridge-a");
+    }
+    store.flush();
+    let dump = readTelemetry(store.file);
+    assert.equal(dump.connections.length + dump.crashes.length, TELEMETRY_ROWS_PER_BRIDGE_PER_DAY);
+    assert.deepEqual(caps, ["bridge-day bridge-a"], "the cap is logged once");
+    // That one batch crossed the file cap: from now on rows are dropped, so the file stops growing.
+    const full = Deno.statSync(store.file).size;
+    assert.ok(full > 256 * 1024);
+    clock.advance(DAY);
+    for (let b = 0; b < 40; b++) {
+      for (let i = 0; i < 20; i++) store.crash(report, `bridge-${b}`);
+      store.flush();
+    }
+    store.commandStarted("bridge-z");
+    store.flush();
+    const size = Deno.statSync(store.file).size;
+    assert.ok(size <= full + 4096, `file ${size} bytes after the cap, ${full} at it`);
+    assert.ok(caps.includes("file-size"));
+    dump = readTelemetry(store.file);
+    assert.equal(dump.commandCounts.find((c) => c.bridgeId === "bridge-z")?.started, 1, "counts go on at the cap");
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

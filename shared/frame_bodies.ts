@@ -71,15 +71,17 @@ const TERMINAL_SUPPORT: readonly TerminalSupport[] = ["available", "disabled", "
  */
 export function decodeAuth(body: Uint8Array, fail: Fail = badFrame): AuthBody {
   const o = parseJsonObject(body, "auth", fail);
-  const { code, token, version, telemetry } = o;
+  const { code, token, version, telemetry, rotate } = o;
   if ((code === undefined) === (token === undefined)) throw fail("auth needs exactly one of code and token");
   if (code !== undefined && typeof code !== "string") throw fail("auth code must be a string");
   if (token !== undefined && typeof token !== "string") throw fail("auth token must be a string");
   if (telemetry !== undefined && typeof telemetry !== "boolean") throw fail("auth telemetry must be a boolean");
+  if (rotate !== undefined && typeof rotate !== "boolean") throw fail("auth rotate must be a boolean");
   const out: AuthBody = { version: _text(version, MAX_VERSION_CHARS, "auth version", fail) };
   if (code !== undefined) out.code = code as string;
   if (token !== undefined) out.token = token as string;
   if (telemetry === false) out.telemetry = false;
+  if (rotate === true) out.rotate = true;
   return out;
 }
 

@@ -10,6 +10,32 @@
 import { IdeClientError } from "./ide_client_error.ts";
 import { SESSION_COOKIE } from "./protocol.ts";
 
+/** One bridge credential of this session, as `GET /api/bridges` lists it. */
+export interface BridgeCredentialInfo {
+  /** The bridge id. */
+  bridgeId: string;
+  /** When it was paired (ms since the epoch). */
+  issuedAt: number;
+  /** The client address that paired it. */
+  issuedFrom: string;
+  /** Its last login, if any. */
+  lastSeen?: number;
+  /** The address of its last login. */
+  lastAddress?: string;
+  /** The coder1 version it reported. */
+  version?: string;
+  /** When its current token expires. */
+  expiresAt: number;
+  /** Whether the user approved it. */
+  approved: boolean;
+  /** Whether it is connected now. */
+  connected: boolean;
+  /** When it was revoked, if it was. */
+  revokedAt?: number;
+  /** Why: `user`, `logout`, `replaced`, or `reuse` (an old token was presented again: possible theft). */
+  revokedReason?: "user" | "logout" | "replaced" | "reuse";
+}
+
 /** Options for {@linkcode IdeApi}. */
 export interface IdeApiOptions {
   /** fetch to use (default: the global one). */
@@ -59,8 +85,9 @@ export class IdeApi {
     const res = await this.#call("POST", "/api/sessions");
     const setCookie = (res.headers as Headers & { getSetCookie?: () => string[] }).getSetCookie?.() ?? [];
     for (const line of setCookie) {
-      const m = new RegExp(`^${SESSION_COOKIE}=([^;]+)`).exec(line);
-      if (m) this.#cookie = `${SESSION_COOKIE}=${m[1]}`;
+      // `__Host-coder1_session` over HTTPS, `coder1_session` over plain HTTP.
+      const m = new RegExp(`^((?:__Host-)?${SESSION_COOKIE})=([^;]+)`).exec(line);
+      if (m) this.#cookie = `${m[1]}=${m[2]}`;
     }
     return await res.json();
   }
@@ -91,12 +118,31 @@ export class IdeApi {
   }
 
   /**
-   * Revokes a bridge of this session (`POST /api/bridge/revoke`): its token stops working at once.
+   * Revokes a bridge of this session (`POST /api/bridge/revoke`), connected or
+   * not: its token stops working at once and a live connection is closed.
    *
    * @param bridgeId The bridge (default: the one connected to the session, as the relay knows it).
    */
   async revokeBridge(bridgeId?: string): Promise<void> {
     await this.#call("POST", "/api/bridge/revoke", bridgeId ? { bridgeId } : {});
+  }
+
+  /**
+   * Revokes every bridge credential of this session (`POST /api/bridge/revoke` with `{"all": true}`).
+   *
+   * @returns The bridge ids revoked.
+   */
+  async revokeAllBridges(): Promise<string[]> {
+    return (await (await this.#call("POST", "/api/bridge/revoke", { all: true })).json()).bridgeIds;
+  }
+
+  /**
+   * The bridge credentials issued to this session, newest first (`GET /api/bridges`).
+   *
+   * @returns One entry per credential, revoked ones included until they expire.
+   */
+  async listBridges(): Promise<BridgeCredentialInfo[]> {
+    return (await (await this.#call("GET", "/api/bridges")).json()).bridges;
   }
 
   async #call(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {

@@ -42,7 +42,7 @@ import { type Clock, systemClock, type Timers } from "./clock.ts";
 import { E2eError } from "./e2e_session.ts";
 import { decodeBridgeStatus, decodeFlow } from "./frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "./frame_codec.ts";
-import { IdeApi } from "./ide_api.ts";
+import { type BridgeCredentialInfo, IdeApi } from "./ide_api.ts";
 import { IdeClientError } from "./ide_client_error.ts";
 import { type ApprovalRequest, type E2eState, IdeE2e } from "./ide_e2e.ts";
 import { MemoryPinStore, type PinStore } from "./pin_store.ts";
@@ -62,6 +62,7 @@ import { type RemoteTerminal, RemoteTerminals, type TerminalSize } from "./remot
 import { FlowGate } from "./stream.ts";
 
 export { IdeClientError } from "./ide_client_error.ts";
+export type { BridgeCredentialInfo } from "./ide_api.ts";
 export type { ApprovalRequest, E2eState } from "./ide_e2e.ts";
 export { MemoryPinStore, type PinStore } from "./pin_store.ts";
 export { type CommandResult, RemoteCommand, type RunOptions } from "./remote_commands.ts";
@@ -270,6 +271,23 @@ export class IdeClient {
   async revokeBridge(bridgeId = this.bridge?.bridgeId): Promise<void> {
     await this.#api.revokeBridge(bridgeId);
     if (bridgeId) await this.#pins.delete(bridgeId);
+  }
+
+  /**
+   * Revokes every bridge credential this session was issued, connected or not,
+   * and forgets their pins.
+   *
+   * @returns The bridge ids revoked.
+   */
+  async revokeAllBridges(): Promise<string[]> {
+    const revoked = await this.#api.revokeAllBridges();
+    for (const bridgeId of revoked) await this.#pins.delete(bridgeId);
+    return revoked;
+  }
+
+  /** The bridge credentials issued to this session, newest first (`GET /api/bridges`). */
+  listBridges(): Promise<BridgeCredentialInfo[]> {
+    return this.#api.listBridges();
   }
 
   /**

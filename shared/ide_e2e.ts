@@ -64,7 +64,10 @@ export interface ApprovalRequest {
    * the user at the bridge has confirmed the same SAS there (state `ready`).
    */
   approve(): Promise<void>;
-  /** Reject: end the pairing and revoke the bridge's token at the relay. */
+  /**
+   * Reject: end the pairing and revoke the bridge's token at the relay. Rejects
+   * when the relay did not revoke it (the page must say so, not claim it is revoked).
+   */
   reject(): Promise<void>;
 }
 
@@ -281,7 +284,8 @@ export class IdeE2e {
         this.#approval = undefined;
         await this.#opts.sendSealed({ t: FrameType.E2eReject });
         this.#setState("rejected", "rejected by the user");
-        await this.#opts.revoke(bridgeId).catch(() => {});
+        // A failed revoke is the caller's to report: the token would still work.
+        await this.#opts.revoke(bridgeId);
       },
     };
     this.#approval = request;

@@ -8,7 +8,7 @@ import { MemoryPinStore } from "./pin_store.ts";
 import { type E2eInfoBody, FrameType } from "./protocol.ts";
 
 /** An IdeE2e on a manual clock with recording senders and listeners, and a bridge identity. */
-async function setup(pinned: "bridge" | "other" | "none") {
+async function setup(pinned: "bridge" | "other" | "none", revokeFails = false) {
   const clock = new ManualClock(0);
   const bridgeIdentity = await generateIdentity(false);
   const pins = new MemoryPinStore();
@@ -27,7 +27,8 @@ async function setup(pinned: "bridge" | "other" | "none") {
     send: (frame) => (sent.push(frame), wake?.()),
     sendSealed: (frame) => (sealed.push(frame), Promise.resolve()),
     onTrusted: () => trusted++,
-    revoke: (bridgeId) => (revoked.push(bridgeId), Promise.resolve()),
+    revoke: (bridgeId) =>
+      revokeFails ? Promise.reject(new Error("relay unreachable")) : (revoked.push(bridgeId), Promise.resolve()),
     onState: (state, detail) => states.push([state, detail]),
     onApproval: (request) => approvals.push(request),
   });
@@ -94,6 +95,15 @@ Deno.test("IdeE2e: rejecting tells the bridge and revokes it", async () => {
   assert.deepEqual(t.states.at(-1), ["rejected", "rejected by the user"]);
   assert.deepEqual(t.revoked, ["b1"]);
   assert.equal(t.e2e.approval, undefined);
+});
+
+Deno.test("IdeE2e: a revocation that fails after Reject is reported, not swallowed", async () => {
+  const t = await setup("none", true);
+  t.e2e.restart("b1");
+  const { session, signature } = await finish(t, await handshake(t));
+  await info(t, session, { ...about, approval: "needed", signature });
+  await assert.rejects(t.approvals[0].reject(), /relay unreachable/);
+  assert.deepEqual(t.sealed.map((f) => f.t), [FrameType.E2eReject], "the bridge is still told");
 });
 
 Deno.test("IdeE2e: a bridge key other than the pinned one is refused, and the next handshake waits", async () => {

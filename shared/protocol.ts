@@ -166,13 +166,25 @@ export const REDEEM_GLOBAL_PER_WINDOW = 120;
 export const REDEEM_RATE_WINDOW_MS = 60_000;
 /** At most this many new browser sessions per address per window. */
 export const SESSIONS_PER_ADDRESS_PER_WINDOW = 30;
+/** The sliding window for token logins (a bridge's `auth` with a token). */
+export const LOGIN_RATE_WINDOW_MS = 60_000;
+/** Token logins per credential (bridge id) per window; more are closed with `4429`. */
+export const LOGINS_PER_CREDENTIAL_PER_WINDOW = 20;
+/** Token logins per client address per window; more are closed with `4429`. */
+export const LOGINS_PER_ADDRESS_PER_WINDOW = 60;
 
-/** Lifetime of a bridge session JWT. */
+/** Lifetime of a bridge session JWT; each rotation issues one with a full lifetime (a sliding expiry). */
 export const BRIDGE_TOKEN_TTL_MS = 30 * 24 * 60 * 60_000;
 /** Lifetime of a browser session (cookie and its signed value). */
 export const BROWSER_SESSION_TTL_MS = 7 * 24 * 60 * 60_000;
-/** Name of the browser session cookie. */
+/** Name of the browser session cookie over plain HTTP (loopback development). */
 export const SESSION_COOKIE = "coder1_session";
+/**
+ * Name of the browser session cookie over HTTPS: the `__Host-` prefix makes
+ * browsers refuse it unless set by this very host, `Secure`, `Path=/` and
+ * without `Domain`, so a sibling subdomain cannot plant one.
+ */
+export const SECURE_SESSION_COOKIE = `__Host-${SESSION_COOKIE}`;
 
 /**
  * A receiver whose send buffer at the relay has not shrunk for this long is
@@ -260,6 +272,11 @@ export const CloseCode = {
   Replaced: 4409,
   /** The bridge's token was revoked while it was connected. */
   Revoked: 4410,
+  /**
+   * An approved bridge of this browser session is connected, and this one (another
+   * credential, not approved by the user) may not take its place.
+   */
+  SessionTaken: 4411,
   /** Frame larger than {@linkcode MAX_FRAME_BYTES}. */
   TooBig: 4413,
   /**
@@ -577,13 +594,24 @@ export interface AuthBody {
    * Absent (older bridges) means true.
    */
   telemetry?: boolean;
+  /**
+   * `true` from bridges that store rotated tokens: every token login is then
+   * answered with a new token in `auth.ok`, and the one presented is retired
+   * (SECURITY.md, "Bridge credentials"). Once a credential has rotated, a login
+   * without `rotate` is refused. Absent (older bridges): no rotation.
+   */
+  rotate?: boolean;
 }
 
 /** Body of `auth.ok`. */
 export interface AuthOkBody {
   /** The bridge id (the token's `sub`). */
   bridgeId: string;
-  /** A new session JWT; only present when a pairing code was redeemed. */
+  /**
+   * A new session JWT: after a pairing code, and after a token login with
+   * `rotate: true` (the token presented is then retired). The bridge stores it
+   * before anything else and presents it next time.
+   */
   token?: string;
   /** When the token expires (ms since the epoch). */
   expiresAt: number;

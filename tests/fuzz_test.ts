@@ -63,8 +63,12 @@ const WORKERS = 16;
 const CLOSE_BOUND_MS = 10_000;
 /** Bridge sockets that open and never send anything (closed at the auth deadline). */
 const SILENT_BRIDGES = 24;
-/** Sessions (each with a bridge token) that the fuzz sockets use. */
-const POOL_SIZE = 12;
+/**
+ * Sessions (each with a bridge token) that the fuzz sockets use: enough that
+ * few logins meet the per-credential login limit, at most the 20 codes an
+ * address may ask for in a minute.
+ */
+const POOL_SIZE = 18;
 /** Bound on the relay's RSS growth over the fuzz, in MiB (docs/RELIABILITY.md, "Abuse limits"). */
 const RSS_GROWTH_BOUND_MIB = 128;
 
@@ -689,7 +693,19 @@ async function fuzzSocket(
     if (role === "bridge-post") {
       s.ws.send(encodeFrame({ t: FrameType.Auth, body: { token: entry.token, version: "fuzz" } }));
       result.frames++;
-      await s.first(FrameType.AuthOk, 10_000);
+      // Token logins are rate-limited per credential (20 a minute): a pool token used
+      // that often is refused with 4429, a documented close, and this socket ends there.
+      const refused = await Promise.race([
+        s.first(FrameType.AuthOk, 10_000).then(() => undefined),
+        closedWithin(s.closed, 10_000),
+      ]);
+      if (refused) {
+        result.kind = "token login past the per-credential limit";
+        result.expected = [CloseCode.RateLimited];
+        result.got = refused.code;
+        result.reason = refused.reason;
+        return result;
+      }
       s.ws.on("message", (data: ArrayBuffer) => {
         const bytes = new Uint8Array(data);
         const route = _typeOf(bytes) === undefined ? 0 : peekRoute(bytes);

@@ -182,6 +182,19 @@ Deno.test({
         await shot(page, "07-forgotten");
       });
 
+      await t.step("the Bridges list shows the credential: paired when and from where, approved, revoked", async () => {
+        await page.click("#show-bridges");
+        const row = page.locator("#bridge-rows .bridge-row").first();
+        await row.waitFor({ timeout: 10_000 });
+        assert.equal(await row.getAttribute("data-state"), "revoked");
+        const text = (await row.textContent())!;
+        assert.match(text, /paired .* from 127\.0\.0\.1/);
+        assert.match(text, /approved · revoked here/);
+        assert.equal(await page.locator("#bridge-rows .revoke-bridge").count(), 0, "nothing left to revoke");
+        await shot(page, "07b-bridge-list");
+        await page.click("#show-bridges");
+      });
+
       await t.step("new codes respect the rate limit and say when to retry", async () => {
         await page.click("#connect-bridge");
         for (let i = 0; i < 6 && !(await page.textContent("#pairing-error")); i++) {

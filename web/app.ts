@@ -17,6 +17,7 @@ import { fingerprint, rawPublicKey } from "../shared/e2e_crypto.ts";
 import { type ApprovalRequest, type E2eState, IdeClient, IdeClientError } from "../shared/ide_client.ts";
 import { CODE_TTL_MS } from "../shared/protocol.ts";
 import { IndexedDbPinStore, loadIdentity } from "./browser_store.ts";
+import { BridgeList } from "./bridge_list.ts";
 import { CommandView } from "./command_view.ts";
 import { TerminalTabs } from "./terminal_tabs.ts";
 
@@ -57,6 +58,8 @@ class App {
   #mode: Mode = "none";
   #syncing = false;
   #restored = false;
+  /** The bridge Forget last revoked (its button stays hidden while it is the last one named). */
+  #forgotten?: string;
   #pairing = false;
   #countdown?: ReturnType<typeof setInterval>;
   #retryTimer?: ReturnType<typeof setInterval>;
@@ -88,7 +91,11 @@ class App {
           : `${index + 1} of ${count}`;
       },
     });
-    this.#ide.onStateChange((state, detail) => this.#onState(state, detail));
+    const bridges = new BridgeList(this.#ide, (text) => this.#info(text));
+    this.#ide.onStateChange((state, detail) => {
+      this.#onState(state, detail);
+      bridges.refresh();
+    });
     this.#ide.onApprovalRequest((request) => this.#showApproval(request));
     this.#ide.onClose(() => this.#onSocketLost());
     $("connect-bridge").addEventListener("click", () => this.#startPairing());
@@ -242,7 +249,10 @@ class App {
 
   #onState(state: E2eState, detail?: string): void {
     const forget = $<HTMLButtonElement>("forget-bridge");
-    forget.hidden = state !== "ready" && state !== "approval" && state !== "confirming";
+    // Offline too: the relay revokes a bridge that is not connected (the last one the relay named).
+    const last = this.#ide.bridge?.bridgeId;
+    forget.hidden = state !== "ready" && state !== "approval" && state !== "confirming" &&
+      (last === undefined || last === this.#forgotten);
     switch (state) {
       case "ready":
         this.#closeApproval();
@@ -359,7 +369,11 @@ class App {
         this.#info("Rejected the bridge; its token is revoked.");
       }
     } catch (e) {
-      $("approve-status").textContent = (e as Error).message;
+      // Never claim a revocation that did not happen: say so, and where to retry.
+      $("approve-status").textContent = approve
+        ? (e as Error).message
+        : `Rejected, but the relay did not revoke its token (${(e as Error).message}). Revoke it in the Bridges list.`;
+      if (!approve) this.#info("The rejected bridge's token was NOT revoked: use Revoke in the Bridges list.");
     }
   }
 
@@ -371,7 +385,10 @@ class App {
 
   async #forget(): Promise<void> {
     try {
+      const bridgeId = this.#ide.bridge?.bridgeId;
       await this.#ide.revokeBridge();
+      this.#forgotten = bridgeId;
+      $("forget-bridge").hidden = true;
       this.#tabs.clear();
       this.#restored = false;
       this.#setMode("none");
