@@ -256,9 +256,14 @@ export class IdeClient {
     return this.#api.ensureSession();
   }
 
-  /** Requests a pairing code for this session (retires the previous one). */
-  requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
-    return this.#api.requestPairingCode();
+  /**
+   * Requests this session's pairing code: the live one again while there is
+   * one, a new one (retiring it) with `replace`.
+   */
+  requestPairingCode(
+    options: { replace?: boolean } = {},
+  ): Promise<{ code: string; expiresAt: number; reused: boolean }> {
+    return this.#api.requestPairingCode(options);
   }
 
   /**
