@@ -44,7 +44,7 @@ import { decodeBridgeStatus, decodeFlow } from "./frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "./frame_codec.ts";
 import { IdeApi } from "./ide_api.ts";
 import { IdeClientError } from "./ide_client_error.ts";
-import { type ApprovalRequest, type E2eState, IdeE2e } from "./ide_e2e.ts";
+import { type ApprovalRequest, type E2eState, type FirstPairingLock, IdeE2e } from "./ide_e2e.ts";
 import { MemoryPinStore, type PinStore } from "./pin_store.ts";
 import {
   type BridgeStatusBody,
@@ -62,7 +62,7 @@ import { type RemoteTerminal, RemoteTerminals, type TerminalSize } from "./remot
 import { FlowGate } from "./stream.ts";
 
 export { IdeClientError } from "./ide_client_error.ts";
-export type { ApprovalRequest, E2eState } from "./ide_e2e.ts";
+export type { ApprovalRequest, E2eState, FirstPairingLock } from "./ide_e2e.ts";
 export { MemoryPinStore, type PinStore } from "./pin_store.ts";
 export { type CommandResult, RemoteCommand, type RunOptions } from "./remote_commands.ts";
 export {
@@ -139,6 +139,11 @@ export interface IdeClientOptions {
    * {@linkcode IdeClient.setObscureKeystrokes} changes it later.
    */
   obscureKeystrokes?: boolean;
+  /**
+   * One first pairing at a time among the clients of one browser session
+   * (a page's tabs take a Web Lock): see {@linkcode IdeE2eOptions.firstPairingLock}.
+   */
+  firstPairingLock?: FirstPairingLock;
 }
 
 /**
@@ -199,6 +204,7 @@ export class IdeClient {
       onApproval: (request) => {
         for (const fn of this.#approvalListeners) fn(request);
       },
+      firstPairingLock: options.firstPairingLock,
     });
     this.#commands = new RemoteCommands({
       timers: this.#clock,
