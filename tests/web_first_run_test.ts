@@ -129,6 +129,7 @@ Deno.test({
           assert.equal(await tab.textContent("#approve-name"), "box-one");
           assert.equal(await tab.isVisible("#pairing-code-block"), false, "the used code is not shown");
           assert.match((await tab.textContent("#pairing-status"))!, /A bridge used this code/);
+          assert.equal(await tab.isVisible("#new-code"), false, "no new code while this pairing is under way");
         }
         await indicator(tab2, "approve");
         // Both tabs have had time to start a handshake of their own: still one SAS.

@@ -319,7 +319,8 @@ class App {
         this.#closeApproval();
         if (!this.#socketUp) break;
         if (why) this.#pairingEnded(why);
-        this.#setIndicator(this.#pairing && !why ? "waiting" : "disconnected");
+        // Waiting only while a code can still be typed (not after a pairing ended, whichever tab heard first).
+        this.#setIndicator(this.#pairing && this.#panel.code && !why ? "waiting" : "disconnected");
         if (this.#running) this.#running = undefined;
         this.#stop.ended();
         break;
@@ -336,6 +337,7 @@ class App {
 
   async #startPairing(): Promise<void> {
     this.#pairing = true;
+    $("message").textContent = "";
     if (this.#ide.state === "disconnected") this.#setIndicator("waiting");
     await this.#panel.open();
   }
@@ -350,7 +352,8 @@ class App {
   #pairingEnded(text: string): void {
     this.#pairing = true;
     this.#panel.ended(text);
-    this.#info(text);
+    // The panel says it; the runner's output says it too.
+    if (this.#mode === "runner") this.#runner?.info(text);
   }
 
   /**

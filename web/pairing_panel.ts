@@ -65,6 +65,7 @@ export class PairingPanel {
     $("pairing").hidden = true;
     this.#clearCode();
     this.#status("");
+    $("new-code").hidden = false;
   }
 
   /**
@@ -109,11 +110,13 @@ export class PairingPanel {
     $("pairing-code").dataset.code = code;
     $("pairing-code-block").hidden = false;
     $("new-code").textContent = "New code";
+    $("new-code").hidden = false;
     clearInterval(this.#countdown);
     const tick = () => {
       const left = Math.max(0, expiresAt - Date.now());
       if (left <= 0) {
         this.#clearCode();
+        $("new-code").hidden = false;
         return this.#status("That code expired unused (codes last 5 minutes). Get a new code to pair.", "error");
       }
       const s = Math.ceil(left / 1000);
@@ -132,6 +135,8 @@ export class PairingPanel {
     if (!this.isOpen) return;
     this.#clearCode();
     this.#status(text);
+    // A pairing is under way: a new code now would only confuse; it comes back if this one ends.
+    $("new-code").hidden = true;
   }
 
   /**
@@ -144,6 +149,7 @@ export class PairingPanel {
     $("pairing").hidden = false;
     this.#clearCode();
     this.#status(text, "error");
+    $("new-code").hidden = false;
     $<HTMLButtonElement>("new-code").focus();
   }
 
