@@ -218,6 +218,7 @@ export class IdeClient {
       clock: this.#clock,
       // Only a bridge that said so takes term.keys; an older one would skip it and end the session (gap in `s`).
       keysAccepted: () => this.state === "ready" && this.#e2e.bridgeInfo?.termKeys === true,
+      signalAccepted: () => this.#e2e.bridgeInfo?.termSignal === true,
       obscureKeystrokes: options.obscureKeystrokes,
     });
   }

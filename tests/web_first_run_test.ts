@@ -6,7 +6,8 @@
  * offered, the used code gone; an expired code goes too; after approval no
  * old code stays behind the dialog; Forget asks first; on a phone the
  * bridge's state stays in view while the page scrolls; a command that
- * ignores Ctrl-C is ended with Force stop (SIGKILL to its process group).
+ * ignores Ctrl-C is ended with Force stop (SIGKILL to its process group), in
+ * the command runner and in a terminal tab.
  * Screenshots go to artifacts/first-run/ (desktop-*.png, phone-*.png).
  */
 import assert from "node:assert/strict";
@@ -189,11 +190,34 @@ Deno.test({
         await shot(tab1, "desktop-07-connected");
       });
 
+      await t.step("a terminal job that ignores Ctrl-C gets Force stop (SIGKILL); the shell stays", async () => {
+        const seconds = `${100 + Math.floor(Math.random() * 800)}.75`;
+        await tab1.click(".terminal-pane.active .xterm");
+        await tab1.keyboard.type(`sh -c "trap '' INT; echo trapped; sleep ${seconds}"`);
+        await tab1.keyboard.press("Enter");
+        await waitForTerminal(tab1, /\ntrapped\n/, { screen: true });
+        assert.equal(await tab1.isVisible("#force-stop-terminal"), false);
+        await tab1.keyboard.press("Control+C");
+        await tab1.waitForSelector("#force-stop-terminal", { state: "visible", timeout: 10_000 });
+        assert.ok(processesWith(`sleep ${seconds}`).length > 0, "Ctrl-C did not end it");
+        await shot(tab1, "desktop-08-terminal-force-stop");
+        await tab1.click("#force-stop-terminal");
+        await tab1.waitForSelector("#force-stop-terminal", { state: "hidden" });
+        const deadline = Date.now() + 5_000;
+        while (processesWith(`sleep ${seconds}`).length > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.deepEqual(processesWith(`sleep ${seconds}`), [], "the job's process group is gone");
+        await tab1.keyboard.type("echo still-$((20+1))");
+        await tab1.keyboard.press("Enter");
+        await waitForTerminal(tab1, /still-21/, { screen: true });
+      });
+
       await t.step("Forget this bridge asks first; Keep it keeps it", async () => {
         await tab1.click("#forget-bridge");
         await tab1.waitForSelector("#forget-dialog[open]");
         assert.match((await tab1.textContent("#forget-help"))!, /“box-two”/);
-        await shot(tab1, "desktop-08-forget-asks");
+        await shot(tab1, "desktop-09-forget-asks");
         await tab1.click("#forget-cancel");
         await tab1.waitForSelector("#forget-dialog:not([open])", { state: "attached" });
         await new Promise((r) => setTimeout(r, 500));
@@ -221,7 +245,7 @@ Deno.test({
         await waitForText(page, "pairing-status", /expired unused/);
         assert.equal(await page.isVisible("#pairing-code-block"), false);
         assert.equal(await page.textContent("#new-code"), "Get a new code");
-        await shot(page, "desktop-09-code-expired");
+        await shot(page, "desktop-10-code-expired");
         await context.close();
       });
 

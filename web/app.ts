@@ -21,6 +21,7 @@ import { confirmDialog } from "./confirm_dialog.ts";
 import { PairingPanel } from "./pairing_panel.ts";
 import { type ApprovalPhase, firstPairingLock, PairingSync, type SharedApproval } from "./pairing_sync.ts";
 import { StopControl } from "./stop_control.ts";
+import { TerminalForceStop } from "./terminal_force_stop.ts";
 import { TerminalTabs } from "./terminal_tabs.ts";
 
 /** The indicator's states. */
@@ -70,6 +71,7 @@ class App {
   /** The user approved the current pairing (here or in another tab). */
   #approvedHere = false;
   #stop: StopControl;
+  #forceStop?: TerminalForceStop;
   #retryTimer?: ReturnType<typeof setInterval>;
   #reconnects = 0;
   #socketUp = false;
@@ -112,6 +114,7 @@ class App {
       onChange: () => this.#drawWorkspace(),
       onSearchKey: () => this.#openSearch(),
       highWaterBytes: _testParam("highwater"),
+      onInterrupt: (tab) => this.#forceStop?.interrupted(tab),
       onSearchResults: (index, count) => {
         $("search-count").textContent = count === 0
           ? "No matches"
@@ -119,6 +122,10 @@ class App {
           ? `${count}+ matches`
           : `${index + 1} of ${count}`;
       },
+    });
+    this.#forceStop = new TerminalForceStop($("force-stop-terminal"), {
+      active: () => this.#tabs.active,
+      notice: (text) => this.#info(text),
     });
     this.#ide.onStateChange((state, detail) => this.#onState(state, detail));
     this.#ide.onApprovalRequest((request) => this.#showApproval(request));
@@ -618,6 +625,7 @@ class App {
       ? "Reaching the relay…"
       : "Connect a bridge to open terminals on your machine. A paired bridge comes back by itself.";
     if (this.#tabs.tabs.length === 0 && !$("search-bar").hidden) this.#closeSearch();
+    this.#forceStop?.refresh();
   }
 
   async #showFingerprint(identity: CryptoKeyPair): Promise<void> {
