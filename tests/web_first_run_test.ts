@@ -249,6 +249,34 @@ Deno.test({
         await context.close();
       });
 
+      await t.step("a pairing nobody approves in time ends, and the page says so", async () => {
+        const context = await browser!.newContext({ viewport: DESKTOP });
+        const page = await context.newPage();
+        watch(page);
+        await page.goto(relay.url);
+        await indicator(page, "disconnected");
+        await page.click("#connect-bridge");
+        const slowDirs = await makeTestDirs();
+        try {
+          const bridge = startBridgeProcess(slowDirs, relay.url, {
+            code: await code(page),
+            args: ["--approval-timeout", "2"],
+          });
+          bridges.push(bridge);
+          await page.waitForSelector("#approve-dialog[open]", { timeout: 20_000 });
+          assert.equal((await bridge.status).code, 1);
+          assert.match(bridge.stdout.text + bridge.stderr.text, /No approval from the IDE in time/);
+          await waitForText(page, "pairing-status", /its time to approve ran out/);
+          assert.equal(await page.isVisible("#approve-dialog"), false);
+          assert.equal(await page.isVisible("#pairing-code-block"), false);
+          await indicator(page, "disconnected");
+          await shot(page, "desktop-11-approval-timed-out");
+        } finally {
+          await context.close();
+          await slowDirs.cleanup();
+        }
+      });
+
       const phone = await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true });
       const page = await phone.newPage();
       watch(page);
