@@ -128,7 +128,7 @@ Deno.test({
           await tab.waitForSelector("#approve-dialog[open]", { timeout: 20_000 });
           await waitForText(tab, "sas", new RegExp(`^${bridgeSas}$`));
           assert.equal(await tab.textContent("#approve-name"), "box-one");
-          assert.equal(await tab.isVisible("#pairing-code-block"), false, "the used code is not shown");
+          assert.equal(await tab.isVisible("#pairing-code"), false, "the used code is not shown");
           assert.match((await tab.textContent("#pairing-status"))!, /A bridge used this code/);
           assert.equal(await tab.isVisible("#new-code"), false, "no new code while this pairing is under way");
         }
@@ -147,7 +147,7 @@ Deno.test({
         for (const tab of [tab1, tab2]) {
           await tab.waitForSelector("#approve-dialog:not([open])", { state: "attached" });
           await waitForText(tab, "pairing-status", /ended the pairing before it was approved/);
-          assert.equal(await tab.isVisible("#pairing-code-block"), false, "the used code is not shown");
+          assert.equal(await tab.isVisible("#pairing-code"), false, "the used code is not shown");
           assert.equal(await tab.textContent("#new-code"), "Get a new code");
           await indicator(tab, "disconnected");
         }
@@ -174,7 +174,7 @@ Deno.test({
         await tab2.click("#approve");
         for (const tab of [tab1, tab2]) {
           await waitForText(tab, "approve-status", /type the same digits on the bridge/);
-          assert.equal(await tab.isVisible("#pairing-code-block"), false, "no old code behind the dialog");
+          assert.equal(await tab.isVisible("#pairing-code"), false, "no old code behind the dialog");
           assert.equal(await tab.textContent("#pairing-expiry"), "");
         }
         await shot(tab1, "desktop-06-approved-waiting-for-bridge");
@@ -243,7 +243,7 @@ Deno.test({
         await code(page);
         await page.clock.fastForward(CODE_TTL_MS + 1_000);
         await waitForText(page, "pairing-status", /expired unused/);
-        assert.equal(await page.isVisible("#pairing-code-block"), false);
+        assert.equal(await page.isVisible("#pairing-code"), false);
         assert.equal(await page.textContent("#new-code"), "Get a new code");
         await shot(page, "desktop-10-code-expired");
         await context.close();
@@ -268,7 +268,7 @@ Deno.test({
           assert.match(bridge.stdout.text + bridge.stderr.text, /No approval from the IDE in time/);
           await waitForText(page, "pairing-status", /its time to approve ran out/);
           assert.equal(await page.isVisible("#approve-dialog"), false);
-          assert.equal(await page.isVisible("#pairing-code-block"), false);
+          assert.equal(await page.isVisible("#pairing-code"), false);
           await indicator(page, "disconnected");
           await shot(page, "desktop-11-approval-timed-out");
         } finally {

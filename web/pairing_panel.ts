@@ -41,6 +41,7 @@ export class PairingPanel {
   /** @param options How to get codes, and who hears of them. */
   constructor(options: PairingPanelOptions) {
     this.#opts = options;
+    $("pairing").classList.add("no-code");
     $("new-code").addEventListener("click", () => void this.fetchCode(true));
   }
 
@@ -108,7 +109,7 @@ export class PairingPanel {
     const { code, expiresAt } = issued;
     $("pairing-code").textContent = `${code.slice(0, 3)} ${code.slice(3)}`;
     $("pairing-code").dataset.code = code;
-    $("pairing-code-block").hidden = false;
+    $("pairing").classList.remove("no-code");
     $("new-code").textContent = "New code";
     $("new-code").hidden = false;
     clearInterval(this.#countdown);
@@ -156,7 +157,7 @@ export class PairingPanel {
   #clearCode(): void {
     clearInterval(this.#countdown);
     this.#shown = undefined;
-    $("pairing-code-block").hidden = true;
+    $("pairing").classList.add("no-code");
     $("pairing-code").textContent = "";
     delete $("pairing-code").dataset.code;
     $("pairing-expiry").textContent = "";
