@@ -62,9 +62,10 @@ import { type RemoteTerminal, RemoteTerminals, type TerminalSize } from "./remot
 import { FlowGate } from "./stream.ts";
 
 export { IdeClientError } from "./ide_client_error.ts";
-export type { ApprovalRequest, E2eState, FirstPairingLock } from "./ide_e2e.ts";
+export type { ApprovalRequest, E2eState } from "./ide_e2e.ts";
 export { MemoryPinStore, type PinStore } from "./pin_store.ts";
 export { type CommandResult, RemoteCommand, type RunOptions } from "./remote_commands.ts";
+export type { FirstPairingLock } from "./ide_e2e.ts";
 export {
   RemoteTerminal,
   type TerminalResult,

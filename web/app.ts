@@ -123,10 +123,6 @@ class App {
           : `${index + 1} of ${count}`;
       },
     });
-    this.#forceStop = new TerminalForceStop($("force-stop-terminal"), {
-      active: () => this.#tabs.active,
-      notice: (text) => this.#info(text),
-    });
     this.#ide.onStateChange((state, detail) => this.#onState(state, detail));
     this.#ide.onApprovalRequest((request) => this.#showApproval(request));
     this.#ide.onClose(() => this.#onSocketLost());
@@ -150,6 +146,10 @@ class App {
     });
     this.#wireSearch();
     this.#wireCloseDialog();
+    this.#forceStop = new TerminalForceStop($("force-stop-terminal"), {
+      active: () => this.#tabs.active,
+      notice: (text) => this.#info(text),
+    });
     // Escape on the approval dialog would close it undecided: keep it open.
     $<HTMLDialogElement>("approve-dialog").addEventListener("cancel", (e) => e.preventDefault());
     $("bridge-command").textContent = `coder1 bridge start --relay ${location.origin}`;
