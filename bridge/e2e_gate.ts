@@ -38,7 +38,7 @@ export interface E2eGateOptions {
   /** The bridge id from `auth.ok` (the handshake's pairing id). */
   bridgeId: string;
   /** Name, OS, version, whether terminals run here and whether it takes `term.keys`, sent sealed in `e2e.info`. */
-  info: Pick<E2eInfoBody, "name" | "os" | "version" | "terminals" | "termKeys">;
+  info: Pick<E2eInfoBody, "name" | "os" | "version" | "terminals" | "termKeys" | "termSignal">;
   /** The IDE identity key pinned at approval, if any. */
   pinned: () => Uint8Array | undefined;
   /** The user approved the IDE with this identity key: pin it (persist, then resolve). */
@@ -126,6 +126,7 @@ export class E2eGate {
       case FrameType.TermClose:
       case FrameType.TermList:
       case FrameType.TermKeys:
+      case FrameType.TermSignal:
         return await this.#onSealed(route, frame);
       default:
         // A type IDEs do not send (types this version does not know were

@@ -65,6 +65,8 @@ interface _Os {
   O_RDWR: number;
   O_NONBLOCK: number;
   TIOCSWINSZ: number;
+  /** Reads the terminal's foreground process group (Force stop). */
+  TIOCGPGRP: number;
   /** POSIX_SPAWN_SETSID | SETSIGMASK | SETSIGDEF (| CLOEXEC_DEFAULT on macOS). */
   spawnFlags: number;
   EAGAIN: number;
@@ -90,6 +92,7 @@ const LINUX: _Os = {
   O_RDWR: 0o2,
   O_NONBLOCK: 0o4000,
   TIOCSWINSZ: 0x5414,
+  TIOCGPGRP: 0x540f,
   spawnFlags: 0x80 | 0x08 | 0x04, // glibc and musl: SETSID, SETSIGMASK, SETSIGDEF
   EAGAIN: 11,
   variadicOnStack: false,
@@ -137,6 +140,7 @@ const DARWIN: _Os = {
   O_RDWR: 0x2,
   O_NONBLOCK: 0x4,
   TIOCSWINSZ: 0x80087467,
+  TIOCGPGRP: 0x40047477,
   // SETSID, SETSIGMASK, SETSIGDEF, CLOEXEC_DEFAULT (no closefrom file action there).
   spawnFlags: 0x400 | 0x08 | 0x04 | 0x4000,
   EAGAIN: 35,
@@ -462,6 +466,21 @@ class _PtyChild implements PtyProcess, PollTarget {
     if (this.#fd < 0) return;
     if (this.#libc.ioctl(this.#fd, this.#libc.os.TIOCSWINSZ, _winsize(cols, rows)) !== 0) {
       throw new Error(`Cannot resize the terminal: ${this.#libc.lastError()}`);
+    }
+  }
+
+  signalForeground(signal: Deno.Signal): number | undefined {
+    if (this.#reaped || this.#fd < 0) return undefined;
+    const pgrp = new Int32Array(1);
+    const arg = new Uint8Array(pgrp.buffer);
+    if (this.#libc.ioctl(this.#fd, this.#libc.os.TIOCGPGRP, arg) !== 0) return undefined;
+    // The shell's own group: killing it would end the terminal, not a job in it.
+    if (pgrp[0] <= 1 || pgrp[0] === this.pid) return undefined;
+    try {
+      Deno.kill(-pgrp[0], signal);
+      return pgrp[0];
+    } catch {
+      return undefined; // Gone meanwhile, or not ours to signal (sudo).
     }
   }
 

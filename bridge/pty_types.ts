@@ -45,6 +45,14 @@ export interface PtyProcess {
   resize(cols: number, rows: number): void;
   /** Sends `signal` to the terminal's session (its process group). */
   kill(signal: Deno.Signal): void;
+  /**
+   * Sends `signal` to the terminal's foreground process group (the job the
+   * shell runs now: Ctrl-C's target), unless that is the session leader's own
+   * group (the shell at its prompt).
+   *
+   * @returns The process group signalled, or undefined when none was.
+   */
+  signalForeground?(signal: Deno.Signal): number | undefined;
   /** Resolves when the session leader exits. */
   readonly exited: Promise<ProcessExit>;
   /** Closes the terminal: SIGHUP to the session, then the master closes. */

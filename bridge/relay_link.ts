@@ -361,7 +361,8 @@ function _connect(
           ...options.e2e,
           bridgeId: body.bridgeId,
           // termKeys: this bridge takes paced, padded keystrokes (and ignores chaff), terminals or not.
-          info: { ...options.identity, terminals: terminals.support, termKeys: true },
+          // termSignal: this bridge takes term.signal (Force stop in a terminal).
+          info: { ...options.identity, terminals: terminals.support, termKeys: true, termSignal: true },
           streams,
           // Stream frames go to whoever runs their kind: terminals or commands.
           deliver: (handle, f) => TERMINAL_TYPES.has(f.t) ? terminals.handle(handle, f) : manager.handle(handle, f),

@@ -35,7 +35,7 @@
  * @module
  */
 import { type Clock, systemClock, type Timers } from "../shared/clock.ts";
-import { decodeTermKeys, decodeTermSize } from "../shared/frame_bodies.ts";
+import { decodeTermKeys, decodeTermSignal, decodeTermSize } from "../shared/frame_bodies.ts";
 import { concatBytes } from "../shared/frame_codec.ts";
 import {
   type Frame,
@@ -237,6 +237,25 @@ export class TerminalManager {
         return this.#hangUp(t);
       case FrameType.TermList:
         return this.#list(handle, id);
+      case FrameType.TermSignal: {
+        if (!t) return this.#unknown(handle, id);
+        if (t.exit) return;
+        let signal;
+        try {
+          ({ signal } = decodeTermSignal(frame.body, (m) => new Error(m)));
+        } catch (error) {
+          // term.error would end the IDE's view of a terminal that still runs: ignored instead.
+          this.#opts.onEvent?.(`terminal ${id}: ignored a bad signal frame (${(error as Error).message})`);
+          return;
+        }
+        const group = t.pty.signalForeground?.(signal);
+        this.#opts.onEvent?.(
+          group === undefined
+            ? `terminal ${id}: ${signal} not sent (only its shell is in the foreground)`
+            : `terminal ${id}: ${signal} to its foreground process group ${group}`,
+        );
+        return;
+      }
       default:
         // The bridge's own types, and anything else, are not requests.
         return;

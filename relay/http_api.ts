@@ -218,9 +218,12 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
     "POST /api/pairing-codes": async (request, info) => {
       checkOrigin(request, false);
       const sid = await requireSession(request);
-      const issued = await deps.pairing.issue(sid, deps.addressOf(request, info));
-      deps.log.info("code.issue", {});
-      return json(issued, 201, cors(request));
+      // `{"replace": true}`: the user asked for a new code (anything else reuses a live one).
+      const body = await request.json().catch(() => ({}));
+      const replace = typeof body === "object" && body !== null && body.replace === true;
+      const issued = await deps.pairing.issue(sid, deps.addressOf(request, info), { replace });
+      deps.log.info(issued.reused ? "code.reuse" : "code.issue", {});
+      return json(issued, issued.reused ? 200 : 201, cors(request));
     },
 
     "GET /api/bridge": async (request) => {

@@ -90,12 +90,29 @@ export class Pairing {
   }
 
   /**
-   * Issues a code for `sessionId`, retiring its previous one.
+   * Gives `sessionId` its pairing code. One pairing is in flight per browser
+   * session: while the session's code is live (not redeemed, retired or
+   * expired) asking again returns that same code and expiry, so every tab of
+   * the session shows one code, and costs nothing against the rate limits.
+   * Otherwise, or with `replace` (the user asked for a new code), a new code
+   * is drawn, counted against the limits, and the previous one is retired.
    *
+   * @param sessionId The browser session.
+   * @param address The client address (rate-limit unit).
+   * @param options `replace`: retire a live code and issue a new one.
+   * @returns The code, its expiry, and whether it is the live one given again.
    * @throws {Coder1Error} 429 with a Retry-After hint past a limit.
    */
-  async issue(sessionId: string, address: string): Promise<{ code: string; expiresAt: number }> {
+  async issue(
+    sessionId: string,
+    address: string,
+    options: { replace?: boolean } = {},
+  ): Promise<{ code: string; expiresAt: number; reused: boolean }> {
     const now = this.#clock.now();
+    if (!options.replace) {
+      const live = await this.#store.liveSessionCode(sessionId, now);
+      if (live) return { ...live, reused: true };
+    }
     const bySession = await this.#store.hit(
       `code:s:${sessionId}`,
       CODES_PER_SESSION_PER_WINDOW,
@@ -137,7 +154,7 @@ export class Pairing {
           this.#live.set(code, expiresAt);
           this.#metrics.pairing("issued");
         }
-        return { code, expiresAt };
+        return { code, expiresAt, reused: false };
       }
     }
     // Only reachable with a broken random source or a code space nearly full.

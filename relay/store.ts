@@ -40,6 +40,8 @@ export interface RelayStore {
   deleteCode(code: string, sessionId: string): Promise<void>;
   /** The session's current code, if it asked for one. */
   sessionCode(sessionId: string): Promise<string | undefined>;
+  /** The session's current code while it is live (not redeemed, retired or expired), with its expiry. */
+  liveSessionCode(sessionId: string, now: number): Promise<{ code: string; expiresAt: number } | undefined>;
   /** Records the session's current code. */
   setSessionCode(sessionId: string, code: string, expiresAt: number): Promise<void>;
   /** Counts an event under `key` if fewer than `limit` happened in the last `windowMs`. */
@@ -114,6 +116,13 @@ export class MemoryStore implements RelayStore {
 
   sessionCode(sessionId: string): Promise<string | undefined> {
     return Promise.resolve(this.#sessionCodes.get(sessionId)?.code);
+  }
+
+  liveSessionCode(sessionId: string, now: number): Promise<{ code: string; expiresAt: number } | undefined> {
+    const current = this.#sessionCodes.get(sessionId);
+    const entry = current && this.#codes.get(current.code);
+    const live = entry?.sessionId === sessionId && entry.expiresAt > now;
+    return Promise.resolve(live ? { code: current!.code, expiresAt: entry.expiresAt } : undefined);
   }
 
   setSessionCode(sessionId: string, code: string, expiresAt: number): Promise<void> {

@@ -37,6 +37,7 @@ import {
   type TerminalInfo,
   type TerminalSupport,
   type TermListBody,
+  type TermSignalBody,
   type TermSizeBody,
   type TermSnapshotBody,
   type TermTitleBody,
@@ -138,6 +139,7 @@ export function decodeE2eInfo(body: Uint8Array, fail: Fail = badFrame): E2eInfoB
     out.terminals = known ?? "unsupported-os";
   }
   if (o.termKeys === true) out.termKeys = true;
+  if (o.termSignal === true) out.termSignal = true;
   return out;
 }
 
@@ -187,6 +189,14 @@ export function decodeCmdSignal(body: Uint8Array, fail: Fail = badFrame): CmdSig
   const o = parseJsonObject(body, "cmd.signal", fail);
   const signal = SIGNALS.find((s) => s === o.signal);
   if (!signal) throw fail("cmd.signal: unsupported signal");
+  return { signal };
+}
+
+/** `term.signal` plaintext (IDE -> bridge). */
+export function decodeTermSignal(body: Uint8Array, fail: Fail = badFrame): TermSignalBody {
+  const o = parseJsonObject(body, "term.signal", fail);
+  const signal = SIGNALS.find((s) => s === o.signal);
+  if (!signal) throw fail("term.signal: unsupported signal");
   return { signal };
 }
 

@@ -109,12 +109,20 @@ export class IdeApi {
   }
 
   /**
-   * Requests a pairing code for this session (`POST /api/pairing-codes`; retires the previous one).
+   * Requests this session's pairing code (`POST /api/pairing-codes`). While
+   * the session's code is live the relay gives the same one again (one
+   * pairing in flight per session, every tab shows it); with `replace` it
+   * retires it and issues a new one.
    *
-   * @returns The code and when it expires.
+   * @param options `replace`: a new code even while one is live (counts against the rate limit).
+   * @returns The code, when it expires, and whether it is the live one given again.
    */
-  async requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
-    return await (await this.#call("POST", "/api/pairing-codes")).json();
+  async requestPairingCode(
+    options: { replace?: boolean } = {},
+  ): Promise<{ code: string; expiresAt: number; reused: boolean }> {
+    const body = options.replace ? { replace: true } : undefined;
+    const issued = await (await this.#call("POST", "/api/pairing-codes", body)).json();
+    return { code: issued.code, expiresAt: issued.expiresAt, reused: issued.reused === true };
   }
 
   /**

@@ -44,7 +44,7 @@ import { decodeBridgeStatus, decodeFlow } from "./frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame, type FrameInit } from "./frame_codec.ts";
 import { type BridgeCredentialInfo, IdeApi } from "./ide_api.ts";
 import { IdeClientError } from "./ide_client_error.ts";
-import { type ApprovalRequest, type E2eState, IdeE2e } from "./ide_e2e.ts";
+import { type ApprovalRequest, type E2eState, type FirstPairingLock, IdeE2e } from "./ide_e2e.ts";
 import { MemoryPinStore, type PinStore } from "./pin_store.ts";
 import {
   type BridgeStatusBody,
@@ -66,6 +66,7 @@ export type { BridgeCredentialInfo } from "./ide_api.ts";
 export type { ApprovalRequest, E2eState } from "./ide_e2e.ts";
 export { MemoryPinStore, type PinStore } from "./pin_store.ts";
 export { type CommandResult, RemoteCommand, type RunOptions } from "./remote_commands.ts";
+export type { FirstPairingLock } from "./ide_e2e.ts";
 export {
   RemoteTerminal,
   type TerminalResult,
@@ -140,6 +141,11 @@ export interface IdeClientOptions {
    * {@linkcode IdeClient.setObscureKeystrokes} changes it later.
    */
   obscureKeystrokes?: boolean;
+  /**
+   * One first pairing at a time among the clients of one browser session
+   * (a page's tabs take a Web Lock): see {@linkcode IdeE2eOptions.firstPairingLock}.
+   */
+  firstPairingLock?: FirstPairingLock;
 }
 
 /**
@@ -200,6 +206,7 @@ export class IdeClient {
       onApproval: (request) => {
         for (const fn of this.#approvalListeners) fn(request);
       },
+      firstPairingLock: options.firstPairingLock,
     });
     this.#commands = new RemoteCommands({
       timers: this.#clock,
@@ -213,6 +220,7 @@ export class IdeClient {
       clock: this.#clock,
       // Only a bridge that said so takes term.keys; an older one would skip it and end the session (gap in `s`).
       keysAccepted: () => this.state === "ready" && this.#e2e.bridgeInfo?.termKeys === true,
+      signalAccepted: () => this.#e2e.bridgeInfo?.termSignal === true,
       obscureKeystrokes: options.obscureKeystrokes,
     });
   }
@@ -257,9 +265,14 @@ export class IdeClient {
     return this.#api.ensureSession();
   }
 
-  /** Requests a pairing code for this session (retires the previous one). */
-  requestPairingCode(): Promise<{ code: string; expiresAt: number }> {
-    return this.#api.requestPairingCode();
+  /**
+   * Requests this session's pairing code: the live one again while there is
+   * one, a new one (retiring it) with `replace`.
+   */
+  requestPairingCode(
+    options: { replace?: boolean } = {},
+  ): Promise<{ code: string; expiresAt: number; reused: boolean }> {
+    return this.#api.requestPairingCode(options);
   }
 
   /**

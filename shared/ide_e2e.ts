@@ -94,7 +94,20 @@ export interface IdeE2eOptions {
   onState: (state: E2eState, detail?: string) => void;
   /** A bridge awaits the user's approval (first pairing). */
   onApproval: (request: ApprovalRequest) => void;
+  /**
+   * Optional: one first pairing at a time among the clients of one browser
+   * session (a page's tabs). Before a handshake with a bridge that is not
+   * pinned here, the client waits for this lock and holds it until the
+   * handshake is settled (ready, refused, rejected or gone), so the bridge
+   * sees one handshake to approve, prints one SAS, and the others follow on
+   * the pin it leaves. Resolves with the function that releases it; the
+   * signal aborts the wait.
+   */
+  firstPairingLock?: FirstPairingLock;
 }
+
+/** Waits for the session's first-pairing lock for `bridgeId`; resolves with its release. */
+export type FirstPairingLock = (bridgeId: string, signal: AbortSignal) => Promise<() => void>;
 
 /**
  * The IDE's end-to-end session with the bridge of one IDE socket.
@@ -132,6 +145,8 @@ export class IdeE2e {
   /** Bumped on every restart and stop: a handshake started for an older one sends nothing. */
   #epoch = 0;
   #cancelBackoff?: () => void;
+  /** Releases the first-pairing lock, while held or awaited. */
+  #releaseLock?: () => void;
 
   /** @param options Identity, pins, timers, senders and listeners. */
   constructor(options: IdeE2eOptions) {
@@ -306,6 +321,7 @@ export class IdeE2e {
   #startHandshake(bridgeId: string): void {
     const epoch = this.#epoch;
     const go = async () => {
+      await this.#firstPairingTurn(bridgeId, epoch);
       const { handshake, hello } = await IdeHandshake.start(await this.identity(), bridgeId);
       if (epoch !== this.#epoch) return; // Restarted or stopped meanwhile.
       this.#handshake = handshake;
@@ -323,13 +339,37 @@ export class IdeE2e {
     });
   }
 
+  /**
+   * With a {@linkcode IdeE2eOptions.firstPairingLock} and no pin for this
+   * bridge: waits for this client's turn to pair (another tab may be pairing
+   * the same bridge; its approval leaves a pin this handshake then uses).
+   */
+  async #firstPairingTurn(bridgeId: string, epoch: number): Promise<void> {
+    const lock = this.#opts.firstPairingLock;
+    if (!lock || (await this.#opts.pins.get(bridgeId)) !== undefined || epoch !== this.#epoch) return;
+    const abort = new AbortController();
+    this.#releaseLock = () => abort.abort();
+    const release = await lock(bridgeId, abort.signal);
+    if (epoch !== this.#epoch) return release();
+    this.#releaseLock = release;
+  }
+
   #setState(state: E2eState, detail?: string): void {
+    // Settled (or gone): the next tab may take its turn.
+    if (state !== "handshaking" && state !== "approval" && state !== "confirming") this.#unlock();
     if (this.#state === state && detail === undefined) return;
     this.#state = state;
     this.#opts.onState(state, detail);
   }
 
+  #unlock(): void {
+    const release = this.#releaseLock;
+    this.#releaseLock = undefined;
+    release?.();
+  }
+
   #reset(): void {
+    this.#unlock();
     this.#epoch++;
     this.#cancelBackoff?.();
     this.#cancelBackoff = undefined;

@@ -83,6 +83,11 @@
  *   while the user types) and `termKeys: true` in `e2e.info`. An IDE sends
  *   `term.keys` only to a bridge that says so; a relay from before it closes
  *   an IDE socket that sends one with 4400.
+ *   Force stop (compatible addition, no version change): `term.signal` (0x5d:
+ *   a signal for the process group in the foreground of a terminal, e.g.
+ *   SIGKILL for a program that ignores Ctrl-C) and `termSignal: true` in
+ *   `e2e.info`. An IDE sends `term.signal` only to a bridge that says so; a
+ *   relay from before it closes an IDE socket that sends one with 4400.
  */
 export const PROTOCOL_VERSION = 4;
 
@@ -441,6 +446,13 @@ export const FRAME_TABLE = {
   "term.exit": { code: 0x5b, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
   /** Bridge -> IDE: a `term.*` request for `id` failed; {@linkcode TermErrorBody}. */
   "term.error": { code: 0x5c, from: ["bridge"], kind: "e2e", sealed: true, stream: true, body: "json" },
+  /**
+   * IDE -> bridge: send a signal to the process group in the foreground of
+   * terminal `id` (not to its shell; nothing when the shell itself is in the
+   * foreground); {@linkcode TermSignalBody}. No answer. Only to a bridge whose
+   * `e2e.info` says `termSignal: true`.
+   */
+  "term.signal": { code: 0x5d, from: ["ide"], kind: "e2e", sealed: true, stream: true, body: "json" },
 } as const satisfies Record<string, FrameSpec>;
 
 /** The name of a frame type: a key of {@linkcode FRAME_TABLE}. */
@@ -487,6 +499,7 @@ export const FrameType = {
   TermTitle: "term.title",
   TermExit: "term.exit",
   TermError: "term.error",
+  TermSignal: "term.signal",
 } as const satisfies Record<string, FrameTypeName>;
 
 const _names = Object.keys(FRAME_TABLE) as FrameTypeName[];
@@ -690,6 +703,11 @@ export interface E2eInfoBody {
    * as `term.input`, unpaced.
    */
   termKeys?: true;
+  /**
+   * True when the bridge takes `term.signal` (Force stop in a terminal).
+   * Absent from bridges that predate it: an IDE then sends none.
+   */
+  termSignal?: true;
 }
 
 /**
@@ -735,6 +753,12 @@ export interface CmdStartBody {
 export const SIGNALS = ["SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT"] as const;
 /** One of {@linkcode SIGNALS}. */
 export type CommandSignal = typeof SIGNALS[number];
+
+/** Body of `term.signal`. */
+export interface TermSignalBody {
+  /** The signal to deliver to the terminal's foreground process group. */
+  signal: CommandSignal;
+}
 
 /** Body of `cmd.signal`. */
 export interface CmdSignalBody {

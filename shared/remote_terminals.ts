@@ -41,6 +41,7 @@ import type { FrameInit } from "./frame_codec.ts";
 import { IdeClientError } from "./ide_client_error.ts";
 import { KeystrokePacer, type KeystrokeStats } from "./keystroke_pacer.ts";
 import {
+  type CommandSignal,
   type Frame,
   FrameType,
   MAX_TERMINAL_COLS,
@@ -182,6 +183,29 @@ export class RemoteTerminal {
     return this.#owner.push({ t: FrameType.TermResize, id: this.id, body: { cols, rows } });
   }
 
+  /**
+   * Sends `signal` to the process group in the terminal's foreground: the
+   * job its shell runs now (Ctrl-C's target), not the shell. SIGKILL is
+   * Force stop, for a program that ignores Ctrl-C. Nothing happens when the
+   * shell itself is in the foreground.
+   *
+   * @throws {IdeClientError} `unsupported` when the bridge predates `term.signal`.
+   */
+  signal(signal: CommandSignal = "SIGKILL"): Promise<void> {
+    if (!this.#live) return Promise.resolve();
+    if (!this.#owner.signalAccepted) {
+      return Promise.reject(
+        new IdeClientError("Cannot signal the terminal: this bridge predates term.signal; update it", {
+          status: 0,
+          reason: "unsupported",
+        }),
+      );
+    }
+    // Keystrokes typed before (a Ctrl-C) go first.
+    void this.#owner.flushInput(this);
+    return this.#owner.push({ t: FrameType.TermSignal, id: this.id, body: { signal } });
+  }
+
   /** Stops receiving this terminal; it keeps running on the bridge (another client may attach). */
   detach(): Promise<void> {
     if (this.#state === "detached" || this.#state === "failed") return Promise.resolve();
@@ -274,6 +298,8 @@ export interface RemoteTerminalsOptions {
   keysAccepted?: () => boolean;
   /** Pace keystrokes when the bridge takes them (default true); see {@linkcode RemoteTerminals.setObscureKeystrokes}. */
   obscureKeystrokes?: boolean;
+  /** Whether the bridge takes `term.signal` (its `e2e.info` said `termSignal: true`). Default: no. */
+  signalAccepted?: () => boolean;
 }
 
 /**
@@ -305,6 +331,11 @@ export class RemoteTerminals {
   }
 
   /** Whether keystroke timing is obscured when the bridge takes `term.keys` (the setting). */
+  /** Whether the bridge takes `term.signal` now. */
+  get signalAccepted(): boolean {
+    return this.#opts.signalAccepted?.() ?? false;
+  }
+
   get obscureKeystrokes(): boolean {
     return this.#obscure;
   }

@@ -41,8 +41,13 @@ async function newSession(url: string): Promise<string> {
   return res.headers.getSetCookie()[0].split(";")[0];
 }
 
+/** A new code for the session each time (`replace`: a live one is retired, and counted against the budget). */
 async function newCode(url: string, cookie: string): Promise<Response> {
-  return await fetch(`${url}/api/pairing-codes`, { method: "POST", headers: { cookie } });
+  return await fetch(`${url}/api/pairing-codes`, {
+    method: "POST",
+    headers: { cookie, "content-type": "application/json" },
+    body: JSON.stringify({ replace: true }),
+  });
 }
 
 Deno.test("/healthz, /readyz and /metrics count a real pairing and command flow, with no per-user labels", async () => {

@@ -73,12 +73,59 @@ Deno.test("a code expires after 5 minutes (injected clock)", async () => {
   });
 });
 
+Deno.test("one pairing in flight per session: asking again while the code is live gives it again, free of the rate limit", async () => {
+  await withRelay(async (relay, clock) => {
+    const ide = ideClient(relay.url);
+    await ide.createSession();
+    // A second tab of the same browser session (same cookie).
+    const tab2 = ideClient(relay.url, { sessionCookie: ide.sessionCookie });
+    const first = await ide.requestPairingCode();
+    assert.equal(first.reused, false);
+    clock.advance(10_000);
+    // Far more asks than the 5-a-minute budget: all get the same code and expiry.
+    for (let i = 0; i < 8; i++) {
+      const again = await (i % 2 ? ide : tab2).requestPairingCode();
+      assert.deepEqual(again, { code: first.code, expiresAt: first.expiresAt, reused: true });
+    }
+    // The budget counted only the one code drawn: four new ones (each retiring the last), then 429.
+    let live = first;
+    for (let i = 0; i < 4; i++) {
+      const fresh = await ide.requestPairingCode({ replace: true });
+      assert.notEqual(fresh.code, live.code);
+      assert.equal((await redeem(relay, { code: live.code })).close?.code, CloseCode.AuthFailed, "retired");
+      live = fresh;
+    }
+    await assert.rejects(ide.requestPairingCode({ replace: true }), (e: IdeClientError) => e.status === 429);
+    // Even past the budget, the live code is given again.
+    assert.deepEqual(await tab2.requestPairingCode(), { ...live, reused: true });
+    clock.advance(61_000);
+    // Another session gets its own code.
+    const other = ideClient(relay.url);
+    await other.createSession();
+    assert.notEqual((await other.requestPairingCode()).code, live.code);
+    // Once used, the next ask draws a new code, and the used one stays dead.
+    const used = await redeem(relay, { code: live.code });
+    assert.ok(used.ok);
+    used.socket.close();
+    const second = await tab2.requestPairingCode();
+    assert.equal(second.reused, false);
+    assert.notEqual(second.code, live.code);
+    assert.equal((await redeem(relay, { code: live.code })).close?.code, CloseCode.AuthFailed);
+    // Once expired, likewise.
+    clock.advance(CODE_TTL_MS);
+    const third = await ide.requestPairingCode();
+    assert.equal(third.reused, false);
+    assert.notEqual(third.code, second.code);
+    assert.equal(third.expiresAt, clock.now() + CODE_TTL_MS);
+  });
+});
+
 Deno.test("a new code retires the session's previous one", async () => {
   await withRelay(async (relay) => {
     const ide = ideClient(relay.url);
     await ide.createSession();
     const old = await ide.requestPairingCode();
-    const fresh = await ide.requestPairingCode();
+    const fresh = await ide.requestPairingCode({ replace: true });
     assert.notEqual(old.code, fresh.code);
     assert.equal((await redeem(relay, { code: old.code })).close?.code, CloseCode.AuthFailed);
     const ok = await redeem(relay, { code: fresh.code });
@@ -92,10 +139,10 @@ Deno.test("the 6th code in a minute gets 429 with Retry-After; the window slides
     const ide = ideClient(relay.url);
     await ide.createSession();
     for (let i = 0; i < 5; i++) {
-      await ide.requestPairingCode();
+      await ide.requestPairingCode({ replace: true });
       clock.advance(1_000);
     }
-    const err = await ide.requestPairingCode().catch((e) => e);
+    const err = await ide.requestPairingCode({ replace: true }).catch((e) => e);
     assert.ok(err instanceof IdeClientError);
     assert.equal(err.status, 429);
     assert.equal(err.reason, "rate-limited");
@@ -106,9 +153,12 @@ Deno.test("the 6th code in a minute gets 429 with Retry-After; the window slides
     const cookieIde = ideClient(relay.url);
     await cookieIde.createSession();
     assert.ok(await cookieIde.requestPairingCode(), "another session is not limited by this one");
-    await assert.rejects(ide.requestPairingCode(), (e: IdeClientError) => e.status === 429 && e.retryAfter === 1);
+    await assert.rejects(
+      ide.requestPairingCode({ replace: true }),
+      (e: IdeClientError) => e.status === 429 && e.retryAfter === 1,
+    );
     clock.advance(1_000);
-    assert.ok(await ide.requestPairingCode(), "allowed again once the oldest code leaves the window");
+    assert.ok(await ide.requestPairingCode({ replace: true }), "allowed again once the oldest code leaves the window");
   });
 });
 
@@ -119,7 +169,11 @@ Deno.test("429 responses carry a Retry-After header", async () => {
     const cookie = res.headers.getSetCookie()[0].split(";")[0];
     let last: Response | undefined;
     for (let i = 0; i < 6; i++) {
-      last = await fetch(`${relay.url}/api/pairing-codes`, { method: "POST", headers: { cookie } });
+      last = await fetch(`${relay.url}/api/pairing-codes`, {
+        method: "POST",
+        headers: { cookie, "content-type": "application/json" },
+        body: JSON.stringify({ replace: true }),
+      });
       if (i < 5) await last.body?.cancel();
     }
     assert.equal(last!.status, 429);

@@ -327,3 +327,69 @@ Deno.test({
     await dirs.cleanup();
   },
 });
+
+/** Pids of live processes whose command line contains `text`. */
+function processesWith(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ").includes(text)) {
+        found.push(Number(entry.name));
+      }
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+Deno.test({
+  name:
+    "terminal: Force stop (term.signal SIGKILL) ends a foreground job that ignores Ctrl-C; the shell stays; at its prompt nothing is sent",
+  ...SANITIZE,
+  ...NEEDS_PTY,
+  async fn() {
+    const dirs = await makeTestDirs();
+    const relay = await startRelayProcess(dirs);
+    const { ide, bridge } = await paired(relay.url, dirs);
+    try {
+      const term = ide.openTerminal({ cols: 80, rows: 24 });
+      const out = new TerminalText(term);
+      await term.ready;
+      await out.waitFor(PROMPT);
+      // The shell itself in the foreground: nothing is sent, the shell stays.
+      await term.signal("SIGKILL");
+      let mark = marker();
+      let from = out.text.length;
+      await term.write(`echo ${mark}-alive\r`);
+      await out.waitFor(new RegExp(`\\r\\n${mark}-alive\\r\\n`), from);
+      // A job that ignores SIGINT (its sleep inherits the ignored signal).
+      const seconds = `${100 + Math.floor(Math.random() * 800)}.75`;
+      from = out.text.length;
+      await term.write(`sh -c "trap '' INT; echo trapped; sleep ${seconds}; echo not-killed"\r`);
+      await out.waitFor(/\r\ntrapped\r\n/, from);
+      await term.write("\x03");
+      await new Promise((r) => setTimeout(r, 700));
+      assert.equal(processesWith(`sleep ${seconds}`).length > 0, true, "Ctrl-C did not end it");
+      from = out.text.length;
+      await term.signal("SIGKILL");
+      await out.waitFor(PROMPT, from);
+      const deadline = Date.now() + 5_000;
+      while (processesWith(`sleep ${seconds}`).length > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(processesWith(`sleep ${seconds}`), [], "the job's whole process group is gone");
+      assert.doesNotMatch(out.text.slice(from), /not-killed/);
+      mark = marker();
+      from = out.text.length;
+      await term.write(`echo ${mark}-still-here\r`);
+      await out.waitFor(new RegExp(`\\r\\n${mark}-still-here\\r\\n`), from);
+      assert.equal(term.state, "attached");
+    } finally {
+      await stopAll(bridge, ide);
+      await relay.stop();
+      await dirs.cleanup();
+    }
+  },
+});

@@ -173,8 +173,10 @@ Deno.test({
         await waitForTerminal(page, /back\n\[exit 0/);
       });
 
-      await t.step("Forget this bridge revokes it", async () => {
+      await t.step("Forget this bridge asks first, then revokes it", async () => {
         await page.click("#forget-bridge");
+        await page.waitForSelector("#forget-dialog[open]");
+        await page.click("#forget-confirm");
         const status = await bridge!.status;
         assert.equal(status.code, 1);
         assert.match(bridge!.stderr.text, /no longer accepts this machine's token/);

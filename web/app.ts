@@ -14,11 +14,16 @@
 import { backoffDelay } from "../shared/backoff.ts";
 import { bridgeStartCommands } from "../shared/bridge_command.ts";
 import { fingerprint, rawPublicKey } from "../shared/e2e_crypto.ts";
-import { type ApprovalRequest, type E2eState, IdeClient, IdeClientError } from "../shared/ide_client.ts";
-import { CODE_TTL_MS } from "../shared/protocol.ts";
+import { type ApprovalRequest, type E2eState, IdeClient } from "../shared/ide_client.ts";
+import { APPROVAL_TIMEOUT_MS } from "../shared/protocol.ts";
 import { IndexedDbPinStore, loadIdentity } from "./browser_store.ts";
 import { BridgeList } from "./bridge_list.ts";
 import { CommandView } from "./command_view.ts";
+import { confirmDialog } from "./confirm_dialog.ts";
+import { PairingPanel } from "./pairing_panel.ts";
+import { type ApprovalPhase, firstPairingLock, PairingSync, type SharedApproval } from "./pairing_sync.ts";
+import { StopControl } from "./stop_control.ts";
+import { TerminalForceStop } from "./terminal_force_stop.ts";
 import { TerminalTabs } from "./terminal_tabs.ts";
 
 /** The indicator's states. */
@@ -61,7 +66,16 @@ class App {
   /** The bridge Forget last revoked (its button stays hidden while it is the last one named). */
   #forgotten?: string;
   #pairing = false;
-  #countdown?: ReturnType<typeof setInterval>;
+  #panel: PairingPanel;
+  #sync: PairingSync;
+  /** The approval dialog shows another tab's request (this tab waits its turn to pair). */
+  #shared?: SharedApproval;
+  /** When the current pairing's approval dialog opened (here or in another tab), until it is settled. */
+  #approvalSince?: number;
+  /** The user approved the current pairing (here or in another tab). */
+  #approvedHere = false;
+  #stop: StopControl;
+  #forceStop?: TerminalForceStop;
   #retryTimer?: ReturnType<typeof setInterval>;
   #reconnects = 0;
   #socketUp = false;
@@ -73,7 +87,28 @@ class App {
   #session?: Promise<unknown>;
 
   constructor(identity: CryptoKeyPair) {
-    this.#ide = new IdeClient({ identity, pins: new IndexedDbPinStore() });
+    this.#ide = new IdeClient({ identity, pins: new IndexedDbPinStore(), firstPairingLock: firstPairingLock() });
+    this.#panel = new PairingPanel({
+      request: async (replace) => {
+        // A click right after the page loaded waits for its session (the code is bound to it).
+        await this.#session?.catch(() => {});
+        return await this.#ide.requestPairingCode({ replace });
+      },
+      onCode: ({ code, expiresAt }) => this.#sync.post({ t: "code", code, expiresAt }),
+    });
+    this.#sync = new PairingSync({
+      onCode: (issued) => this.#panel.isOpen && this.#panel.showCode(issued),
+      onApproval: (request, phase, status, failed) => this.#onSharedApproval(request, phase, status, failed),
+      onDecide: (id, approve) => id === this.#approvalId() && void this.#decide(approve),
+      onAsk: () =>
+        this.#ide.state === "confirming"
+          ? this.#shareApproval("confirming", $("approve-status").textContent ?? undefined)
+          : this.#shareApproval("open"),
+    });
+    this.#stop = new StopControl($("stop-command"), {
+      signal: (signal) => this.#running?.signal(signal),
+      notice: (text) => this.#notice(text),
+    });
     this.#tabs = new TerminalTabs({
       tablist: $("tabs"),
       panels: $("terminals"),
@@ -83,6 +118,7 @@ class App {
       onChange: () => this.#drawWorkspace(),
       onSearchKey: () => this.#openSearch(),
       highWaterBytes: _testParam("highwater"),
+      onInterrupt: (tab) => this.#forceStop?.interrupted(tab),
       onSearchResults: (index, count) => {
         $("search-count").textContent = count === 0
           ? "No matches"
@@ -99,13 +135,12 @@ class App {
     this.#ide.onApprovalRequest((request) => this.#showApproval(request));
     this.#ide.onClose(() => this.#onSocketLost());
     $("connect-bridge").addEventListener("click", () => this.#startPairing());
-    $("new-code").addEventListener("click", () => this.#newCode());
     $("cancel-pairing").addEventListener("click", () => this.#stopPairing());
     $("copy-command").addEventListener(
       "click",
       () => this.#copy($("bridge-command").textContent ?? "", "copy-command"),
     );
-    $("forget-bridge").addEventListener("click", () => this.#forget());
+    $("forget-bridge").addEventListener("click", () => this.#askForget());
     $("approve").addEventListener("click", () => this.#decide(true));
     $("reject").addEventListener("click", () => this.#decide(false));
     $("new-terminal").addEventListener("click", () => this.#openTerminal());
@@ -119,6 +154,10 @@ class App {
     });
     this.#wireSearch();
     this.#wireCloseDialog();
+    this.#forceStop = new TerminalForceStop($("force-stop-terminal"), {
+      active: () => this.#tabs.active,
+      notice: (text) => this.#info(text),
+    });
     // Escape on the approval dialog would close it undecided: keep it open.
     $<HTMLDialogElement>("approve-dialog").addEventListener("cancel", (e) => e.preventDefault());
     const start = bridgeStartCommands(location.origin);
@@ -128,6 +167,8 @@ class App {
     this.#setIndicator("disconnected");
     this.#drawWorkspace();
     void this.#showFingerprint(identity);
+    // A tab opened while another is pairing shows that tab's approval request.
+    this.#sync.post({ t: "ask" });
   }
 
   /** Test hooks: read-only views of what the page shows. */
@@ -175,7 +216,7 @@ class App {
       mode: () => this.#mode,
       fingerprint: () => this.#fingerprint,
       state: () => this.#ide.state,
-      sas: () => this.#approval?.sas,
+      sas: () => this.#approval?.sas ?? this.#shared?.sas,
     };
   }
 
@@ -255,6 +296,7 @@ class App {
       (last === undefined || last === this.#forgotten);
     switch (state) {
       case "ready":
+        this.#shareApproval("done");
         this.#closeApproval();
         this.#stopPairing();
         this.#setIndicator("connected");
@@ -264,25 +306,46 @@ class App {
       case "approval":
       case "confirming":
         this.#setIndicator("approve");
+        this.#panel.codeUsed(
+          "A bridge used this code. Compare the digits in the dialog with the ones on the bridge's terminal.",
+        );
         if (state === "confirming") {
-          $("approve-status").textContent = "Approved here. Now type the same digits on the bridge's terminal.";
+          this.#approvedHere = true;
+          const status = "Approved. Now type the same digits on the bridge's terminal.";
+          $("approve-status").textContent = status;
+          this.#shareApproval("confirming", status);
         }
         break;
       case "handshaking":
-        if (!this.#pairing) this.#setIndicator("reconnecting");
+        if (this.#pairing) this.#panel.codeUsed("A bridge used this code. Setting up the encrypted link…");
+        else if (!this.#shared) this.#setIndicator("reconnecting");
         break;
       case "refused":
       case "rejected":
+        if (state === "rejected") {
+          const why = "The bridge was rejected: its token is revoked and nothing was run. Get a new code to pair.";
+          this.#shareApproval("done", why, true);
+          this.#pairingEnded(why);
+        } else {
+          this.#shareApproval("done");
+          if (detail) this.#info(`Bridge not used: ${detail}`);
+        }
         this.#closeApproval();
         this.#setIndicator("disconnected");
-        if (detail) this.#info(`Bridge not used: ${detail}`);
         break;
-      case "disconnected":
+      case "disconnected": {
+        // The bridge left while its pairing waited for approval: the bridge ended it.
+        const why = this.#approvalSince !== undefined && this.#socketUp ? this.#whyEnded() : undefined;
+        this.#shareApproval("done", why, why !== undefined);
         this.#closeApproval();
         if (!this.#socketUp) break;
-        this.#setIndicator(this.#pairing ? "waiting" : "disconnected");
+        if (why) this.#pairingEnded(why);
+        // Waiting only while a code can still be typed (not after a pairing ended, whichever tab heard first).
+        this.#setIndicator(this.#pairing && this.#panel.code && !why ? "waiting" : "disconnected");
         if (this.#running) this.#running = undefined;
+        this.#stop.ended();
         break;
+      }
     }
     this.#drawWorkspace();
   }
@@ -295,56 +358,106 @@ class App {
 
   async #startPairing(): Promise<void> {
     this.#pairing = true;
-    $("pairing").hidden = false;
+    $("message").textContent = "";
     if (this.#ide.state === "disconnected") this.#setIndicator("waiting");
-    await this.#newCode();
+    await this.#panel.open();
   }
 
   #stopPairing(): void {
     this.#pairing = false;
-    $("pairing").hidden = true;
-    clearInterval(this.#countdown);
+    this.#panel.close();
     if (this.#ide.state === "disconnected" && this.#socketUp) this.#setIndicator("disconnected");
   }
 
-  async #newCode(): Promise<void> {
-    const error = $("pairing-error");
-    const button = $<HTMLButtonElement>("new-code");
-    error.textContent = "";
-    try {
-      // A click right after the page loaded waits for its session (the code is bound to it).
-      await this.#session?.catch(() => {});
-      const { code, expiresAt } = await this.#ide.requestPairingCode();
-      $("pairing-code").textContent = `${code.slice(0, 3)} ${code.slice(3)}`;
-      $("pairing-code").dataset.code = code;
-      clearInterval(this.#countdown);
-      const tick = () => {
-        const left = Math.max(0, expiresAt - Date.now());
-        const s = Math.ceil(left / 1000);
-        $("pairing-expiry").textContent = left > 0
-          ? `Expires in ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`
-          : "This code has expired: get a new code.";
-        if (left <= 0) clearInterval(this.#countdown);
-      };
-      tick();
-      this.#countdown = setInterval(tick, 1000);
-    } catch (e) {
-      if (e instanceof IdeClientError && e.status === 429) {
-        const wait = e.retryAfter ?? Math.ceil(CODE_TTL_MS / 1000);
-        error.textContent = `Too many codes for now. You can get a new code in ${wait} s.`;
-        button.disabled = true;
-        setTimeout(() => {
-          button.disabled = false;
-          error.textContent = "";
-        }, wait * 1000);
-      } else {
-        error.textContent = `Cannot get a code: ${(e as Error).message}`;
-      }
+  /** The pairing ended without an approved bridge: the panel says why and offers a new code. */
+  #pairingEnded(text: string): void {
+    this.#pairing = true;
+    this.#panel.ended(text);
+    // The panel says it; the runner's output says it too.
+    if (this.#mode === "runner") this.#runner?.info(text);
+  }
+
+  /**
+   * Why the bridge went away while its pairing waited for approval. The
+   * bridge ends a pairing when the digits typed there do not match, when its
+   * approval time runs out (5 minutes, or its --approval-timeout) and when it
+   * is stopped; it does not say which to the page, its terminal does.
+   */
+  #whyEnded(): string {
+    const waited = Date.now() - (this.#approvalSince ?? Date.now());
+    const after = " Nothing was run. Get a new code to pair again.";
+    if (waited >= APPROVAL_TIMEOUT_MS - 5_000) {
+      return `The pairing timed out: nobody finished approving within ${APPROVAL_TIMEOUT_MS / 60_000} minutes, ` +
+        `so the bridge stopped waiting.${after}`;
     }
+    return (this.#approvedHere
+      ? "The bridge refused the pairing after it was approved here"
+      : "The bridge ended the pairing before it was approved here") +
+      ": the digits typed on its terminal did not match, its time to approve ran out, or it was stopped there " +
+      `(its terminal says which).${after}`;
   }
 
   #showApproval(request: ApprovalRequest): void {
     this.#approval = request;
+    this.#shared = undefined;
+    this.#openApproval(request);
+    this.#shareApproval("open");
+  }
+
+  /** The id the tabs know the current request by (bridge id and SAS). */
+  #approvalId(): string | undefined {
+    const r = this.#approval;
+    return r ? `${r.bridgeId}/${r.sas}` : undefined;
+  }
+
+  /** Tells the other tabs where this tab's approval request stands. */
+  #shareApproval(phase: ApprovalPhase, status?: string, failed = false): void {
+    const r = this.#approval ?? (phase !== "open" ? this.#lastShared : undefined);
+    if (!r) return;
+    const request: SharedApproval = {
+      id: `${r.bridgeId}/${r.sas}`,
+      bridgeId: r.bridgeId,
+      sas: r.sas,
+      name: r.name,
+      os: r.os,
+      version: r.version,
+      fingerprint: r.fingerprint,
+    };
+    this.#lastShared = phase === "done" ? undefined : r;
+    this.#sync.post({ t: "approval", request, phase, status, failed });
+  }
+
+  /** The request this tab holds, kept after approval until it is settled (for the other tabs). */
+  #lastShared?: ApprovalRequest;
+
+  /** Another tab's approval request: shown here too, answered from here too. */
+  #onSharedApproval(request: SharedApproval, phase: ApprovalPhase, status?: string, failed = false): void {
+    if (this.#approval) return; // This tab holds its own request.
+    if (phase === "done") {
+      if (this.#shared?.id !== request.id) return;
+      this.#closeApproval();
+      if (failed && status) {
+        this.#setIndicator("disconnected");
+        this.#pairingEnded(status);
+      }
+      return;
+    }
+    if (this.#ide.state === "ready") return;
+    this.#shared = request;
+    this.#openApproval(request);
+    this.#setIndicator("approve");
+    this.#panel.codeUsed(
+      "A bridge used this code. Compare the digits in the dialog with the ones on the bridge's terminal.",
+    );
+    if (phase === "confirming") {
+      this.#approvedHere = true;
+      for (const id of ["approve", "reject"]) $<HTMLButtonElement>(id).disabled = true;
+      $("approve-status").textContent = status ?? "";
+    }
+  }
+
+  #openApproval(request: Omit<SharedApproval, "id">): void {
+    this.#approvalSince ??= Date.now();
     $("approve-name").textContent = request.name;
     $("approve-os").textContent = request.os;
     $("approve-version").textContent = request.version;
@@ -359,14 +472,20 @@ class App {
 
   async #decide(approve: boolean): Promise<void> {
     const request = this.#approval;
+    const shared = this.#shared;
+    if (!request && shared) {
+      // The tab that runs this handshake acts on it; every tab's dialog follows.
+      for (const id of ["approve", "reject"]) $<HTMLButtonElement>(id).disabled = true;
+      this.#sync.post({ t: "decide", id: shared.id, approve });
+      return;
+    }
     if (!request) return;
     for (const id of ["approve", "reject"]) $<HTMLButtonElement>(id).disabled = true;
     try {
       if (approve) await request.approve();
       else {
+        // The state listener says so and offers a new code.
         await request.reject();
-        this.#closeApproval();
-        this.#info("Rejected the bridge; its token is revoked.");
       }
     } catch (e) {
       // Never claim a revocation that did not happen: say so, and where to retry.
@@ -379,8 +498,20 @@ class App {
 
   #closeApproval(): void {
     this.#approval = undefined;
+    this.#shared = undefined;
+    this.#approvalSince = undefined;
+    this.#approvedHere = false;
     const dialog = $<HTMLDialogElement>("approve-dialog");
     if (dialog.open) dialog.close();
+  }
+
+  /** Forgetting cannot be undone from the page: ask first. */
+  async #askForget(): Promise<void> {
+    const name = this.#ide.bridgeInfo?.name;
+    $("forget-name").textContent = name ? `“${name}”` : "this bridge";
+    if (await confirmDialog($<HTMLDialogElement>("forget-dialog"), $("forget-confirm"), $("forget-cancel"))) {
+      await this.#forget();
+    }
   }
 
   async #forget(): Promise<void> {
@@ -414,13 +545,16 @@ class App {
       onResumed: () => this.#notice("[bridge back; resuming output]"),
     });
     this.#running = cmd;
+    this.#stop.started();
     cmd.exited.then((r) => {
       const status = r.signal ? `killed by ${r.signal}` : `exit ${r.code}`;
       runner.finished(`${status} · ${r.durationMs} ms`, r.code !== 0);
     }, (e: Error) => {
       runner.finished(`not finished: ${e.message} · ${Math.round(performance.now() - started)} ms`, true);
     }).finally(() => {
-      if (this.#running === cmd) this.#running = undefined;
+      if (this.#running !== cmd) return;
+      this.#running = undefined;
+      this.#stop.ended();
     });
   }
 
@@ -461,7 +595,7 @@ class App {
         onCommand: (line) => this.#run(line),
         onStdin: (text) => this.#running?.write(text),
         onEof: () => this.#running?.closeStdin(),
-        onInterrupt: () => this.#running?.signal("SIGINT"),
+        onInterrupt: () => this.#stop.interrupt(),
       });
       this.#runner.info("Connected. Commands run one at a time on the bridge.");
     }
@@ -512,6 +646,7 @@ class App {
       ? "Reaching the relay…"
       : "Connect a bridge to open terminals on your machine. A paired bridge comes back by itself.";
     if (this.#tabs.tabs.length === 0 && !$("search-bar").hidden) this.#closeSearch();
+    this.#forceStop?.refresh();
   }
 
   async #showFingerprint(identity: CryptoKeyPair): Promise<void> {

@@ -60,6 +60,8 @@ export interface TerminalTabHooks {
   onSearchResults(tab: TerminalTab, index: number, count: number): void;
   /** Tests only: another {@linkcode OUTPUT_HIGH_WATER_BYTES}. */
   highWaterBytes?: number;
+  /** Ctrl-C was typed (it went to the terminal as usual). */
+  onInterrupt?(tab: TerminalTab): void;
 }
 
 /** A terminal tab's xterm.js and the bridge's terminal behind it. */
@@ -112,7 +114,10 @@ export class TerminalTab {
     this.term.open(element);
     this.fit();
     // Every byte typed, pasted or composed goes to the bridge, nowhere else.
-    this.term.onData((data) => void this.remote?.write(data));
+    this.term.onData((data) => {
+      void this.remote?.write(data);
+      if (data.includes("\x03")) this.#hooks.onInterrupt?.(this);
+    });
     // Mouse reports in X10 mode are bytes (one per character), not UTF-8.
     this.term.onBinary((data) => void this.remote?.write(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
     this.term.onResize(({ cols, rows }) => this.#sendSize(cols, rows));

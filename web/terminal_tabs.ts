@@ -37,6 +37,8 @@ export interface TerminalTabsOptions {
   onSearchResults(index: number, count: number): void;
   /** Tests only: how far drawing may fall behind before it skips to a fresh snapshot. */
   highWaterBytes?: number;
+  /** Ctrl-C was typed into a tab. */
+  onInterrupt?(tab: TerminalTab): void;
 }
 
 /** The tabs and their terminals. */
@@ -162,6 +164,7 @@ export class TerminalTabs {
         if (t === this.#active) this.#opts.onSearchResults(index, count);
       },
       highWaterBytes: this.#opts.highWaterBytes,
+      onInterrupt: (t) => this.#opts.onInterrupt?.(t),
     });
     this.#labels.set(tab, number);
     panel.id = `terminal-pane-${number}`;
