@@ -339,7 +339,8 @@ Deno.test({
           await page.keyboard.press("G");
           await page.keyboard.press("o");
           await page.keyboard.type("print(greet('before the reload'))");
-          await waitForTerminal(page, /before the reload/, { screen: true });
+          // The whole line, closing parentheses included: keys typed in the last tick before a reload may be lost.
+          await waitForTerminal(page, /before the reload'\)\)/, { screen: true });
           const tabsBefore = await hook<{ id: string; active: boolean }[]>(page, "tabs");
           await page.reload();
           await indicator(page, "connected");
