@@ -145,8 +145,7 @@ export async function serveRelayHttp(options: RelayHttpOptions, handler: RelayHa
   const onError = options.onError ?? (() => {});
 
   const httpServer = http.createServer({ maxHeaderSize: 16 * 1024 });
-  // Node's own timers are replaced by the per-connection deadlines.
-  httpServer.keepAliveTimeout = 0;
+  // Node's own head and request timers are replaced by the per-connection deadlines.
   httpServer.headersTimeout = 0;
   httpServer.requestTimeout = 0;
 
@@ -398,19 +397,30 @@ async function _serveUpgrade(
 }
 
 /**
- * npm:ws's server-side socket, with the relay's close code for a message over
- * the size limit: 4413 (`TooBig`, documented) instead of npm:ws's 1009.
+ * npm:ws's server-side socket, with two changes for a peer that breaks the
+ * protocol while sending (npm:ws closes with 1002, 1007, 1008 or 1009 and no
+ * reason): a message over the size limit gets the relay's documented 4413
+ * (`TooBig`) instead of 1009, and the TCP connection is destroyed as soon as
+ * the close frame is out, instead of reading and discarding whatever the
+ * peer goes on sending for {@linkcode CLOSE_TEARDOWN_MS}.
  */
 class _RelayWebSocket extends NodeWebSocket {
   override close(code?: number, reason?: string | Buffer): void {
-    if (code === 1009 && reason === undefined) {
-      return super.close(CloseCode.TooBig, `Cannot accept frame: over ${MAX_FRAME_BYTES} bytes`);
-    }
-    super.close(code, reason);
+    if (reason !== undefined || code === undefined || !_RECEIVER_ERRORS.has(code)) return super.close(code, reason);
+    super.close(
+      code === 1009 ? CloseCode.TooBig : code,
+      code === 1009 ? `Cannot accept frame: over ${MAX_FRAME_BYTES} bytes` : undefined,
+    );
+    const socket = (this as unknown as { _socket?: net.Socket })._socket;
+    // An empty write's callback runs once the close frame before it has been flushed.
+    socket?.write(new Uint8Array(0), () => socket.destroy());
   }
   /** npm:ws's own hand-over of an upgraded socket (what its WebSocketServer calls). */
   declare setSocket: (socket: net.Socket, head: Buffer, options: Record<string, unknown>) => void;
 }
+
+/** The close codes npm:ws's receiver closes with when the peer breaks the protocol. */
+const _RECEIVER_ERRORS = new Set([1002, 1007, 1008, 1009]);
 
 /** Writes a whole HTTP answer on a raw socket and ends it (`body`: text, or an object sent as JSON). */
 function _writeRaw(socket: net.Socket, status: number, body: string | object, headers?: Headers): void {
