@@ -313,6 +313,9 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
     } catch (error) {
       if (!(error instanceof Coder1Error)) deps.log.error("http.error", { path: url.pathname, error: String(error) });
       const response = errorResponse(error);
+      if (url.pathname === "/ws/bridge" || url.pathname === "/ws/ide") {
+        deps.metrics?.upgradeRefused(url.pathname === "/ws/bridge" ? "bridge" : "ide", response.status);
+      }
       // A cross-origin IDE must be able to read why (a 429 and its Retry-After, say).
       for (const [k, v] of Object.entries(cors(request))) response.headers.set(k, v);
       return response;

@@ -5,8 +5,9 @@
  * offers no way to (docs/RELIABILITY.md, "Connections the relay holds"):
  *
  * - a request head must arrive within {@linkcode REQUEST_HEAD_TIMEOUT_MS} of
- *   the connection (or of the previous answer on a kept-alive connection),
- *   and a request must be answered within {@linkcode REQUEST_TIMEOUT_MS};
+ *   the connection, and a request must be answered within
+ *   {@linkcode REQUEST_TIMEOUT_MS}; a connection carries one request
+ *   (answers say `Connection: close`) or one WebSocket;
  * - request bodies are capped at {@linkcode MAX_REQUEST_BODY_BYTES};
  * - a WebSocket message is refused while it arrives once its length is over
  *   `MAX_FRAME_BYTES` (close 4413), not after it was assembled;
@@ -32,9 +33,8 @@ import NodeWebSocket from "ws";
 import { CloseCode, MAX_FRAME_BYTES } from "../shared/protocol.ts";
 
 /**
- * Time a client has to send a complete request head: from the TCP accept
- * (the TLS handshake included), or on a kept-alive connection from the end
- * of the previous answer. Then the connection is destroyed.
+ * Time a client has to send a complete request head from the TCP accept (the
+ * TLS handshake included); then the connection is destroyed.
  */
 export const REQUEST_HEAD_TIMEOUT_MS = 10_000;
 /** Time from a request head to the end of the relay's answer (the body included); then the connection is destroyed. */
@@ -56,7 +56,7 @@ export const MAX_MESSAGE_CHUNKS = 16_384;
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /** Connection info a relay handler gets: Deno's, plus the upgrade on upgrade requests. */
-export interface RelayServeInfo extends Deno.ServeHandlerInfo<Deno.NetAddr> {
+export interface RelayServeInfo extends Deno.ServeHandlerInfo {
   /**
    * Present only on a request that asked for a WebSocket upgrade: returns
    * the socket (it opens once `response`, status 101, has been returned and
@@ -187,10 +187,9 @@ export async function serveRelayHttp(options: RelayHttpOptions, handler: RelayHa
   httpServer.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const conn = connections.get(req.socket);
     conn?.deadline(REQUEST_TIMEOUT_MS);
-    res.on("finish", () => {
-      // Kept alive: the next head has its own deadline; closing: the peer has a moment to read.
-      conn?.deadline(res.getHeader("connection") === "close" ? CLOSE_TEARDOWN_MS : REQUEST_HEAD_TIMEOUT_MS);
-    });
+    // One request per connection (node:http under Deno does not keep connections that it was handed alive
+    // reliably): the answer says so, and the peer has a moment to read it.
+    res.on("finish", () => conn?.deadline(CLOSE_TEARDOWN_MS));
     _serveRequest(req, res, scheme, handler).catch((error) => {
       onError(error);
       if (!res.headersSent) {
@@ -303,6 +302,7 @@ async function _serveRequest(
   const cookies = response.headers.getSetCookie();
   if (cookies.length > 0) headers["set-cookie"] = cookies;
   if (bytes) headers["content-length"] = String(bytes.byteLength);
+  headers["connection"] = "close";
   res.writeHead(response.status, headers);
   res.end(bytes && req.method !== "HEAD" ? bytes : undefined);
 }

@@ -2,8 +2,8 @@
  * What a peer can make a real relay process hold, and for how long (issue 14,
  * "unauthenticated memory pinning"): sockets that send most of a huge message
  * and go silent, messages just under the limit left unfinished, request heads
- * dribbled byte by byte, close handshakes nobody answers and idle kept-alive
- * connections. The relay's RSS stays within a stated bound, every such
+ * dribbled byte by byte, close handshakes nobody answers and connections that
+ * send nothing. The relay's RSS stays within a stated bound, every such
  * connection is torn down at the TCP level within its deadline plus a few
  * seconds, and a paired user keeps working throughout. docs/RELIABILITY.md
  * ("Connections the relay holds") states the bounds this test checks.
@@ -159,7 +159,7 @@ async function newSession(url: string): Promise<string> {
 }
 
 Deno.test({
-  name: "relay process: half-sent huge messages, unfinished messages, dribbled heads, unanswered closes and idle " +
+  name: "relay process: half-sent huge messages, unfinished messages, dribbled heads, unanswered closes and silent " +
     "connections are bounded in memory and torn down in time; a paired user works on",
   ...SANITIZE,
   async fn() {
@@ -194,7 +194,7 @@ Deno.test({
         }
       })();
 
-      // One attack round; `wait` says whether to wait for the slow groups (dribbled heads, idle connections).
+      // One attack round; `slow` adds the groups that take the head deadline (dribbled heads, silent connections).
       const round = async (slow: boolean) => {
         const t0 = performance.now();
         const cookie = await newSession(relay.url);
@@ -213,7 +213,7 @@ Deno.test({
           unanswered: await open(10),
           // 20 request heads dribbled a byte every 300 ms: destroyed at the head deadline.
           dribblers: slow ? await open(20) : [],
-          // 10 kept-alive connections idle after one request: closed at the head deadline.
+          // 10 connections that send nothing at all: destroyed at the head deadline.
           idle: slow ? await open(10) : [],
         };
         const done = new Map<Probe, number>();
@@ -259,9 +259,7 @@ Deno.test({
               }
             })
           ),
-          ...groups.idle.map((p) =>
-            attack(p, () => p.write(encoder.encode(`GET /healthz HTTP/1.1\r\nHost: ${host}\r\n\r\n`)))
-          ),
+          ...groups.idle.map((p) => attack(p, () => Promise.resolve())),
         ];
         probes.push(...Object.values(groups).flat());
         return { groups, done, attacks: Promise.all(attacks), t0 };
@@ -287,14 +285,19 @@ Deno.test({
 
       const first = await round(true);
       const { groups, done } = first;
-      const early = Promise.all([
+      const early: Promise<unknown> = Promise.all([
         endedWithin(groups.unauthenticated, done, "unauthenticated bridge upgrades with 62 MiB", CLOSE_TEARDOWN_MS),
         endedWithin(groups.oversized, done, "IDE sockets with 62 MiB of 63 MiB messages", CLOSE_TEARDOWN_MS),
         endedWithin(groups.unanswered, done, "unanswered closes", CLOSE_TEARDOWN_MS),
-        endedWithin(groups.idle, done, "idle kept-alive connections", REQUEST_HEAD_TIMEOUT_MS),
+        endedWithin(groups.idle, done, "silent connections", REQUEST_HEAD_TIMEOUT_MS),
         endedWithin(groups.dribblers, done, "dribbled request heads", REQUEST_HEAD_TIMEOUT_MS),
       ]);
+      early.catch(() => {}); // awaited below; a failure must not surface as an uncaught error first
+      // The attack has been sent (or refused): what it made the relay hold shows now.
       await first.attacks;
+      await sleep(500);
+      console.log(`round 1: relay RSS ${(baseline / MiB).toFixed(0)} -> peak ${(peak / MiB).toFixed(0)} MiB`);
+      assert.ok(peak - baseline <= RSS_BOUND_BYTES, `RSS grew by ${((peak - baseline) / MiB).toFixed(0)} MiB`);
       await early;
       console.log(`round 1 sent in ${((performance.now() - first.t0) / 1000).toFixed(1)} s`);
       assert.deepEqual(new Set(groups.unauthenticated.map((p) => p.status())), new Set([401]));
