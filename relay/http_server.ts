@@ -400,9 +400,10 @@ async function _serveUpgrade(
  * npm:ws's server-side socket, with two changes for a peer that breaks the
  * protocol while sending (npm:ws closes with 1002, 1007, 1008 or 1009 and no
  * reason): a message over the size limit gets the relay's documented 4413
- * (`TooBig`) instead of 1009, and the TCP connection is destroyed as soon as
- * the close frame is out, instead of reading and discarding whatever the
- * peer goes on sending for {@linkcode CLOSE_TEARDOWN_MS}.
+ * (`TooBig`) instead of 1009, and the relay stops reading the connection
+ * instead of reading and discarding whatever the peer goes on sending until
+ * the teardown {@linkcode CLOSE_TEARDOWN_MS} later. (Destroying it at once
+ * would make the peer's kernel drop the close frame with the reset.)
  */
 class _RelayWebSocket extends NodeWebSocket {
   override close(code?: number, reason?: string | Buffer): void {
@@ -412,8 +413,8 @@ class _RelayWebSocket extends NodeWebSocket {
       code === 1009 ? `Cannot accept frame: over ${MAX_FRAME_BYTES} bytes` : undefined,
     );
     const socket = (this as unknown as { _socket?: net.Socket })._socket;
-    // An empty write's callback runs once the close frame before it has been flushed.
-    socket?.write(new Uint8Array(0), () => socket.destroy());
+    // npm:ws resumes the socket on the next tick to drain it; pause it after that.
+    setTimeout(() => socket?.pause(), 0);
   }
   /** npm:ws's own hand-over of an upgraded socket (what its WebSocketServer calls). */
   declare setSocket: (socket: net.Socket, head: Buffer, options: Record<string, unknown>) => void;
