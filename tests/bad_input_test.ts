@@ -359,3 +359,31 @@ Deno.test("a client of another protocol is told which side to update: an IDE wit
     current.close();
   });
 });
+
+Deno.test("/metrics answers only a Host that names the relay: a DNS-rebinding page gets 421", async () => {
+  await withRelay(async (relay) => {
+    const ask = async (host: string) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: relay.port });
+      await conn.write(new TextEncoder().encode(`GET /metrics HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
+      const chunks: Uint8Array[] = [];
+      const buf = new Uint8Array(64 * 1024);
+      for (let n = await conn.read(buf); n !== null; n = await conn.read(buf).catch(() => null)) {
+        chunks.push(buf.slice(0, n));
+      }
+      conn.close();
+      const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+      return { status: Number(text.split(" ")[1]), text };
+    };
+    // The attacker's page resolves its own name to the relay's address: the Host is still the attacker's name.
+    for (const host of [`evil.example:${relay.port}`, "evil.example", `relay.example.evil:${relay.port}`, ""]) {
+      const r = await ask(host);
+      assert.equal(r.status, 421, `Host: ${host}`);
+    }
+    assert.match((await ask(`evil.example:${relay.port}`)).text, /"bad-host"/);
+    for (const host of [`127.0.0.1:${relay.port}`, `localhost:${relay.port}`, "relay.example", "[::1]:8787"]) {
+      const r = await ask(host);
+      assert.equal(r.status, 200, `Host: ${host}`);
+      assert.match(r.text, /coder1_bridges_connected/);
+    }
+  }, { publicUrl: "https://relay.example" });
+});
