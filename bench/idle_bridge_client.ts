@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { bridgeCredentialHeaders } from "../shared/bridge_credential.ts";
 import WebSocket from "ws";
 import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import { FrameType, WS_SUBPROTOCOL } from "../shared/protocol.ts";
@@ -114,6 +115,8 @@ if (import.meta.main) {
     const slot = slots[i];
     const settled = Promise.withResolvers<void>();
     const ws = new WebSocket(`${config.url}/ws/bridge`, [WS_SUBPROTOCOL], {
+      // The token goes in the upgrade request; the relay answers auth.ok once the socket is open.
+      headers: bridgeCredentialHeaders({ token: config.tokens[i], version: VERSION }),
       perMessageDeflate: false,
       ...(config.perAddress ? { localAddress: sourceAddress((config.firstIndex ?? 0) + i, config.perAddress) } : {}),
     });
@@ -126,10 +129,6 @@ if (import.meta.main) {
       ws.terminate();
       settled.resolve();
     }, config.authTimeoutMs);
-    ws.on(
-      "open",
-      () => ws.send(encodeFrame({ t: FrameType.Auth, body: { token: config.tokens[i], version: VERSION } })),
-    );
     ws.on("message", (data: ArrayBuffer) => {
       let t: string;
       try {

@@ -1,7 +1,7 @@
 /**
  * Item 5 of the bench: pairing, that is a code issued to an IDE session
- * (`POST /api/pairing-codes`) and redeemed by a bridge (`auth` with the code
- * on `/ws/bridge`, answered by `auth.ok` with a freshly signed token), against
+ * (`POST /api/pairing-codes`) and redeemed by a bridge (the code in the
+ * upgrade request to `/ws/bridge`, answered by `auth.ok` with a freshly signed token), against
  * a real relay process.
  *
  * The relay limits pairing on purpose: per address 30 sessions, 20 codes and
@@ -12,8 +12,9 @@
  *
  * @module
  */
+import { bridgeCredentialHeaders } from "../shared/bridge_credential.ts";
 import WebSocket from "ws";
-import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
+import { decodeFrame } from "../shared/frame_codec.ts";
 import { IdeClient } from "../shared/ide_client.ts";
 import { FrameType, REDEEM_GLOBAL_PER_WINDOW, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
@@ -118,7 +119,7 @@ export async function measurePairing(
       {
         id: "pairing-latency",
         item: 5,
-        measure: "Pairing: code issued (HTTP) + redeemed by a bridge (WebSocket `auth` → `auth.ok`)",
+        measure: "Pairing: code issued (HTTP) + redeemed by a bridge (upgrade with the code → `auth.ok`)",
         coder1: `${fmtMs(s.total)}: issue ${fmtMs(s.issue)}, redeem ${fmtMs(s.redeem)}`,
         baseline: `floor: HTTP request ${fmtMs(s.floorHttp)} + WebSocket open and round trip ${fmtMs(s.floorWs)}`,
         ratio: ratio(s.total.median, floor),
@@ -140,7 +141,7 @@ export async function measurePairing(
     ];
     const notes = [
       "Pairing: each pairing is a new browser session (not timed), then `POST /api/pairing-codes` and a bridge socket " +
-      "sending `auth` with the code until `auth.ok` (timed). Clients use loopback source addresses 127.0.0.20 and up " +
+      "presenting the code in its upgrade request until `auth.ok` (timed). Clients use loopback source addresses 127.0.0.20 and up " +
       `(${PER_ADDRESS} pairings each) so the per-address limits do not bite; the relay-wide limit of ` +
       `${REDEEM_GLOBAL_PER_WINDOW} redemptions a minute caps sustained pairing at ${
         REDEEM_GLOBAL_PER_WINDOW / 60
@@ -158,9 +159,13 @@ export async function measurePairing(
 /** Redeems `code` like a bridge and resolves on `auth.ok`. */
 function _redeem(wsBase: string, code: string, localAddress: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}/ws/bridge`, [WS_SUBPROTOCOL], { perMessageDeflate: false, localAddress });
+    const ws = new WebSocket(`${wsBase}/ws/bridge`, [WS_SUBPROTOCOL], {
+      headers: bridgeCredentialHeaders({ code, version: VERSION }),
+      perMessageDeflate: false,
+      localAddress,
+    });
     ws.binaryType = "arraybuffer";
-    ws.on("open", () => ws.send(encodeFrame({ t: FrameType.Auth, body: { code, version: VERSION } })));
+    ws.on("unexpected-response", (_req, res) => reject(new Error(`redemption refused: HTTP ${res.statusCode}`)));
     ws.on("message", (data: ArrayBuffer) => {
       if (decodeFrame(data).t !== FrameType.AuthOk) return;
       resolve();

@@ -1,7 +1,8 @@
 /**
  * The bridge's link to its relay: dial out over WebSocket (npm:ws, which sets
  * TCP_NODELAY; Deno's own client stalls ~40 ms on every message over 1 KiB),
- * authenticate with a pairing code or the session JWT, answer heartbeats,
+ * authenticate with a pairing code or the session JWT (in the upgrade
+ * request's headers, shared/bridge_credential.ts), answer heartbeats,
  * pass end-to-end frames through the {@linkcode E2eGate} (handshake,
  * approval, sealing) to the {@linkcode CommandManager} and the
  * {@linkcode TerminalManager}, and reconnect with exponential backoff and
@@ -11,6 +12,7 @@
  */
 import WebSocket from "ws";
 import { backoffDelay } from "../shared/backoff.ts";
+import { bridgeCredentialHeaders } from "../shared/bridge_credential.ts";
 import { type Clock, systemClock } from "../shared/clock.ts";
 import { useSyncAead } from "../shared/e2e_crypto.ts";
 import { nodeAead } from "../shared/node_aead.ts";
@@ -128,6 +130,8 @@ export interface RelayLinkOptions {
 
 interface Attempt {
   authed: boolean;
+  /** The relay refused the upgrade (an HTTP answer), as the close code it stands for and the relay's message. */
+  refused?: { code?: number; reason: string };
   /** The relay upgraded without our subprotocol: it is older than this bridge. */
   olderRelay?: boolean;
   /** The end-to-end failure this side closed the connection for. */
@@ -300,6 +304,8 @@ function _connect(
   const result: Attempt = { authed: false };
   const done = Promise.withResolvers<Attempt>();
   const ws = new WebSocket(`${options.relay.ws}/ws/bridge`, [WS_SUBPROTOCOL], {
+    // The credential is checked before the upgrade; a refusal is an HTTP answer ("unexpected-response" below).
+    headers: bridgeCredentialHeaders(auth),
     perMessageDeflate: false,
     maxPayload: MAX_FRAME_BYTES,
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
@@ -336,10 +342,19 @@ function _connect(
   };
   options.signal.addEventListener("abort", onAbort, { once: true });
 
-  ws.on("open", () => {
-    options.debug("WebSocket open; authenticating");
-    ws.send(encodeFrame({ t: FrameType.Auth, body: auth }));
-  });
+  ws.on("open", () => options.debug("WebSocket open; waiting for auth.ok"));
+  ws.on(
+    "unexpected-response",
+    (request: { destroy(): void }, response: AsyncIterable<Uint8Array> & { statusCode?: number }) => {
+      _refusal(response).then((refused) => {
+        result.refused = refused;
+        options.debug(`relay refused the upgrade: ${response.statusCode} ${refused.reason}`);
+      }).finally(() => {
+        request.destroy();
+        ws.terminate();
+      });
+    },
+  );
   let queue = Promise.resolve();
   ws.on("message", (data: Uint8Array) => {
     lastSeen = clock.now();
@@ -429,6 +444,7 @@ function _connect(
     });
   });
   ws.on("error", (error: Error) => {
+    if (result.refused) return; // Said better by the relay's answer.
     // npm:ws fails the handshake when the relay picks no subprotocol: a relay
     // from before protocol 4.
     if (/no subprotocol/i.test(error.message)) result.olderRelay = true;
@@ -438,11 +454,64 @@ function _connect(
     clearInterval(watchdog);
     for (const flow of flows.values()) flow.resume();
     options.signal.removeEventListener("abort", onAbort);
-    if (code !== 1006 && code !== 1005) result.closeCode = code;
-    result.closeReason = new TextDecoder().decode(reason);
+    if (result.refused) {
+      result.closeCode = result.refused.code;
+      result.closeReason = result.refused.reason;
+      if (result.closeCode === undefined) result.error = result.refused.reason;
+    } else {
+      if (code !== 1006 && code !== 1005) result.closeCode = code;
+      result.closeReason = new TextDecoder().decode(reason);
+    }
     done.resolve(result);
   });
   return done.promise;
+}
+
+/** Largest refusal body the bridge reads (the relay's are small JSON objects). */
+const MAX_REFUSAL_BYTES = 8192;
+
+/**
+ * What the relay's refusal of the upgrade stands for: 401 a bad credential
+ * (as close 4401), 429 too many attempts (4429, its message says when to
+ * retry), 426 another protocol (4426), 409 an approved bridge holds the
+ * session (4411); any other status is a failure to connect, retried like one.
+ */
+async function _refusal(response: AsyncIterable<Uint8Array> & { statusCode?: number }): Promise<{
+  code?: number;
+  reason: string;
+}> {
+  const status = response.statusCode ?? 0;
+  let text = "";
+  try {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of response) {
+      size += chunk.byteLength;
+      if (size > MAX_REFUSAL_BYTES) break;
+      chunks.push(chunk);
+    }
+    const bytes = new Uint8Array(Math.min(size, MAX_REFUSAL_BYTES));
+    let at = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk.subarray(0, bytes.byteLength - at), at);
+      at += chunk.byteLength;
+    }
+    const body = JSON.parse(new TextDecoder().decode(bytes));
+    if (typeof body?.message === "string") text = body.message;
+  } catch {
+    // Not the relay's JSON (a proxy's page, say): the status says enough.
+  }
+  const reason = text.slice(0, 300) || `the relay answered HTTP ${status}`;
+  const code = status === 401
+    ? CloseCode.AuthFailed
+    : status === 429
+    ? CloseCode.RateLimited
+    : status === 426
+    ? CloseCode.UnsupportedVersion
+    : status === 409
+    ? CloseCode.SessionTaken
+    : undefined;
+  return { code, reason: code === undefined ? `the relay answered HTTP ${status}: ${reason}` : reason };
 }
 
 /**

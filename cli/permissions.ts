@@ -30,7 +30,7 @@ export type Role = "relay" | "bridge" | "cli";
 
 /** Environment variables each role may read. `WS_*` are read by npm:ws at load. */
 export const ENV_NAMES: Record<Role, string[]> = {
-  relay: ["HOME", "XDG_DATA_HOME", "CODER1_TELEMETRY"],
+  relay: ["HOME", "XDG_DATA_HOME", "CODER1_TELEMETRY", "WS_NO_BUFFER_UTIL", "WS_NO_UTF_8_VALIDATE"],
   bridge: [
     "HOME",
     "XDG_CONFIG_HOME",

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { decodeBridgeCredential } from "../shared/bridge_credential.ts";
 import type { Clock } from "../shared/clock.ts";
 import { Coder1Error, errorResponse } from "../shared/errors.ts";
 import {
@@ -17,7 +18,8 @@ import {
 import { VERSION } from "../shared/version.ts";
 import type { BridgeCredentials } from "./bridge_credentials.ts";
 import type { ConnectionLimits } from "./conn_limits.ts";
-import type { Hub } from "./hub.ts";
+import type { RelayHandler, RelayServeInfo } from "./http_server.ts";
+import { type Hub, outdatedReason } from "./hub.ts";
 import type { Logger } from "./logger.ts";
 import { METRICS_CONTENT_TYPE, type RelayMetrics } from "./metrics.ts";
 import type { Pairing } from "./pairing.ts";
@@ -56,6 +58,13 @@ export interface HttpApiDeps {
   secureCookies: boolean;
   /** The client address to rate-limit by. */
   addressOf(request: Request, info: Deno.ServeHandlerInfo): string;
+  /**
+   * The relay's own host names (lower case, no port: `localhost`, the bound
+   * name, the `--public-url` host). `/metrics` answers only requests whose
+   * `Host` is one of them or an IP address: a DNS-rebinding page reaches the
+   * relay under the attacker's name. Absent: any Host.
+   */
+  hostNames?: ReadonlySet<string>;
   /** What `GET /metrics` renders (absent: 404). */
   metrics?: RelayMetrics;
   /** When set, `GET /metrics` needs `Authorization: Bearer <this>`. */
@@ -67,20 +76,12 @@ export interface HttpApiDeps {
 }
 
 /**
- * Deno's own keep-alive (a ping, then close 1001 "No response from ping
- * frame." after 30 s by default) is off: the hub's heartbeat decides, after
- * HEARTBEAT_TIMEOUT_MS, with the documented close code 4000. Otherwise a peer
- * that is slow to read for 30 s would be told the relay is going away.
- */
-const UPGRADE_OPTIONS: Deno.UpgradeWebSocketOptions = { idleTimeout: 0 };
-
-/**
  * Builds the request handler.
  *
  * @param deps Services the routes use.
- * @returns A `Deno.serve` handler.
+ * @returns A handler for relay/http_server.ts.
  */
-export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
+export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
   const json = (body: unknown, status = 200, headers: HeadersInit = {}) =>
     Response.json(body, { status, headers: { "cache-control": "no-store", ...headers } });
 
@@ -130,7 +131,9 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
 
   // Every socket holds a slot of its address from the upgrade to its close,
   // authenticated or not; past the cap the upgrade is refused before it happens.
-  const upgrade = (request: Request, info: Deno.ServeHandlerInfo) => {
+  // The socket opens only once the handler returns the upgrade's response
+  // (relay/http_server.ts): a bridge's credential is checked before that.
+  const upgrade = (request: Request, info: RelayServeInfo, protocol?: string) => {
     const limits = deps.connections;
     const release = limits ? limits.acquire(deps.addressOf(request, info)) : () => {};
     if (!release) {
@@ -141,26 +144,16 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
       );
     }
     try {
-      // A client of this version asks for the subprotocol; an older one gets
-      // the upgrade anyway, then a 4426 close saying what to update.
-      // The request is unreadable once upgraded: look at the offer first. A
-      // newer client gets its own subprotocol back, so that it stays connected
-      // long enough to read the 4426 reason instead of failing the handshake.
-      const offer = _subprotocolOffer(request);
-      const current = offer.version === PROTOCOL_VERSION;
-      const upgraded = Deno.upgradeWebSocket(
-        request,
-        offer.protocol ? { ...UPGRADE_OPTIONS, protocol: offer.protocol } : UPGRADE_OPTIONS,
-      );
+      const upgraded = info.upgrade!(protocol);
       upgraded.socket.addEventListener("close", release);
-      return { ...upgraded, current, offered: offer.version };
+      return upgraded;
     } catch (error) {
       release();
       throw error;
     }
   };
 
-  const routes: Record<string, (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response> = {
+  const routes: Record<string, (request: Request, info: RelayServeInfo) => Promise<Response> | Response> = {
     "GET /healthz": () => json({ status: "ok", version: VERSION }),
 
     "GET /readyz": () =>
@@ -168,6 +161,13 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
 
     "GET /metrics": (request) => {
       if (!deps.metrics) throw new Coder1Error("Cannot find /metrics", { status: 404, reason: "not-found" });
+      // A DNS-rebinding page reaches the relay under the attacker's host name: refused.
+      if (deps.hostNames && !_hostAllowed(request.headers.get("host"), deps.hostNames)) {
+        throw new Coder1Error("Cannot show metrics: Host is not one of this relay's names", {
+          status: 421,
+          reason: "bad-host",
+        });
+      }
       if (deps.metricsToken !== undefined && !_bearerMatches(request, deps.metricsToken)) {
         throw new Coder1Error("Cannot show metrics: bearer token missing or wrong", {
           status: 401,
@@ -331,20 +331,37 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
     "GET /ws/ide": async (request, info) => {
       checkOrigin(request, true);
       const sid = await requireSession(request);
-      _requireUpgrade(request);
-      const { socket, response, current, offered } = upgrade(request, info);
-      if (current) deps.hub.acceptIde(socket, sid);
-      else deps.hub.acceptOutdated(socket, "ide", offered);
+      _requireUpgrade(request, info);
+      // A client of this version asks for the subprotocol; an older one gets
+      // the upgrade anyway, then a 4426 close saying what to update. A newer
+      // client gets its own subprotocol back, so that it stays connected
+      // long enough to read the 4426 reason instead of failing the handshake.
+      const offer = _subprotocolOffer(request);
+      const { socket, response } = upgrade(request, info, offer.protocol);
+      if (offer.version === PROTOCOL_VERSION) deps.hub.acceptIde(socket, sid);
+      else deps.hub.acceptOutdated(socket, "ide", offer.version);
       return response;
     },
 
-    "GET /ws/bridge": (request, info) => {
-      _requireUpgrade(request);
-      // The peer address is unreadable once the request is upgraded.
+    "GET /ws/bridge": async (request, info) => {
+      // Bridges never send Origin; browsers always do. A page the user visits
+      // must not spend their address's redemption budget or socket slots.
+      if (request.headers.has("origin")) {
+        throw new Coder1Error("Cannot open a bridge socket from a web page", { status: 403, reason: "bad-origin" });
+      }
+      _requireUpgrade(request, info);
+      const offer = _subprotocolOffer(request);
+      if (offer.version !== PROTOCOL_VERSION) {
+        // No socket for a bridge that cannot authenticate the way this relay expects: a 426 that says what to update.
+        throw new Coder1Error(outdatedReason("bridge", offer.version), { status: 426, reason: "unsupported-version" });
+      }
+      // Cheap checks first: a refused upgrade must not spend a pairing code.
+      const credential = decodeBridgeCredential(request.headers);
       const address = deps.addressOf(request, info);
-      const { socket, response, current, offered } = upgrade(request, info);
-      if (current) deps.hub.acceptBridge(socket, address);
-      else deps.hub.acceptOutdated(socket, "bridge", offered);
+      const { socket, response } = upgrade(request, info, offer.protocol);
+      // A refusal here (401, 429) closes the unopened socket, which frees its slot.
+      const login = await deps.hub.authenticateBridge(credential, address);
+      deps.hub.acceptBridge(socket, login);
       return response;
     },
   };
@@ -380,6 +397,9 @@ export function createHttpHandler(deps: HttpApiDeps): Deno.ServeHandler {
     } catch (error) {
       if (!(error instanceof Coder1Error)) deps.log.error("http.error", { path: url.pathname, error: String(error) });
       const response = errorResponse(error);
+      if (url.pathname === "/ws/bridge" || url.pathname === "/ws/ide") {
+        deps.metrics?.upgradeRefused(url.pathname === "/ws/bridge" ? "bridge" : "ide", response.status);
+      }
       // A cross-origin IDE must be able to read why (a 429 and its Retry-After, say).
       for (const [k, v] of Object.entries(cors(request))) response.headers.set(k, v);
       return response;
@@ -442,17 +462,30 @@ function _bearerMatches(request: Request, expected: string): boolean {
   return diff === 0;
 }
 
-function _requireUpgrade(request: Request): void {
+/** Whether a `Host` header names this relay: an IP address (any port) or one of `names`. */
+function _hostAllowed(host: string | null, names: ReadonlySet<string>): boolean {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::\d{1,5})?$/.exec(host ?? "");
+  if (!m) return false;
+  const name = m[1].toLowerCase().replace(/\.$/, "");
+  return name.startsWith("[") || /^\d{1,3}(\.\d{1,3}){3}$/.test(name) || names.has(name);
+}
+
+function _requireUpgrade(request: Request, info: RelayServeInfo): void {
   if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     throw new Coder1Error("Cannot continue: WebSocket upgrade expected", { status: 426, reason: "upgrade-required" });
   }
-  // Deno throws on these (a 500); they are the client's mistake, so say so with a 400.
+  // The client's mistakes, said with a 400: a bad key or version, or an upgrade
+  // without `Connection: Upgrade` (then it is no upgrade request and has no socket to give).
   const key = request.headers.get("sec-websocket-key") ?? "";
-  if (!/^[A-Za-z0-9+/]{22}==$/.test(key) || request.headers.get("sec-websocket-version") !== "13") {
-    throw new Coder1Error("Cannot upgrade: a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13", {
-      status: 400,
-      reason: "bad-upgrade",
-    });
+  const connection = (request.headers.get("connection") ?? "").toLowerCase().split(",").map((t) => t.trim());
+  if (
+    !/^[A-Za-z0-9+/]{22}==$/.test(key) || request.headers.get("sec-websocket-version") !== "13" ||
+    !connection.includes("upgrade") || !info.upgrade
+  ) {
+    throw new Coder1Error(
+      "Cannot upgrade: a WebSocket upgrade needs Connection: Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+      { status: 400, reason: "bad-upgrade" },
+    );
   }
 }
 
@@ -463,8 +496,8 @@ function _requireUpgrade(request: Request): void {
  * `protocol` is the subprotocol to select in the answer.
  */
 function _subprotocolOffer(request: Request): { version?: number; protocol?: string } {
-  // Split the way Deno.upgradeWebSocket checks the protocol it is given: on ", ".
-  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(", ");
+  // Browsers separate offers with ", ", npm:ws with ",".
+  const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
   if (offered.includes(WS_SUBPROTOCOL)) return { version: PROTOCOL_VERSION, protocol: WS_SUBPROTOCOL };
   let best: { version?: number; protocol?: string } = {};
   for (const p of offered) {

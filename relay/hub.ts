@@ -8,7 +8,7 @@
  */
 import { type Clock, systemClock } from "../shared/clock.ts";
 import { closeWithError, Coder1Error } from "../shared/errors.ts";
-import { badFrame, decodeAuth } from "../shared/frame_bodies.ts";
+import { badFrame } from "../shared/frame_bodies.ts";
 import {
   asBytes,
   decodeFrame,
@@ -19,7 +19,7 @@ import {
   routeFrame,
 } from "../shared/frame_codec.ts";
 import {
-  AUTH_DEADLINE_MS,
+  type AuthBody,
   type AuthOkBody,
   BRIDGE_SENDS,
   type BridgeStatusBody,
@@ -48,8 +48,36 @@ import { NO_TELEMETRY, type TelemetryRecorder } from "./telemetry.ts";
 /** The 4409 reason when a connection with the same credential replaced this one. */
 export const SAME_CREDENTIAL_TOOK_OVER = "another connection with this bridge's credential took over";
 
-/** At most this many frames may arrive while a bridge's `auth` is being checked (honest bridges send none). */
-const MAX_FRAMES_BEFORE_AUTH_OK = 16;
+/**
+ * How long a login whose socket never opened (the pairing code was redeemed,
+ * then the upgrade failed) is kept for a retry with the same code from the
+ * same address.
+ */
+export const UNCLAIMED_LOGIN_MS = 60_000;
+
+/** A bridge whose credential was accepted before its upgrade ({@linkcode Hub.authenticateBridge}). */
+export interface BridgeLogin {
+  /** Its browser session. */
+  sid: string;
+  /** Its id. */
+  bridgeId: string;
+  /** Its token's id. */
+  jti: string;
+  /** Its token's expiry (ms since the epoch). */
+  expiresAt: number;
+  /** A fresh token (a pairing code was redeemed, or the token rotated), sent in `auth.ok`. */
+  token?: string;
+  /** Whether the user approved this credential (the takeover rule reads it). */
+  approved: boolean;
+  /** The pairing code redeemed for it, if any. */
+  code?: string;
+  /** The bridge's version. */
+  version: string;
+  /** False when the bridge said telemetry is off: nothing about it is recorded. */
+  telemetry: boolean;
+  /** The client address it came from. */
+  address: string;
+}
 
 /** Timing knobs; tests shrink them. */
 export interface HubTimings {
@@ -57,8 +85,6 @@ export interface HubTimings {
   heartbeatIntervalMs: number;
   /** Silence after which a socket is dropped. */
   heartbeatTimeoutMs: number;
-  /** Time a bridge socket has to send `auth`. */
-  authDeadlineMs: number;
   /** A receiver whose send buffer has not shrunk for this long is closed (4508). */
   receiverStuckMs: number;
 }
@@ -67,7 +93,6 @@ export interface HubTimings {
 export const DEFAULT_TIMINGS: HubTimings = {
   heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
   heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
-  authDeadlineMs: AUTH_DEADLINE_MS,
   receiverStuckMs: RECEIVER_STUCK_MS,
 };
 
@@ -90,8 +115,6 @@ interface IdePeer extends Peer {
 interface BridgePeer extends Peer {
   address: string;
   authed: boolean;
-  /** Its `auth` frame arrived (it is being checked, or was). */
-  authStarted?: boolean;
   bridgeId?: string;
   sid?: string;
   jti?: string;
@@ -134,6 +157,8 @@ export type TapResult = Uint8Array[] | { forward?: Uint8Array[]; back?: Uint8Arr
 export class Hub {
   #rooms = new Map<string, SessionRoom>();
   #bridges = new Set<BridgePeer>();
+  /** Logins by pairing code whose socket never opened ({@linkcode UNCLAIMED_LOGIN_MS}). */
+  #unclaimed = new Map<string, { login: BridgeLogin; until: number }>();
   // Routes start at a random point so that numbers from before a relay restart
   // are not handed out again to different IDE sockets. They stay below 2^32
   // (a u32 in the header) and never 0 (no route).
@@ -244,12 +269,7 @@ export class Hub {
    * @param offered The newer version it asked for, if any (none: older than 4).
    */
   acceptOutdated(socket: WebSocket, role: "ide" | "bridge", offered?: number): void {
-    const client = role === "bridge" ? "bridge" : "page";
-    const reason = offered !== undefined && offered > PROTOCOL_VERSION
-      ? `update the relay: it speaks protocol ${PROTOCOL_VERSION}, this ${client} ${offered}`
-      : role === "bridge"
-      ? `update the bridge: relay speaks protocol ${PROTOCOL_VERSION}`
-      : `reload the page: relay speaks protocol ${PROTOCOL_VERSION}`;
+    const reason = outdatedReason(role, offered);
     socket.onopen = () => _close(socket, CloseCode.UnsupportedVersion, reason);
     socket.onmessage = () => {};
     socket.onclose = (event) => this.#metrics?.socketClosed(role, event.code);
@@ -258,7 +278,8 @@ export class Hub {
 
   /** Adopts a freshly upgraded IDE socket of session `sid`. */
   acceptIde(socket: WebSocket, sid: string): void {
-    socket.binaryType = "arraybuffer";
+    // npm:ws sockets (relay/http_server.ts) deliver Uint8Arrays already; a DOM-style socket gets ArrayBuffers.
+    if (socket.binaryType === "blob") socket.binaryType = "arraybuffer";
     const peer: IdePeer = { socket, sid, route: this.#nextRoute++, lastSeen: this.#clock.now() };
     if (this.#nextRoute > 0xffffffff) this.#nextRoute = 1;
     socket.onopen = () => {
@@ -291,43 +312,76 @@ export class Hub {
     socket.onerror = () => {};
   }
 
-  /** Adopts a freshly upgraded bridge socket from `address`. */
-  acceptBridge(socket: WebSocket, address: string): void {
-    socket.binaryType = "arraybuffer";
+  /**
+   * Checks a bridge's credential, before its WebSocket exists: redeems a
+   * pairing code (and issues a token) or verifies a token. Throws a
+   * {@linkcode Coder1Error} with the HTTP status to refuse the upgrade with
+   * (401 wrong, expired or used code, bad or revoked token; 429 too many
+   * attempts, with `retryAfterSeconds`).
+   *
+   * A code redeemed here whose socket then never opens (the upgrade failed,
+   * the bridge left) is not lost: for {@linkcode UNCLAIMED_LOGIN_MS} the same
+   * code from the same address gets this login again.
+   *
+   * @param credential The pairing code or token, the bridge's version and telemetry choice.
+   * @param address The client address (rate limits count it).
+   * @returns Who the bridge is, for {@linkcode acceptBridge}.
+   */
+  async authenticateBridge(credential: AuthBody, address: string): Promise<BridgeLogin> {
+    const telemetry = credential.telemetry !== false;
+    const { version } = credential;
+    // Credentials (relay/bridge_credentials.ts) pair, log in, rotate and detect reuse;
+    // the hub only decides who holds the session's place.
+    const admit = (sid: string, bridgeId: string, approved: boolean) => this.#admit(sid, bridgeId, approved);
+    if (credential.code !== undefined) {
+      const kept = this.#unclaimed.get(credential.code);
+      if (kept && kept.login.address === address && this.#clock.now() < kept.until) {
+        admit(kept.login.sid, kept.login.bridgeId, kept.login.approved);
+        this.#unclaimed.delete(credential.code);
+        return { ...kept.login, version, telemetry };
+      }
+    }
+    const info = { version, rotate: credential.rotate === true };
+    const who = credential.code !== undefined
+      ? await this.#credentials.pair(credential.code, address, info, admit)
+      : await this.#credentials.login(credential.token!, address, info, admit);
+    const { sid, bridgeId, jti, expiresAt, token, approved } = who;
+    if (credential.code !== undefined) this.#log.info("bridge.paired", { bridgeId });
+    return { sid, bridgeId, jti, expiresAt, token, approved, code: credential.code, version, telemetry, address };
+  }
+
+  /**
+   * Adopts a bridge socket whose credential
+   * {@linkcode authenticateBridge} accepted: once it opens, it becomes its
+   * session's bridge (replacing the previous connection) and gets `auth.ok`.
+   */
+  acceptBridge(socket: WebSocket, login: BridgeLogin): void {
+    const address = login.address;
+    if (socket.binaryType === "blob") socket.binaryType = "arraybuffer";
     const peer: BridgePeer = { socket, address, authed: false, lastSeen: this.#clock.now() };
-    this.#bridges.add(peer);
-    const deadline = setTimeout(() => {
-      if (!peer.authed) this.#closePeer(peer, CloseCode.AuthTimeout, "no auth frame in time");
-    }, this.#timings.authDeadlineMs);
-    // Authentication is asynchronous (signature checks) and nothing may
-    // overtake it: frames that arrive meanwhile wait here, in order. An honest
-    // bridge sends nothing before auth.ok, so the backlog is small and capped.
-    let backlog: Uint8Array[] | undefined;
+    let opened = false;
+    socket.onopen = () => {
+      opened = true;
+      this.#bridges.add(peer);
+      this.#login(peer, login);
+    };
     socket.onmessage = (event) => {
       peer.lastSeen = this.#clock.now();
       if (socket.readyState !== WebSocket.OPEN) return;
       try {
-        const bytes = asBytes(event.data);
-        if (backlog) {
-          if (backlog.push(bytes) > MAX_FRAMES_BEFORE_AUTH_OK) throw _badFrame("too many frames before auth.ok");
-          return;
-        }
-        if (peer.authed) return this.#onBridgeFrame(peer, bytes);
-        if (peer.authStarted) throw _badFrame("auth may be sent once");
-        peer.authStarted = true;
-        backlog = [];
-        this.#authenticate(peer, bytes).then(() => {
-          for (const queued of backlog!) {
-            if (socket.readyState !== WebSocket.OPEN) break;
-            this.#onBridgeFrame(peer, queued);
-          }
-        }).catch((error) => this.#fail(peer, error)).finally(() => backlog = undefined);
+        this.#onBridgeFrame(peer, asBytes(event.data));
       } catch (error) {
         this.#fail(peer, error);
       }
     };
     socket.onclose = (event) => {
-      clearTimeout(deadline);
+      if (!opened) {
+        // Refused or gone before the upgrade completed: a redeemed code stays usable a little longer.
+        if (login.code !== undefined) {
+          this.#unclaimed.set(login.code, { login, until: this.#clock.now() + UNCLAIMED_LOGIN_MS });
+        }
+        return;
+      }
       this.#metrics?.socketClosed("bridge", event.code);
       if (peer.authed && peer.telemetry) this.#telemetry.connection(peer.bridgeId!, peer.version!, "disconnect");
       this.#bridges.delete(peer);
@@ -344,22 +398,10 @@ export class Hub {
     socket.onerror = () => {};
   }
 
-  async #authenticate(peer: BridgePeer, bytes: Uint8Array): Promise<void> {
-    const frame = decodeFrame(bytes);
-    if (frame.t !== FrameType.Auth) throw _badFrame(`expected auth, got ${frame.t}`);
-    const body = decodeAuth(frame.body);
-    // Credentials (relay/bridge_credentials.ts) pair, log in, rotate and detect reuse;
-    // the hub only decides who holds the session's place.
-    const info = { version: body.version, rotate: body.rotate === true };
-    const admit = (sid: string, bridgeId: string, approved: boolean) => this.#admit(sid, bridgeId, approved);
-    const who = body.code !== undefined
-      ? await this.#credentials.pair(body.code, peer.address, info, admit)
-      : await this.#credentials.login(body.token!, peer.address, info, admit);
-    const { sid, bridgeId, jti, expiresAt, token, approved } = who;
-    if (body.code !== undefined) this.#log.info("bridge.paired", { bridgeId });
-    if (peer.socket.readyState !== WebSocket.OPEN) return;
-    const telemetry = body.telemetry !== false;
-    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, approved, version: body.version, telemetry });
+  /** The bridge's socket is open: it becomes its session's bridge and learns who it is (`auth.ok`). */
+  #login(peer: BridgePeer, login: BridgeLogin): void {
+    const { sid, bridgeId, jti, expiresAt, token, approved, version, telemetry } = login;
+    Object.assign(peer, { authed: true, sid, bridgeId, jti, expiresAt, approved, version, telemetry });
     const room = this.#room(sid);
     const previous = room.bridge;
     room.bridge = peer;
@@ -375,8 +417,8 @@ export class Hub {
     if (token) ok.token = token;
     if (telemetry && this.#telemetry.enabled) ok.crashReports = true;
     this.#send(peer, encodeFrame({ t: FrameType.AuthOk, body: ok }));
-    if (telemetry) this.#telemetry.connection(bridgeId, body.version, "connect");
-    this.#log.info("bridge.connect", { bridgeId, version: body.version });
+    if (telemetry) this.#telemetry.connection(bridgeId, version, "connect");
+    this.#log.info("bridge.connect", { bridgeId, version });
     for (const ide of room.ides.values()) this.#sendStatus(room, ide);
   }
 
@@ -405,6 +447,9 @@ export class Hub {
     switch (type) {
       case FrameType.Pong:
         return;
+      case FrameType.Auth:
+        // A bridge from before credentials moved into the upgrade request (it got in with a header, somehow).
+        throw _badFrame("auth is no longer a frame: the credential goes in the upgrade request; update the bridge");
       case FrameType.Crash:
         return this.#onCrash(peer, decodeFrame(bytes));
       case FrameType.CmdExit:
@@ -532,6 +577,7 @@ export class Hub {
    */
   beat(): void {
     const now = this.#clock.now();
+    for (const [code, kept] of this.#unclaimed) if (now >= kept.until) this.#unclaimed.delete(code);
     const ping = encodeFrame({ t: FrameType.Ping });
     for (const peer of this.#allPeers()) {
       const buffered = peer.socket.bufferedAmount;
@@ -576,6 +622,23 @@ export class Hub {
   #dropRoomIfEmpty(sid: string, room: SessionRoom): void {
     if (!room.bridge && room.ides.size === 0) this.#rooms.delete(sid);
   }
+}
+
+/**
+ * What a client of another protocol version is told (close 4426, or for a
+ * bridge the 426 answer): which side to update.
+ *
+ * @param role Which endpoint it opened.
+ * @param offered The newer version it asked for, if any (none: older than 4).
+ * @returns The reason text.
+ */
+export function outdatedReason(role: "ide" | "bridge", offered?: number): string {
+  const client = role === "bridge" ? "bridge" : "page";
+  return offered !== undefined && offered > PROTOCOL_VERSION
+    ? `update the relay: it speaks protocol ${PROTOCOL_VERSION}, this ${client} ${offered}`
+    : role === "bridge"
+    ? `update the bridge: relay speaks protocol ${PROTOCOL_VERSION}`
+    : `reload the page: relay speaks protocol ${PROTOCOL_VERSION}`;
 }
 
 /** End-to-end types an IDE socket sends that the relay forwards to the bridge. */

@@ -76,10 +76,10 @@ async function setup(timings: Record<string, number> = {}) {
   hub.acceptIde(ide as unknown as WebSocket, sid);
   ide.onopen!();
   const bridge = new FakeSocket();
-  hub.acceptBridge(bridge as unknown as WebSocket, "127.0.0.1");
   const { token } = await tokens.issueBridgeToken("bridge-1", sid);
-  bridge.receive({ t: FrameType.Auth, body: { token, version: "0.3.0" } });
-  for (let i = 0; i < 100 && !bridge.sent.some((b) => decodeFrame(b).t === FrameType.AuthOk); i++) await tick(5);
+  const login = await hub.authenticateBridge({ token, version: "0.3.0" }, "127.0.0.1");
+  hub.acceptBridge(bridge as unknown as WebSocket, login);
+  bridge.onopen!();
   const route = decodeBridgeStatus(decodeFrame(ide.sent[0]).body).route;
   const cleanup = async () => {
     hub.stop();

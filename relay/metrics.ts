@@ -42,6 +42,8 @@ const RATE_LIMITS: RateLimit[] = [
   "token_login",
 ];
 const ROLES: SocketRole[] = ["ide", "bridge"];
+/** HTTP statuses a refused WebSocket upgrade is counted under; any other counts as `other`. */
+const REFUSAL_STATUSES = ["400", "401", "403", "409", "426", "429"];
 
 /** Close codes by the reason label they are counted under; any other code counts as `other`. */
 const CLOSE_REASONS: Record<number, string> = {
@@ -162,6 +164,12 @@ export class RelayMetrics {
       ROLES.flatMap((role) => [...new Set(Object.values(CLOSE_REASONS)), "other"].map((reason) => ({ role, reason }))),
     );
     this.#declare(
+      "coder1_upgrades_refused_total",
+      "counter",
+      "WebSocket upgrades refused with an HTTP error before any socket existed, by role and status.",
+      ROLES.flatMap((role) => [...REFUSAL_STATUSES, "other"].map((status) => ({ role, status }))),
+    );
+    this.#declare(
       "coder1_crash_reports_total",
       "counter",
       "crash frames from bridges: stored, or dropped (over the per-connection cap).",
@@ -209,6 +217,12 @@ export class RelayMetrics {
   /** Counts a socket dropped for silence. */
   heartbeatTimeout(): void {
     this.#add("coder1_heartbeat_timeouts_total", {});
+  }
+
+  /** Counts a WebSocket upgrade refused with an HTTP error (a bridge's bad credential: 401), by role and status. */
+  upgradeRefused(role: SocketRole, status: number): void {
+    const label = REFUSAL_STATUSES.includes(String(status)) ? String(status) : "other";
+    this.#add("coder1_upgrades_refused_total", { role, status: label });
   }
 
   /** Counts a closed socket by role and close code. */

@@ -56,6 +56,8 @@ Deno.test("labels come from fixed lists only: no per-user label names, bounded s
   const metrics = new RelayMetrics();
   // A peer choosing arbitrary close codes adds no series.
   for (let code = 1000; code < 5000; code++) metrics.socketClosed("bridge", code);
+  // Nor do refused upgrades with odd statuses.
+  for (let status = 100; status < 600; status++) metrics.upgradeRefused("bridge", status);
   const values = parseExposition(metrics.render());
   assert.ok(values.size < 100, `${values.size} series`);
   const labelNames = new Set<string>();
@@ -68,6 +70,7 @@ Deno.test("labels come from fixed lists only: no per-user label names, bounded s
     "outcome",
     "reason",
     "role",
+    "status",
     "version",
   ]);
   assert.equal(closeReason(4401), "auth_failed");

@@ -1,6 +1,6 @@
 /**
  * Starts a relay: loads (or creates) the signing key, wires store, pairing,
- * tokens and hub, and serves HTTP(S) on one port.
+ * tokens and hub, and serves HTTP(S) on one port (relay/http_server.ts).
  *
  * @module
  */
@@ -10,6 +10,7 @@ import { clientAddress } from "./client_address.ts";
 import { CredentialLedger, CREDENTIALS_FILE } from "./credential_ledger.ts";
 import { ConnectionLimits } from "./conn_limits.ts";
 import { createHttpHandler } from "./http_api.ts";
+import { type RelayHandler, type RelayHttpServer, serveRelayHttp } from "./http_server.ts";
 import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { RelayMetrics } from "./metrics.ts";
@@ -146,25 +147,18 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
 
   const hostname = options.hostname ?? "127.0.0.1";
   const scheme = options.tls ? "https" : "http";
-  const abort = new AbortController();
   // Compare origins as browsers send them: no trailing slash, no default port.
   const allowed = new Set<string>((options.allowedOrigins ?? []).map((o) => new URL(o).origin));
-  let handler: Deno.ServeHandler = () => new Response("starting", { status: 503 });
+  let handler: RelayHandler = () => new Response("starting", { status: 503 });
   let ready = false;
 
-  const listening = Promise.withResolvers<Deno.NetAddr>();
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let server: RelayHttpServer;
   try {
-    server = Deno.serve({
+    server = await serveRelayHttp({
       hostname,
       port: options.port ?? 8787,
-      signal: abort.signal,
-      ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
-      onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
-      onError: (error) => {
-        log.error("http.error", { error: String(error) });
-        return Response.json({ error: "internal", message: "Internal error" }, { status: 500 });
-      },
+      tls: options.tls,
+      onError: (error) => log.error("http.error", { error: String(error) }),
     }, (request, info) => handler(request, info));
   } catch (error) {
     // Not listening (the port is taken, say): stop the telemetry timers too.
@@ -172,7 +166,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     ledger.close();
     throw error;
   }
-  const addr = await listening.promise;
+  const addr = server.addr;
 
   const hostForUrl = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${scheme}://${hostForUrl}:${addr.port}`;
@@ -196,6 +190,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     allowedOrigins: allowed,
     secureCookies: Boolean(options.tls) || publicOrigin?.startsWith("https:") === true,
     addressOf: (request, info) => clientAddress(request, info, options.trustProxy === true),
+    hostNames: _hostNames(hostname, publicOrigin),
     metrics,
     metricsToken: options.metricsToken,
     ready: () => ready,
@@ -226,8 +221,16 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     async shutdown() {
       ready = false;
       hub.stop();
-      abort.abort();
+      await server.shutdown();
       await finished;
     },
   };
+}
+
+/** The names the relay answers to besides IP addresses (for the `/metrics` Host check). */
+function _hostNames(bound: string, publicOrigin?: string): Set<string> {
+  const names = new Set(["localhost"]);
+  if (!/^[0-9.:]+$/.test(bound)) names.add(bound.toLowerCase());
+  if (publicOrigin) names.add(new URL(publicOrigin).hostname.toLowerCase());
+  return names;
 }

@@ -12,10 +12,12 @@
  *    Origin and the subprotocol {@linkcode WS_SUBPROTOCOL}. The relay sends
  *    `bridge.status` at once and on every change.
  * 3. Bridge login. The bridge opens `GET /ws/bridge` with the same
- *    subprotocol; its first frame is `auth` carrying either a pairing code or
- *    its session JWT, within {@linkcode AUTH_DEADLINE_MS}. The relay answers
- *    `auth.ok` (with a fresh token when a code was redeemed) or closes with
- *    {@linkcode CloseCode}.
+ *    subprotocol and its credential in the upgrade request's headers
+ *    (`Authorization: Pairing-Code <code>` or `Bearer <session JWT>`;
+ *    shared/bridge_credential.ts). The relay checks it before the upgrade and
+ *    refuses a bad one with HTTP 401 or 429, so that no unauthenticated peer
+ *    gets a socket; on an accepted one its first frame is `auth.ok` (with a
+ *    fresh token when a code was redeemed).
  * 4. End-to-end handshake. For every IDE socket and every bridge connection
  *    the IDE sends `e2e.hello`, the bridge `e2e.reply`, the IDE `e2e.confirm`
  *    (X25519 ephemeral keys, Ed25519 identity signatures over the transcript;
@@ -130,7 +132,7 @@ export const FLOW_LOW_BYTES = 512 * 1024;
 
 /** Largest WebSocket message either side accepts, header included. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
-/** Largest header: the fixed part and the longest id. Tokens travel in `auth` bodies, not in headers. */
+/** Largest header: the fixed part and the longest id. Tokens travel in the bridge's upgrade request, never in frame headers. */
 export const MAX_HEADER_BYTES = 24 + 64;
 /** Largest body of a relay-read JSON frame (`auth`, `auth.ok`, ...). */
 export const MAX_CONTROL_BODY_BYTES = 8 * 1024;
@@ -150,8 +152,6 @@ export const MAX_ID_LENGTH = 64;
 export const HEARTBEAT_INTERVAL_MS = 15_000;
 /** A socket that sent nothing for this long is dropped (three missed pings). */
 export const HEARTBEAT_TIMEOUT_MS = 45_000;
-/** A bridge socket must authenticate within this time of opening. */
-export const AUTH_DEADLINE_MS = 5_000;
 
 /** A pairing code lives this long. */
 export const CODE_TTL_MS = 5 * 60_000;
@@ -269,9 +269,15 @@ export const CloseCode = {
   HeartbeatTimeout: 4000,
   /** Malformed frame: not binary, bad header, bad body, unknown or misdirected type, frame before auth. */
   BadFrame: 4400,
-  /** Pairing code wrong, expired or used; token invalid, expired or revoked. */
+  /**
+   * Pairing code wrong, expired or used; token invalid, expired or revoked.
+   * Relays of this version answer the bridge's upgrade with HTTP 401 instead.
+   */
   AuthFailed: 4401,
-  /** No `auth` frame within {@linkcode AUTH_DEADLINE_MS}. */
+  /**
+   * No `auth` frame in time. Relays of this version no longer send it: no
+   * bridge socket exists before its credential was checked.
+   */
   AuthTimeout: 4408,
   /** Another connection of the same bridge took over. */
   Replaced: 4409,
@@ -297,7 +303,10 @@ export const CloseCode = {
    * reason says which side to update.
    */
   UnsupportedVersion: 4426,
-  /** Too many redemption attempts; the reason says when to retry. */
+  /**
+   * Too many redemption attempts; the reason says when to retry. Relays of
+   * this version answer the bridge's upgrade with HTTP 429 instead.
+   */
   RateLimited: 4429,
   /**
    * The receiver read nothing for too long: its send buffer at the relay did
@@ -589,7 +598,11 @@ export interface Frame extends FrameHeader {
   body: Uint8Array;
 }
 
-/** Body of `auth`: exactly one of `code` and `token`. */
+/**
+ * A bridge's credential: exactly one of `code` and `token`. It was the body
+ * of the `auth` frame; it now travels in the headers of the bridge's upgrade
+ * request (shared/bridge_credential.ts), and an `auth` frame is refused.
+ */
 export interface AuthBody {
   /** A 6-digit pairing code (first pairing). */
   code?: string;

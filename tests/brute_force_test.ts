@@ -9,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
+import { bridgeCredentialHeaders } from "../shared/bridge_credential.ts";
+import { decodeFrame } from "../shared/frame_codec.ts";
 import {
   CloseCode,
   CODE_DIGITS,
@@ -21,9 +22,9 @@ import {
 } from "../shared/protocol.ts";
 import {
   approveBridge,
+  bridgeSocket,
   ideClient,
   makeTestDirs,
-  RawSocket,
   runCollect,
   startBridgeProcess,
   startRelayProcess,
@@ -56,16 +57,28 @@ function attackerAddress(i: number): string {
 
 type Outcome = "paired" | number;
 
-/** One redemption attempt on its own socket: the close code, or "paired" on auth.ok. */
+/**
+ * One redemption attempt, the code in the upgrade request: the HTTP status of
+ * the refusal (401, 429), a close code, or "paired" on auth.ok.
+ */
 function attempt(url: string, localAddress: string, code: string): Promise<Outcome> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, [WS_SUBPROTOCOL], { localAddress, perMessageDeflate: false });
+    const ws = new WebSocket(url, [WS_SUBPROTOCOL], {
+      localAddress,
+      perMessageDeflate: false,
+      headers: bridgeCredentialHeaders({ code, version: "0.0.0-bf" }),
+    });
     ws.binaryType = "arraybuffer";
     const timer = setTimeout(() => {
       ws.terminate();
       resolve(-1);
     }, 15_000);
-    ws.on("open", () => ws.send(encodeFrame({ t: FrameType.Auth, body: { code, version: "0.0.0-bf" } })));
+    ws.on("unexpected-response", (req, res) => {
+      clearTimeout(timer);
+      resolve(res.statusCode ?? 0);
+      req.destroy();
+      ws.terminate();
+    });
     ws.on("message", (data: ArrayBuffer) => {
       if (decodeFrame(new Uint8Array(data)).t !== FrameType.AuthOk) return;
       clearTimeout(timer);
@@ -131,7 +144,7 @@ Deno.test({
             const address = attackerAddress(i % ADDRESSES);
             const outcome = await attempt(wsUrl, address, next());
             outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
-            if (outcome === CloseCode.AuthFailed || outcome === "paired") {
+            if (outcome === 401 || outcome === "paired") {
               evaluatedBy.set(address, (evaluatedBy.get(address) ?? 0) + 1);
             }
             if (i === ATTEMPTS / 2) {
@@ -146,8 +159,8 @@ Deno.test({
         const seconds = (performance.now() - started) / 1000;
         const legitSeconds = await legit!;
 
-        const rejected = outcomes.get(CloseCode.AuthFailed) ?? 0;
-        const limited = outcomes.get(CloseCode.RateLimited) ?? 0;
+        const rejected = outcomes.get(401) ?? 0;
+        const limited = outcomes.get(429) ?? 0;
         const paired = outcomes.get("paired") ?? 0;
         const evaluated = rejected + paired;
         const windows = Math.floor((seconds * 1000) / REDEEM_RATE_WINDOW_MS) + 1;
@@ -216,11 +229,8 @@ Deno.test({
         const { code } = await ide.requestPairingCode();
         await ide.connect();
         // Suppose a guess hit: the attacker, elsewhere, redeems the victim's live code.
-        const attacker = new RawSocket(`${relay.url.replace(/^http/, "ws")}/ws/bridge`, {}, {
-          localAddress: "127.66.0.1",
-        });
+        const attacker = bridgeSocket(relay.url, { code, version: "0.0.0-bf" }, {}, { localAddress: "127.66.0.1" });
         await attacker.opened;
-        attacker.send(encodeFrame({ t: FrameType.Auth, body: { code, version: "0.0.0-bf" } }));
         const ok = decodeFrame(await attacker.next());
         assert.equal(ok.t, FrameType.AuthOk);
         // The IDE sees a bridge, but not an approved one: nothing runs.
@@ -249,12 +259,8 @@ Deno.test({
         await ide.revokeBridge();
         const closed = await attacker.closed;
         assert.ok(closed.code === CloseCode.Revoked, `attacker closed with ${closed.code}`);
-        const again = new RawSocket(`${relay.url.replace(/^http/, "ws")}/ws/bridge`, {}, {
-          localAddress: "127.66.0.1",
-        });
-        await again.opened;
-        again.send(encodeFrame({ t: FrameType.Auth, body: { token, version: "0.0.0-bf" } }));
-        assert.equal((await again.closed).code, CloseCode.AuthFailed);
+        const again = bridgeSocket(relay.url, { token, version: "0.0.0-bf" }, {}, { localAddress: "127.66.0.1" });
+        assert.equal((await again.closed).code, 401, "refused before the upgrade");
       } finally {
         ide.close();
         await relay.stop();

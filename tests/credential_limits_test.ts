@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { ManualClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
+import { encodeFrame } from "../shared/frame_codec.ts";
 import {
   CloseCode,
   FrameType,
@@ -19,7 +19,7 @@ import {
 import { createLogger } from "../relay/logger.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
 import { readTelemetry, TELEMETRY_ROWS_PER_BRIDGE_PER_DAY } from "../relay/telemetry.ts";
-import { haveProgram, makeTestCertificates, RawSocket } from "./helpers.ts";
+import { bridgeLogin, haveProgram, makeTestCertificates } from "./helpers.ts";
 
 type Login = { ok: Record<string, unknown> } | { close: { code: number; reason: string } };
 
@@ -28,17 +28,18 @@ async function login(
   auth: { code: string } | { token: string },
   options: { crashes?: number; ca?: string } = {},
 ): Promise<Login> {
-  const socket = new RawSocket(
-    `${relay.url.replace("http", "ws")}/ws/bridge`,
+  // The credential goes in the upgrade request; a refusal there is reported as the close code
+  // the bridge reads it as (401 as 4401, 409 as 4411, 429 as 4429).
+  const login = await bridgeLogin(
+    relay.url,
+    { ...auth, version: "1.0.0", rotate: true },
     {},
     options.ca ? { ca: options.ca } : {},
   );
-  await socket.opened;
-  socket.send(encodeFrame({ t: FrameType.Auth, body: { ...auth, version: "1.0.0", rotate: true } }));
-  const r: Login = await Promise.race([
-    socket.next().then((b) => ({ ok: parseJsonObject(decodeFrame(b).body, "auth.ok") })),
-    socket.closed.then((close) => ({ close })),
-  ]);
+  const socket = login.socket;
+  const r: Login = login.ok
+    ? { ok: login.ok }
+    : { close: { code: HTTP_AS_CLOSE[login.close!.code] ?? login.close!.code, reason: login.close!.reason } };
   if ("ok" in r) {
     for (let i = 0; i < (options.crashes ?? 0); i++) {
       socket.send(
@@ -53,6 +54,13 @@ async function login(
   await socket.closed;
   return r;
 }
+
+/** How the bridge reads the relay's refusals of its upgrade (bridge/relay_link.ts). */
+const HTTP_AS_CLOSE: Record<number, number> = {
+  401: CloseCode.AuthFailed,
+  409: CloseCode.SessionTaken,
+  429: CloseCode.RateLimited,
+};
 
 function codeOf(r: Login): number | "ok" {
   return "ok" in r ? "ok" : r.close.code;

@@ -7,14 +7,15 @@
  * pairing revoke the old token at the relay.
  */
 import assert from "node:assert/strict";
-import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
+import { decodeFrame } from "../shared/frame_codec.ts";
 import { CloseCode, FrameType } from "../shared/protocol.ts";
 import {
   approveBridge,
+  bridgeLogin,
+  bridgeSocket,
   ideClient,
   makeTestDirs,
   pairedSetup,
-  RawSocket,
   runCollect,
   spawnCoder1,
   startBridgeProcess,
@@ -23,19 +24,26 @@ import {
 
 type Login = { ok: Record<string, unknown> } | { close: { code: number; reason: string } };
 
-/** One bridge login over a raw socket: `auth` with a code or a token, then hang up. */
+/**
+ * One bridge login over a raw socket (the credential in the upgrade request,
+ * asking for rotation), then hang up. A refusal before the upgrade is
+ * reported as the close code the bridge reads it as (401 as 4401, 409 as
+ * 4411, 429 as 4429), with the relay's message as the reason.
+ */
 async function login(relayUrl: string, auth: { code: string } | { token: string }): Promise<Login> {
-  const socket = new RawSocket(`${relayUrl.replace("http", "ws")}/ws/bridge`);
-  await socket.opened;
-  socket.send(encodeFrame({ t: FrameType.Auth, body: { ...auth, version: "9.9.9-thief", rotate: true } }));
-  const r = await Promise.race([
-    socket.next().then((b) => ({ ok: parseJsonObject(decodeFrame(b).body, "auth.ok") })),
-    socket.closed.then((close) => ({ close })),
-  ]);
-  socket.close();
-  await socket.closed;
-  return r;
+  const r = await bridgeLogin(relayUrl, { ...auth, version: "9.9.9-thief", rotate: true });
+  r.socket.close();
+  await r.socket.closed;
+  if (r.ok) return { ok: r.ok };
+  return { close: { code: HTTP_AS_CLOSE[r.close!.code] ?? r.close!.code, reason: r.close!.reason } };
 }
+
+/** How the bridge reads the relay's refusals of its upgrade (bridge/relay_link.ts). */
+const HTTP_AS_CLOSE: Record<number, number> = {
+  401: CloseCode.AuthFailed,
+  409: CloseCode.SessionTaken,
+  429: CloseCode.RateLimited,
+};
 
 function closeOf(r: Login): { code: number; reason: string } {
   if ("ok" in r) throw new Error(`expected a refusal, got auth.ok ${JSON.stringify(r.ok)}`);
@@ -251,9 +259,8 @@ Deno.test("a copy of the current token that takes over is caught: the real bridg
   const { ide, bridge } = await pairedSetup(dirs, relay.url);
   try {
     const copied = storedToken(dirs, relay.url)!; // Copied while the bridge runs: the current token.
-    const thief = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
+    const thief = bridgeSocket(relay.url, { token: copied, version: "9.9.9-thief", rotate: true });
     await thief.opened;
-    thief.send(encodeFrame({ t: FrameType.Auth, body: { token: copied, version: "9.9.9-thief", rotate: true } }));
     assert.equal(decodeFrame(await thief.next()).t, FrameType.AuthOk, "the copy logs in and rotates");
     // The real bridge is replaced (4409) but does not give up for good: its token on disk is still
     // the one it used, so it presents it again, which the relay sees as reuse while the copy is connected.

@@ -121,7 +121,7 @@ Deno.test({
             config.fix,
             `chmod 700 ${configDir}; chmod 600 ${credentialsFile}; chmod 600 ${configDir}/identity.jwk`,
           );
-          assert.match(run.text, /^  FAIL  Config directory private/m);
+          assert.match(run.text, /^ {2}FAIL {2}Config directory private/m);
           assert.match(run.text, /Fix: chmod 700 /);
         } finally {
           await Deno.chmod(configDir, 0o700);

@@ -12,9 +12,10 @@
  * @module
  */
 import WebSocket from "ws";
-import { concatBytes } from "../shared/frame_codec.ts";
+import { bridgeCredentialHeaders } from "../shared/bridge_credential.ts";
+import { concatBytes, decodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import type { IdeClient } from "../shared/ide_client.ts";
-import { WS_SUBPROTOCOL } from "../shared/protocol.ts";
+import { FrameType, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import { approveBridge, type Coder1Process, ideClient, startBridgeProcess, type TestDirs } from "../tools/harness.ts";
 
 export {
@@ -93,6 +94,50 @@ export async function pairedSetup(
   return { ide, bridge };
 }
 
+/**
+ * A raw bridge socket that presents `auth` in its upgrade request, as the
+ * bridge does (shared/bridge_credential.ts). A refusal closes it with the
+ * HTTP status (401, 429, ...) as the code.
+ *
+ * @param relayUrl The relay's http(s) URL.
+ * @param auth The pairing code or token (version defaults to `0.0.0-test`).
+ * @param headers More headers.
+ * @param options More npm:ws options (e.g. `ca`, `localAddress`).
+ * @returns The socket.
+ */
+export function bridgeSocket(
+  relayUrl: string,
+  auth: { code?: string; token?: string; version?: string; telemetry?: boolean; rotate?: boolean },
+  headers: Record<string, string> = {},
+  options: WebSocket.ClientOptions = {},
+): RawSocket {
+  const credential = bridgeCredentialHeaders({ version: "0.0.0-test", ...auth });
+  return new RawSocket(`${relayUrl.replace(/^http/, "ws")}/ws/bridge`, { ...credential, ...headers }, options);
+}
+
+/**
+ * Logs a raw bridge in: `auth.ok`'s body, or how it ended (a refusal's HTTP
+ * status, or a close code).
+ */
+export async function bridgeLogin(
+  relayUrl: string,
+  auth: { code?: string; token?: string; version?: string; telemetry?: boolean; rotate?: boolean },
+  headers: Record<string, string> = {},
+  options: WebSocket.ClientOptions = {},
+): Promise<{ ok?: Record<string, unknown>; close?: { code: number; reason: string }; socket: RawSocket }> {
+  const socket = bridgeSocket(relayUrl, auth, headers, options);
+  const result = await Promise.race([
+    // A refusal rejects `opened`; `closed` says how.
+    socket.opened.then(() => socket.next(), () => new Promise<never>(() => {})).then((b) => ({
+      frame: decodeFrame(b),
+    })),
+    socket.closed.then((close) => ({ close })),
+  ]);
+  if ("close" in result) return { close: result.close, socket };
+  if (result.frame.t !== FrameType.AuthOk) throw new Error(`expected auth.ok, got ${result.frame.t}`);
+  return { ok: parseJsonObject(result.frame.body, result.frame.t), socket };
+}
+
 /** A bare protocol-level socket for tests that speak frames directly. */
 export class RawSocket {
   /** The npm:ws socket. */
@@ -124,10 +169,21 @@ export class RawSocket {
     this.opened = opened.promise;
     this.opened.catch(() => {});
     this.ws.on("open", () => opened.resolve());
+    // A refused upgrade "closes" with the HTTP status as its code and the JSON error's message as its reason.
     this.ws.on("unexpected-response", (_req, res) => {
       opened.reject(new Error(`HTTP ${res.statusCode}`));
-      closed.resolve({ code: res.statusCode ?? 0, reason: "http" });
-      this.ws.terminate();
+      const chunks: Uint8Array[] = [];
+      res.on("data", (c: Uint8Array) => chunks.push(c));
+      res.on("end", () => {
+        let reason = "http";
+        try {
+          reason = JSON.parse(new TextDecoder().decode(concatBytes(chunks))).message ?? reason;
+        } catch {
+          // Not JSON.
+        }
+        closed.resolve({ code: res.statusCode ?? 0, reason });
+        this.ws.terminate();
+      });
     });
     this.ws.on("error", (e) => opened.reject(e));
     this.ws.on("message", (data: ArrayBuffer) => {

@@ -15,10 +15,11 @@
  * when nginx or openssl is missing; under CODER1_REQUIRE_ALL=1 it runs and fails.
  */
 import assert from "node:assert/strict";
-import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
-import { CloseCode, FrameType, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
+import { decodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
+import { FrameType, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
 import {
   approveBridge,
+  bridgeSocket,
   type Coder1Process,
   freePort,
   haveProgram,
@@ -26,7 +27,6 @@ import {
   makeTestCertificates,
   makeTestDirs,
   OutputWatcher,
-  RawSocket,
   type RelayProcess,
   ROOT,
   runCollect,
@@ -137,12 +137,13 @@ async function startNginx(dir: string, relayPort: number, certDir: string): Prom
   };
 }
 
-/** One redemption attempt with a wrong code from `localAddress`, through nginx; resolves with the close code. */
+/**
+ * One redemption attempt with a wrong code from `localAddress`, through nginx;
+ * resolves with the HTTP status of the refusal (401, or 429 when rate-limited).
+ */
 async function guess(nginx: Nginx, ca: string, localAddress: string, headers: Record<string, string> = {}) {
-  const socket = new RawSocket(`${nginx.https.replace("https", "wss")}/ws/bridge`, headers, { ca, localAddress });
-  await socket.opened;
   // Not a live code: no code is issued in these steps.
-  socket.send(encodeFrame({ t: FrameType.Auth, body: { code: "000000", version: "0.3.0" } }));
+  const socket = bridgeSocket(nginx.https, { code: "000000", version: "0.3.0" }, headers, { ca, localAddress });
   const { code } = await socket.closed;
   return code;
 }
@@ -260,29 +261,27 @@ Deno.test({
         try {
           // Client A (127.0.0.2) spends its redemption budget on wrong codes.
           for (let i = 0; i < REDEEM_PER_ADDRESS_PER_WINDOW; i++) {
-            assert.equal(await guess(nginx, ca, "127.0.0.2"), CloseCode.AuthFailed, `attempt ${i + 1}`);
+            assert.equal(await guess(nginx, ca, "127.0.0.2"), 401, `attempt ${i + 1}`);
           }
-          assert.equal(await guess(nginx, ca, "127.0.0.2"), CloseCode.RateLimited);
+          assert.equal(await guess(nginx, ca, "127.0.0.2"), 429);
           // Forging an X-Forwarded-For entry does not help: nginx appends the real one, rightmost.
           assert.equal(
             await guess(nginx, ca, "127.0.0.2", { "x-forwarded-for": "203.0.113.9" }),
-            CloseCode.RateLimited,
+            429,
           );
           // Client B (127.0.0.3): with trust, its own budget; without, 127.0.0.1's spent one.
           assert.equal(
             await guess(nginx, ca, "127.0.0.3"),
-            trust ? CloseCode.AuthFailed : CloseCode.RateLimited,
+            trust ? 401 : 429,
             `trust-proxy ${trust}`,
           );
           // Why --trust-proxy is only for a relay that nothing but the proxy can reach: a client that
           // talks to the relay directly chooses the address it is counted under.
           if (trust) {
-            const direct = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`, {
+            const direct = bridgeSocket(relay.url, { code: "000000", version: "0.3.0" }, {
               "x-forwarded-for": "127.0.0.3",
             });
-            await direct.opened;
-            direct.send(encodeFrame({ t: FrameType.Auth, body: { code: "000000", version: "0.3.0" } }));
-            assert.equal((await direct.closed).code, CloseCode.AuthFailed, "counted for 127.0.0.3, not 127.0.0.1");
+            assert.equal((await direct.closed).code, 401, "counted for 127.0.0.3, not 127.0.0.1");
           }
         } finally {
           await relay.stop();
@@ -290,8 +289,8 @@ Deno.test({
       }
       // The attempts really went through nginx, from the two client addresses.
       const access = await nginx.accessLog();
-      assert.match(access, /^127\.0\.0\.2 .*"GET \/ws\/bridge HTTP\/1\.1" 101 /m);
-      assert.match(access, /^127\.0\.0\.3 .*"GET \/ws\/bridge HTTP\/1\.1" 101 /m);
+      assert.match(access, /^127\.0\.0\.2 .*"GET \/ws\/bridge HTTP\/1\.1" (401|429) /m);
+      assert.match(access, /^127\.0\.0\.3 .*"GET \/ws\/bridge HTTP\/1\.1" (401|429) /m);
       // A code redemption through nginx still reaches auth.ok under trust.
       const relay = await startRelayProcess(dirs, ["--public-url", nginx.https, "--trust-proxy"], relayPort);
       try {
@@ -303,12 +302,8 @@ Deno.test({
         const codeRes = await tlsFetch(`${nginx.https}/api/pairing-codes`, { method: "POST", headers: { cookie } });
         const { code } = await codeRes.json();
         client.close();
-        const socket = new RawSocket(`${nginx.https.replace("https", "wss")}/ws/bridge`, {}, {
-          ca,
-          localAddress: "127.0.0.4",
-        });
+        const socket = bridgeSocket(nginx.https, { code, version: "0.3.0" }, {}, { ca, localAddress: "127.0.0.4" });
         await socket.opened;
-        socket.send(encodeFrame({ t: FrameType.Auth, body: { code, version: "0.3.0" } }));
         const ok = decodeFrame(await socket.next());
         assert.equal(ok.t, FrameType.AuthOk);
         assert.equal(typeof parseJsonObject(ok.body, ok.t).bridgeId, "string");

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { ManualClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
+import { decodeFrame } from "../shared/frame_codec.ts";
 import { CloseCode, CODE_TTL_MS, FrameType } from "../shared/protocol.ts";
 import { VERSION } from "../shared/version.ts";
 import { createHttpHandler, type HttpApiDeps } from "../relay/http_api.ts";
@@ -17,6 +17,7 @@ import { buildInfoSource } from "../tools/compile.ts";
 import { parseExposition } from "./prometheus_text.ts";
 import {
   approveBridge,
+  bridgeSocket,
   type Coder1Process,
   ideClient,
   makeTestDirs,
@@ -80,10 +81,8 @@ Deno.test("/healthz, /readyz and /metrics count a real pairing and command flow,
     for (let i = 0; i < 6; i++) await (await newCode(relay.url, greedy)).body?.cancel();
 
     // A wrong code is rejected.
-    const guesser = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
-    await guesser.opened;
-    guesser.send(encodeFrame({ t: FrameType.Auth, body: { code: "000000", version: "0.3.0" } }));
-    assert.equal((await guesser.closed).code, CloseCode.AuthFailed);
+    const guesser = bridgeSocket(relay.url, { code: "000000", version: "0.3.0" });
+    assert.equal((await guesser.closed).code, 401);
 
     // The real thing: a bridge process pairs and runs two commands.
     await ide.createSession();
@@ -107,7 +106,7 @@ Deno.test("/healthz, /readyz and /metrics count a real pairing and command flow,
       'coder1_rate_limited_total{limit="code_issue"}': 1,
       "coder1_commands_started_total": 2,
       'coder1_commands_ended_total{how="exit"}': 2,
-      'coder1_socket_closes_total{role="bridge",reason="auth_failed"}': 1,
+      'coder1_upgrades_refused_total{role="bridge",status="401"}': 1,
     };
     for (const [k, v] of Object.entries(expected)) assert.equal(m.get(k), v, `${k}\n${text}`);
     for (const direction of ["ide_to_bridge", "bridge_to_ide"]) {
@@ -128,6 +127,7 @@ Deno.test("/healthz, /readyz and /metrics count a real pairing and command flow,
       "outcome",
       "reason",
       "role",
+      "status",
       "version",
     ]);
   } finally {
@@ -235,10 +235,7 @@ Deno.test("logs: JSON or text lines with event names and ids; no codes, tokens, 
       await approveBridge(ide, bridge);
       assert.equal((await runCollect(ide, `echo ${marker}`)).stdout, `${marker}\n`);
       // A wrong code and a revocation: more events.
-      const guess = new RawSocket(`${url.replace("http", "ws")}/ws/bridge`);
-      await guess.opened;
-      guess.send(encodeFrame({ t: FrameType.Auth, body: { code: "000001", version: "0.3.0" } }));
-      await guess.closed;
+      await bridgeSocket(url, { code: "000001", version: "0.3.0" }).closed;
       await ide.revokeBridge();
       await bridge.status;
       const credentials = await Deno.readTextFile(`${dirs.env.XDG_CONFIG_HOME}/coder1/credentials.json`).catch(() =>

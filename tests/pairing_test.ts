@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { ManualClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
-import { CloseCode, CODE_TTL_MS, FrameType, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
+import { decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
+import { CODE_TTL_MS, FrameType, REDEEM_PER_ADDRESS_PER_WINDOW } from "../shared/protocol.ts";
 import { createLogger } from "../relay/logger.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
-import { ideClient, RawSocket } from "./helpers.ts";
+import { bridgeLogin, ideClient, RawSocket } from "./helpers.ts";
 import { IdeClientError } from "../shared/ide_client.ts";
 
 async function withRelay(fn: (relay: RelayHandle, clock: ManualClock) => Promise<void>): Promise<void> {
@@ -24,21 +24,12 @@ async function withRelay(fn: (relay: RelayHandle, clock: ManualClock) => Promise
   }
 }
 
-/** Authenticates a protocol-level fake bridge; returns auth.ok's body or the close. */
+/** Authenticates a protocol-level fake bridge; returns auth.ok's body or the refusal (HTTP status as `code`). */
 async function redeem(
   relay: RelayHandle,
-  auth: Record<string, unknown>,
+  auth: { code?: string; token?: string },
 ): Promise<{ ok?: Record<string, unknown>; close?: { code: number; reason: string }; socket: RawSocket }> {
-  const socket = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
-  await socket.opened;
-  socket.send(encodeFrame({ t: FrameType.Auth, body: { name: "test", version: "0.0.0", os: "linux", ...auth } }));
-  const result = await Promise.race([
-    socket.next().then((b) => ({ frame: decodeFrame(b) })),
-    socket.closed.then((close) => ({ close })),
-  ]);
-  if ("close" in result) return { close: result.close, socket };
-  assert.equal(result.frame.t, FrameType.AuthOk);
-  return { ok: parseJsonObject(result.frame.body, result.frame.t), socket };
+  return await bridgeLogin(relay.url, auth);
 }
 
 Deno.test("a code is 6 digits, works once, and a redeemed code fails the second time", async () => {
@@ -51,7 +42,8 @@ Deno.test("a code is 6 digits, works once, and a redeemed code fails the second 
     const first = await redeem(relay, { code });
     assert.ok(first.ok?.token, "first redemption returns a token");
     const second = await redeem(relay, { code });
-    assert.equal(second.close?.code, CloseCode.AuthFailed);
+    assert.equal(second.close?.code, 401);
+    assert.match(second.close!.reason, /wrong, expired or already used/);
     first.socket.close();
   });
 });
@@ -69,7 +61,7 @@ Deno.test("a code expires after 5 minutes (injected clock)", async () => {
     const b = await ide.requestPairingCode();
     clock.advance(CODE_TTL_MS);
     const late = await redeem(relay, { code: b.code });
-    assert.equal(late.close?.code, CloseCode.AuthFailed, "expired at exactly 5 minutes");
+    assert.equal(late.close?.code, 401, "expired at exactly 5 minutes");
   });
 });
 
@@ -92,7 +84,7 @@ Deno.test("one pairing in flight per session: asking again while the code is liv
     for (let i = 0; i < 4; i++) {
       const fresh = await ide.requestPairingCode({ replace: true });
       assert.notEqual(fresh.code, live.code);
-      assert.equal((await redeem(relay, { code: live.code })).close?.code, CloseCode.AuthFailed, "retired");
+      assert.equal((await redeem(relay, { code: live.code })).close?.code, 401, "retired");
       live = fresh;
     }
     await assert.rejects(ide.requestPairingCode({ replace: true }), (e: IdeClientError) => e.status === 429);
@@ -110,7 +102,7 @@ Deno.test("one pairing in flight per session: asking again while the code is liv
     const second = await tab2.requestPairingCode();
     assert.equal(second.reused, false);
     assert.notEqual(second.code, live.code);
-    assert.equal((await redeem(relay, { code: live.code })).close?.code, CloseCode.AuthFailed);
+    assert.equal((await redeem(relay, { code: live.code })).close?.code, 401);
     // Once expired, likewise.
     clock.advance(CODE_TTL_MS);
     const third = await ide.requestPairingCode();
@@ -127,7 +119,7 @@ Deno.test("a new code retires the session's previous one", async () => {
     const old = await ide.requestPairingCode();
     const fresh = await ide.requestPairingCode({ replace: true });
     assert.notEqual(old.code, fresh.code);
-    assert.equal((await redeem(relay, { code: old.code })).close?.code, CloseCode.AuthFailed);
+    assert.equal((await redeem(relay, { code: old.code })).close?.code, 401);
     const ok = await redeem(relay, { code: fresh.code });
     assert.ok(ok.ok);
     ok.socket.close();
@@ -257,14 +249,14 @@ Deno.test("a code is bound to its session: another session neither sees nor comm
   });
 });
 
-Deno.test("redemption attempts are rate-limited per address with close code 4429", async () => {
+Deno.test("redemption attempts are rate-limited per address with HTTP 429 before any upgrade", async () => {
   await withRelay(async (relay) => {
     const closes: number[] = [];
     for (let i = 0; i < REDEEM_PER_ADDRESS_PER_WINDOW + 1; i++) {
       const r = await redeem(relay, { code: String(100000 + i) });
       closes.push(r.close!.code);
     }
-    assert.deepEqual(closes.slice(0, -1), Array(REDEEM_PER_ADDRESS_PER_WINDOW).fill(CloseCode.AuthFailed));
-    assert.equal(closes.at(-1), CloseCode.RateLimited);
+    assert.deepEqual(closes.slice(0, -1), Array(REDEEM_PER_ADDRESS_PER_WINDOW).fill(401));
+    assert.equal(closes.at(-1), 429);
   });
 });

@@ -21,10 +21,10 @@ import { startRelay } from "../relay/relay.ts";
 import { readTelemetry, TELEMETRY_FILE, TELEMETRY_RETENTION_MS, TelemetryStore } from "../relay/telemetry.ts";
 import {
   approveBridge,
+  bridgeSocket,
   type Coder1Process,
   ideClient,
   makeTestDirs,
-  RawSocket,
   ROOT,
   runCollect,
   spawnCoder1,
@@ -164,12 +164,12 @@ async function privacyRun(options: RunOptions) {
     await ide2.createSession();
     const { code: code2 } = await ide2.requestPairingCode();
     secrets.push(code2);
-    const raw = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
+    const raw = bridgeSocket(relay.url, {
+      code: code2,
+      version: "0.3.0",
+      ...(options.bridgeTelemetry ? {} : { telemetry: false }),
+    });
     await raw.opened;
-    raw.send(encodeFrame({
-      t: "auth",
-      body: { code: code2, version: "0.3.0", ...(options.bridgeTelemetry ? {} : { telemetry: false }) },
-    }));
     const ok = parseJsonObject(decodeFrame(await raw.next()).body, "auth.ok");
     secrets.push(String(ok.token));
     assert.equal(ok.crashReports, options.relayTelemetry && options.bridgeTelemetry ? true : undefined);

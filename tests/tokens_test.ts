@@ -6,32 +6,26 @@
 import assert from "node:assert/strict";
 import * as jose from "jose";
 import { ManualClock } from "../shared/clock.ts";
-import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
-import { BRIDGE_TOKEN_TTL_MS, CloseCode, FrameType } from "../shared/protocol.ts";
+import { BRIDGE_TOKEN_TTL_MS } from "../shared/protocol.ts";
 import { createLogger } from "../relay/logger.ts";
 import { type RelayHandle, startRelay } from "../relay/relay.ts";
 import { BRIDGE_AUDIENCE, TOKEN_ISSUER } from "../relay/token_service.ts";
 import {
+  bridgeLogin,
   freePort,
   makeTestDirs,
   pairedSetup,
-  RawSocket,
   runCollect,
   spawnCoder1,
   startBridgeProcess,
   startRelayProcess,
 } from "./helpers.ts";
 
+/** A bridge login with `token`: `{ ok }` (auth.ok's body) or `{ close }` (the refusal: HTTP status and message). */
 async function authWith(relay: { url: string }, token: string) {
-  const socket = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
-  await socket.opened;
-  socket.send(encodeFrame({ t: FrameType.Auth, body: { token, name: "t", version: "0", os: "linux" } }));
-  const r = await Promise.race([
-    socket.next().then((b) => ({ ok: parseJsonObject(decodeFrame(b).body, "auth.ok") })),
-    socket.closed.then((close) => ({ close })),
-  ]);
+  const { ok, close, socket } = await bridgeLogin(relay.url, { token });
   socket.close();
-  return r;
+  return ok ? { ok } : { close: close! };
 }
 
 async function pairRaw(relay: RelayHandle): Promise<{ token: string; cookie: string }> {
@@ -40,16 +34,14 @@ async function pairRaw(relay: RelayHandle): Promise<{ token: string; cookie: str
   const cookie = res.headers.getSetCookie()[0].split(";")[0];
   const codeRes = await fetch(`${relay.url}/api/pairing-codes`, { method: "POST", headers: { cookie } });
   const { code } = await codeRes.json();
-  const socket = new RawSocket(`${relay.url.replace("http", "ws")}/ws/bridge`);
-  await socket.opened;
-  socket.send(encodeFrame({ t: FrameType.Auth, body: { code, name: "t", version: "0", os: "linux" } }));
-  const ok = parseJsonObject(decodeFrame(await socket.next()).body, "auth.ok");
+  const { ok, socket } = await bridgeLogin(relay.url, { code });
+  assert.ok(ok, "paired");
   socket.close();
   await socket.closed;
   return { token: ok.token as string, cookie };
 }
 
-Deno.test("forged, misused and expired tokens are refused with 4401", async (t) => {
+Deno.test("forged, misused and expired tokens are refused with 401 before the upgrade", async (t) => {
   const dataDir = await Deno.makeTempDir();
   const clock = new ManualClock();
   const relay = await startRelay({ port: 0, dataDir, clock, log: createLogger({ level: "silent" }) });
@@ -66,30 +58,30 @@ Deno.test("forged, misused and expired tokens are refused with 4401", async (t) 
     });
     await t.step("tampered payload (another session id)", async () => {
       const forged = `${h}.${enc({ ...payload, sid: "someone-else" })}.${s}`;
-      assert.equal(((await authWith(relay, forged)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+      assert.equal(((await authWith(relay, forged)) as { close: { code: number } }).close.code, 401);
     });
     await t.step("tampered signature", async () => {
       const flipped = s.slice(0, -2) + (s.at(-2) === "A" ? "B" : "A") + s.at(-1);
       assert.equal(
         ((await authWith(relay, `${h}.${p}.${flipped}`)) as { close: { code: number } }).close.code,
-        CloseCode.AuthFailed,
+        401,
       );
     });
     await t.step("alg=none", async () => {
       const none = `${enc({ alg: "none", typ: "JWT" })}.${p}.`;
-      assert.equal(((await authWith(relay, none)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+      assert.equal(((await authWith(relay, none)) as { close: { code: number } }).close.code, 401);
     });
     await t.step("HS256 signed with the relay's public key", async () => {
       for (const secret of [jose.base64url.decode(jwk.x), new TextEncoder().encode(JSON.stringify(publicJwk))]) {
         const hs = await new jose.SignJWT(payload).setProtectedHeader({ alg: "HS256" }).sign(secret);
-        assert.equal(((await authWith(relay, hs)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+        assert.equal(((await authWith(relay, hs)) as { close: { code: number } }).close.code, 401);
       }
     });
     await t.step("wrong audience: the browser session cookie used as a bridge token", async () => {
       const sessionValue = cookie.split("=")[1];
       assert.equal(
         ((await authWith(relay, sessionValue)) as { close: { code: number } }).close.code,
-        CloseCode.AuthFailed,
+        401,
       );
     });
     await t.step("wrong audience and issuer, correctly signed", async () => {
@@ -98,17 +90,17 @@ Deno.test("forged, misused and expired tokens are refused with 4401", async (t) 
         const other = await new jose.SignJWT(payload).setProtectedHeader({ alg: "EdDSA" }).setIssuer(iss).setAudience(
           aud,
         ).sign(key);
-        assert.equal(((await authWith(relay, other)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+        assert.equal(((await authWith(relay, other)) as { close: { code: number } }).close.code, 401);
       }
     });
     await t.step("signed by another Ed25519 key", async () => {
       const { privateKey } = await jose.generateKeyPair("EdDSA");
       const other = await new jose.SignJWT(payload).setProtectedHeader({ alg: "EdDSA" }).sign(privateKey);
-      assert.equal(((await authWith(relay, other)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+      assert.equal(((await authWith(relay, other)) as { close: { code: number } }).close.code, 401);
     });
     await t.step("expired (clock moved past exp)", async () => {
       clock.advance(BRIDGE_TOKEN_TTL_MS + 60_000);
-      assert.equal(((await authWith(relay, token)) as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+      assert.equal(((await authWith(relay, token)) as { close: { code: number } }).close.code, 401);
     });
   } finally {
     await relay.shutdown();
@@ -183,7 +175,7 @@ Deno.test("bridge and relay restarts: stored token reconnects without a code; lo
     await relay.stop("SIGTERM");
     relay = await startRelayProcess(dirs, [], port);
     const again = await authWith(relay, token);
-    assert.equal((again as { close: { code: number } }).close.code, CloseCode.AuthFailed);
+    assert.equal((again as { close: { code: number } }).close.code, 401);
     const after = spawnCoder1(["bridge", "status", "--relay", relay.url], { env: dirs.env });
     assert.equal((await after.status).code, 1);
     assert.match(after.stdout.text, /Paired:\s+no/);
