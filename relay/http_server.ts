@@ -5,9 +5,8 @@
  * offers no way to (docs/RELIABILITY.md, "Connections the relay holds"):
  *
  * - a request head must arrive within {@linkcode REQUEST_HEAD_TIMEOUT_MS} of
- *   the connection, and a request must be answered within
- *   {@linkcode REQUEST_TIMEOUT_MS}; a connection carries one request
- *   (answers say `Connection: close`) or one WebSocket;
+ *   the connection (or, kept alive, of the previous answer), and a request
+ *   must be answered within {@linkcode REQUEST_TIMEOUT_MS};
  * - request bodies are capped at {@linkcode MAX_REQUEST_BODY_BYTES};
  * - a WebSocket message is refused while it arrives once its length is over
  *   `MAX_FRAME_BYTES` (close 4413), not after it was assembled;
@@ -27,14 +26,16 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import http from "node:http";
-import net from "node:net";
-import tls from "node:tls";
+import https from "node:https";
+import type net from "node:net";
+import type tls from "node:tls";
 import NodeWebSocket from "ws";
 import { CloseCode, MAX_FRAME_BYTES } from "../shared/protocol.ts";
 
 /**
- * Time a client has to send a complete request head from the TCP accept (the
- * TLS handshake included); then the connection is destroyed.
+ * Time a client has to send a complete request head: from the TCP accept
+ * (the TLS handshake included), or on a kept-alive connection from the end
+ * of the previous answer. Then the connection is destroyed.
  */
 export const REQUEST_HEAD_TIMEOUT_MS = 10_000;
 /** Time from a request head to the end of the relay's answer (the body included); then the connection is destroyed. */
@@ -135,21 +136,23 @@ class _Connection {
  */
 export async function serveRelayHttp(options: RelayHttpOptions, handler: RelayHandler): Promise<RelayHttpServer> {
   const scheme = options.tls ? "https" : "http";
-  const secureContext = options.tls
-    ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key, minVersion: "TLSv1.3" })
-    : undefined;
   // Both the raw TCP socket and (with TLS) the TLS socket on it map to one entry.
   const connections = new Map<net.Socket, _Connection>();
   const live = new Set<_Connection>();
   const sockets = new Set<NodeWebSocket>();
   const onError = options.onError ?? (() => {});
 
-  const httpServer = http.createServer({ maxHeaderSize: 16 * 1024 });
+  const serverOptions = { maxHeaderSize: 16 * 1024, noDelay: true };
+  const httpServer = options.tls
+    ? https.createServer({ ...serverOptions, cert: options.tls.cert, key: options.tls.key, minVersion: "TLSv1.3" })
+    : http.createServer(serverOptions);
   // Node's own head and request timers are replaced by the per-connection deadlines.
   httpServer.headersTimeout = 0;
   httpServer.requestTimeout = 0;
+  const listener = httpServer;
 
-  const listener = net.createServer({ noDelay: true }, (raw) => {
+  // Every TCP connection, from its accept: the head deadline covers the TLS handshake too.
+  httpServer.on("connection", (raw: net.Socket) => {
     const conn = new _Connection(raw);
     connections.set(raw, conn);
     live.add(conn);
@@ -160,15 +163,15 @@ export async function serveRelayHttp(options: RelayHttpOptions, handler: RelayHa
       connections.delete(raw);
       live.delete(conn);
     });
-    if (!secureContext) return httpServer.emit("connection", raw);
-    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
+  });
+  // With TLS, requests arrive on the TLS socket over the raw one: the same entry.
+  httpServer.on("secureConnection", (secure: tls.TLSSocket) => {
+    const raw = (secure as unknown as { _parent?: net.Socket })._parent;
+    const conn = raw && connections.get(raw);
+    if (!conn) return secure.destroy();
     connections.set(secure, conn);
-    secure.on("error", () => raw.destroy());
-    secure.on("close", () => {
-      connections.delete(secure);
-      raw.destroy();
-    });
-    httpServer.emit("connection", secure);
+    secure.on("error", () => raw!.destroy());
+    secure.on("close", () => connections.delete(secure));
   });
 
   httpServer.on("clientError", (_error: Error, socket: net.Socket) => {
@@ -187,9 +190,11 @@ export async function serveRelayHttp(options: RelayHttpOptions, handler: RelayHa
   httpServer.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const conn = connections.get(req.socket);
     conn?.deadline(REQUEST_TIMEOUT_MS);
-    // One request per connection (node:http under Deno does not keep connections that it was handed alive
-    // reliably): the answer says so, and the peer has a moment to read it.
-    res.on("finish", () => conn?.deadline(CLOSE_TEARDOWN_MS));
+    // Kept alive, the next head has the head deadline; closing, the peer has a moment to read.
+    res.on(
+      "finish",
+      () => conn?.deadline(res.getHeader("connection") === "close" ? CLOSE_TEARDOWN_MS : REQUEST_HEAD_TIMEOUT_MS),
+    );
     _serveRequest(req, res, scheme, handler).catch((error) => {
       onError(error);
       if (!res.headersSent) {
@@ -302,7 +307,6 @@ async function _serveRequest(
   const cookies = response.headers.getSetCookie();
   if (cookies.length > 0) headers["set-cookie"] = cookies;
   if (bytes) headers["content-length"] = String(bytes.byteLength);
-  headers["connection"] = "close";
   res.writeHead(response.status, headers);
   res.end(bytes && req.method !== "HEAD" ? bytes : undefined);
 }
