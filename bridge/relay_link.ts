@@ -213,6 +213,14 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
             : `The relay refused this bridge's protocol: ${why}.`,
         };
       }
+      if (!attempt.authed && attempt.closeCode === CloseCode.AuthTimeout) {
+        // Only a relay from before the login moved into the upgrade request waits for an `auth` frame.
+        return {
+          code: 1,
+          message: `The relay at ${options.relay.http} is an older coder1 relay (it waits for the credential in a ` +
+            "first frame, this bridge sends it in the upgrade request): update the relay, or use a bridge of the relay's version.",
+        };
+      }
       if (pairing && !attempt.authed) {
         if (attempt.closeCode === CloseCode.AuthFailed) {
           return {

@@ -247,6 +247,24 @@ Deno.test("a relay of another protocol version ends the bridge with a message sa
       }
     });
 
+    await t.step(
+      "an earlier protocol-4 relay, which waits for an auth frame (4408), is named, not retried",
+      async () => {
+        // What a relay from before the login moved into the upgrade request did with a bridge that sent no `auth` frame.
+        const relay = fakeRelay((socket) => {
+          socket.onopen = () => setTimeout(() => socket.close(CloseCode.AuthTimeout, "no auth frame in time"), 50);
+        }, WS_SUBPROTOCOL);
+        try {
+          const bridge = startBridgeProcess(dirs, relay.url, { code: "123456" });
+          assert.equal((await bridge.status).code, 1, bridge.stderr.text);
+          assert.deepEqual(relay.asked, [WS_SUBPROTOCOL], "one attempt, no reconnects");
+          assert.match(bridge.stderr.text, /is an older coder1 relay .*update the relay/);
+        } finally {
+          await relay.stop();
+        }
+      },
+    );
+
     await t.step("a relay that closes with 4426 is quoted, not retried", async () => {
       const relay = fakeRelay((socket) => {
         socket.onopen = () => socket.close(CloseCode.UnsupportedVersion, "update the bridge: relay speaks protocol 5");
