@@ -140,7 +140,32 @@ interface Term {
   done: Promise<void>;
   /** Resolved once the shell has exited and its output is late: reads stop waiting for room. */
   unblocked: PromiseWithResolvers<void>;
+  /**
+   * With several streams attached, the one whose answers to the program's
+   * terminal queries go through ({@linkcode isTerminalReport}): the last
+   * one to type, else the first one to answer.
+   */
+  answerer?: number;
 }
+
+/**
+ * Whether `data` is nothing but answers a terminal sends by itself to a
+ * program's queries: device attributes (`ESC [ ? … c`, `ESC [ > … c`), the
+ * cursor position (`ESC [ row ; col R`), device status (`ESC [ 0 n`), mode
+ * reports (`ESC [ ? … $ y`), colour reports (`ESC ] 10/11/12/4 ; rgb:…`),
+ * the terminal's version (`ESC P > | … ESC \`) and window reports
+ * (`ESC [ … t`). Every attached page's terminal answers the same query; the
+ * program must get one answer, or the others arrive as typed text (in `vim`,
+ * as commands). A modified F3 (`ESC [ 1 ; 5 R`) looks like a cursor report,
+ * so a page that has not typed yet may lose it while another page is attached.
+ */
+export function isTerminalReport(data: Uint8Array): boolean {
+  if (data.byteLength < 3 || data[0] !== 0x1b) return false;
+  return _REPORTS.test(new TextDecoder().decode(data));
+}
+
+const _REPORTS =
+  /^(?:\x1b\[[?>]?[\d;]*c|\x1b\[\d+;\d+R|\x1b\[[03]n|\x1b\[\??[\d;]*\$y|\x1b\](?:1[0-2]|4;\d+);rgb:[\da-fA-F/]+(?:\x07|\x1b\\)|\x1bP[>!]\|[^\x1b]*\x1b\\|\x1b\[\d+(?:;\d+)*t)+$/;
 
 /** Runs the IDE's terminals: one switch for every `term.*` frame. */
 export class TerminalManager {
@@ -212,6 +237,7 @@ export class TerminalManager {
         if (t.exit) return;
         // Paced keystrokes (term.keys) are input like any other, once unpadded.
         const data = (keys ?? frame.body).slice();
+        if (!this.#mayAnswer(t, handle, data)) return;
         // In order, each write after the last: a large paste waits for the program to read.
         t.input = t.input.then(() => t.pty.write(data)).catch(() => {});
         return;
@@ -381,6 +407,24 @@ export class TerminalManager {
     }).catch(() => {
       // Disposed meanwhile: the terminal is being forgotten.
     });
+  }
+
+  /**
+   * Whether input from stream `handle` goes to the program. Answers to
+   * terminal queries go through from one attached stream only (every page's
+   * terminal answers); anything else always does, and makes its stream the
+   * one that answers.
+   */
+  #mayAnswer(t: Term, handle: number, data: Uint8Array): boolean {
+    if (!isTerminalReport(data)) {
+      t.answerer = handle;
+      return true;
+    }
+    if (t.attached.size < 2 || t.answerer === undefined || !t.attached.has(t.answerer)) {
+      t.answerer = handle;
+      return true;
+    }
+    return t.answerer === handle;
   }
 
   #detach(t: Term, handle: number): void {

@@ -323,6 +323,36 @@ Deno.test("TerminalManager: a second stream attaches, sees the screen so far, an
   await h.cleanup();
 });
 
+Deno.test("TerminalManager: with two pages attached, the program gets one answer to each terminal query", async () => {
+  const h = setup();
+  h.stream(1);
+  h.stream(2);
+  h.request(1, FrameType.TermOpen, "t1", { cols: 80, rows: 24 });
+  const pty = h.spawner.ptys[0];
+  const da = "\x1b[?1;2c", cpr = "\x1b[5;1R";
+  // Alone, a page's answers always go through.
+  h.request(1, FrameType.TermInput, "t1", enc(da));
+  h.request(2, FrameType.TermAttach, "t1", { cols: 80, rows: 24 });
+  await h.until(() => h.got(2, FrameType.TermSnapshot).length === 1, "stream 2's snapshot");
+  // The program asks (`ESC [ c`); both pages' terminals answer: one answer reaches it.
+  h.request(2, FrameType.TermInput, "t1", enc(da));
+  h.request(1, FrameType.TermInput, "t1", enc(da));
+  // Typing in page 2 makes it the one that answers; page 1's answers are dropped, its typing is not.
+  h.request(2, FrameType.TermInput, "t1", enc("x"));
+  h.request(1, FrameType.TermInput, "t1", enc(cpr));
+  h.request(2, FrameType.TermInput, "t1", enc(cpr));
+  h.request(1, FrameType.TermKeys, "t1", encodeTermKeys(enc("y")));
+  // Paced: page 1 typed last, so its answer counts now (term.keys carries answers too).
+  h.request(2, FrameType.TermInput, "t1", enc(da));
+  h.request(1, FrameType.TermKeys, "t1", encodeTermKeys(enc(da)));
+  // Page 1 leaves: page 2 alone answers again.
+  h.request(1, FrameType.TermDetach, "t1");
+  h.request(2, FrameType.TermInput, "t1", enc(cpr));
+  await h.until(() => pty.typed.join("").endsWith(cpr), "the last answer");
+  assert.deepEqual(pty.typed, [da, da, "x", cpr, "y", da, cpr]);
+  await h.cleanup();
+});
+
 Deno.test("TerminalManager: output read while a snapshot is taken follows it, none lost or doubled", async () => {
   const h = setup();
   h.stream(1);
