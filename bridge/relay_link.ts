@@ -92,10 +92,11 @@ export interface RelayLinkOptions {
   /** Runs commands; built by the caller with {@linkcode RelayLink.send} as its sender. */
   commands: (send: FrameSender) => CommandManager;
   /**
-   * Runs terminals; built by the caller with the same sender. Without it the
-   * bridge says it has none (`e2e.info` `terminals: "disabled"`).
+   * Runs terminals; built by the caller with the same sender, and told which
+   * streams have their IDE socket now. Without it the bridge says it has none
+   * (`e2e.info` `terminals: "disabled"`).
    */
-  terminals?: (send: FrameSender) => TerminalManager;
+  terminals?: (send: FrameSender, connected: (handle: number) => boolean) => TerminalManager;
   /** Called after each successful auth; `token` is set when a code was redeemed. */
   onAuthenticated: (ok: AuthOkBody, first: boolean) => Promise<void> | void;
   /** Progress and events for the user. */
@@ -165,7 +166,7 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
   const send = (frame: CommandFrame): Promise<void> =>
     streams.push(frame.handle, { t: frame.t, id: frame.id, body: bodyBytes(frame.body) });
   const manager = options.commands(send);
-  const terminals = options.terminals?.(send) ??
+  const terminals = options.terminals?.(send, (handle) => streams.connected(handle)) ??
     new TerminalManager({
       root: ".",
       send,

@@ -163,13 +163,14 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
           send,
           onEvent: verbose ? (m) => console.error(m) : undefined,
         }),
-      terminals: (send) =>
+      terminals: (send, connected) =>
         new TerminalManager({
           spawner: pty.spawner,
           unavailable: pty.unavailable,
           root,
           shell: runner.shell,
           send,
+          connected,
           lingerMs,
           guard,
           clock,

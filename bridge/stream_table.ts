@@ -107,6 +107,11 @@ export class StreamTable {
     return { stream, known };
   }
 
+  /** Whether the stream with local number `handle` is attached to an IDE socket now (its page is there). */
+  connected(handle: number): boolean {
+    return this.#byHandle.get(handle)?.route !== undefined;
+  }
+
   /** The stream attached to IDE route `route`, if any. */
   byRoute(route: number): BridgeStream | undefined {
     for (const s of this.#byId.values()) if (s.route === route) return s;

@@ -97,6 +97,13 @@ export interface TerminalManagerOptions {
   env?: Record<string, string>;
   /** Where frames for the IDEs go; resolves when the stream has room. */
   send: FrameSender;
+  /**
+   * Whether stream `handle`'s IDE socket is there now (default: always). A
+   * page that went away (a reload, a closed laptop) does not hold the output
+   * of a terminal back from the pages still there: its stream falls behind at
+   * once and gets a repaint when it is back and has caught up.
+   */
+  connected?: (handle: number) => boolean;
   /** How long a terminal no stream is attached to keeps running (default {@linkcode TERMINAL_LINGER_MS}). */
   lingerMs?: number;
   /** Most terminals running at once (default {@linkcode MAX_TERMINALS}). */
@@ -548,13 +555,14 @@ export class TerminalManager {
     const settled = waits.map((w) =>
       Promise.race([w.room, w.a.released.promise, t.unblocked.promise]).then(() => void full.delete(w))
     );
-    const all = Promise.all(settled);
-    if (waits.length === 1) return void await all;
+    if (waits.length === 1) return void await Promise.all(settled);
+    // Streams whose page is gone wait for nobody while another page is there.
+    const present = this.#opts.connected ? settled.filter((_, i) => this.#opts.connected!(waits[i].a.handle)) : settled;
+    const waitFor = present.length > 0 ? present : settled;
     const stall = Promise.withResolvers<"stalled">();
     const cancel = this.#clock.after(TERMINAL_STALL_MS, () => stall.resolve("stalled"));
     try {
-      if ((await Promise.race([all, stall.promise])) !== "stalled") return;
-      await Promise.race(settled);
+      if ((await Promise.race([Promise.all(waitFor), stall.promise])) === "stalled") await Promise.race(waitFor);
       for (const w of full) this.#fallBehind(t, w.a, w.room);
     } finally {
       cancel();

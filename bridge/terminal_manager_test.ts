@@ -510,6 +510,32 @@ Deno.test("TerminalManager: with two streams, one that stays full is left behind
   await h.cleanup();
 });
 
+Deno.test("TerminalManager: a stream whose page went away (a reload) holds nobody back: left behind at once", async () => {
+  const away = new Set<number>();
+  const h = setup({ connected: (handle) => !away.has(handle) });
+  const fast = h.stream(1, 1 << 20);
+  const gone = h.stream(2, 4 * 1024);
+  h.request(1, FrameType.TermOpen, "t1", { cols: 80, rows: 24 });
+  h.request(2, FrameType.TermAttach, "t1", { cols: 80, rows: 24 });
+  await h.until(() => h.got(2, FrameType.TermSnapshot).length === 1, "stream 2's snapshot");
+  gone.sender.ack(1);
+  away.add(2); // Its IDE socket closed: the page is reloading.
+  const pty = h.spawner.ptys[0];
+  for (let i = 0; i < 20; i++) pty.emit(`${String(i).padStart(3, "0")}${"z".repeat(996)}\n`);
+  // No stall time passes on the clock: the page still there gets everything anyway.
+  await h.until(() => h.output(1).includes("019"), "the present stream gets everything");
+  assert.ok(!h.output(2).includes("019"), "the absent one was left behind");
+  // Back and caught up: a fresh snapshot with the screen as it is now, then live output.
+  away.delete(2);
+  fast.sender.ack(fast.sender.nextSeq - 1);
+  gone.sender.ack(gone.sender.nextSeq - 1);
+  await h.until(() => h.got(2, FrameType.TermSnapshot).length === 2, "the repaint");
+  assert.ok(decodeTermSnapshot(h.got(2, FrameType.TermSnapshot)[1].body).data.includes("019"));
+  pty.emit("after");
+  await h.until(() => h.output(2).endsWith("after"), "live again");
+  await h.cleanup();
+});
+
 Deno.test("TerminalManager: stopAll hangs every terminal up and reports each exit", async () => {
   const h = setup();
   h.stream(1);
