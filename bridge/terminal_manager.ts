@@ -172,6 +172,8 @@ export function isTerminalReport(data: Uint8Array): boolean {
 }
 
 const _REPORTS =
+  // The escape character is the point: these are escape sequences.
+  // deno-lint-ignore no-control-regex
   /^(?:\x1b\[[?>]?[\d;]*c|\x1b\[\d+;\d+R|\x1b\[[03]n|\x1b\[\??[\d;]*\$y|\x1b\](?:1[0-2]|4;\d+);rgb:[\da-fA-F/]+(?:\x07|\x1b\\)|\x1bP[>!]\|[^\x1b]*\x1b\\|\x1b\[\d+(?:;\d+)*t)+$/;
 
 /** Runs the IDE's terminals: one switch for every `term.*` frame. */
