@@ -1,11 +1,15 @@
 /**
- * The relay's state behind one interface: live pairing codes, rate windows
- * and token revocations. {@linkcode MemoryStore} is the embedded default; a
- * Redis implementation for several relays can follow the same contract
- * (codes taken with an atomic get-and-delete, rate windows as expiring sets).
+ * The relay's state behind one interface: live pairing codes, rate windows,
+ * token revocations, credential lines, and (for several relay instances)
+ * session leases, bridge presence and events between instances.
+ * {@linkcode MemoryStore} is the embedded default (one process); the Redis
+ * implementation (relay/redis_store.ts) shares the same contract between
+ * instances (codes taken with an atomic get-and-delete, rate windows timed by
+ * Redis, leases with compare-and-set on their epoch).
  *
  * @module
  */
+import { type CredentialRecord, MAX_LISTED_CREDENTIALS, type RevokeReason } from "./credential_ledger.ts";
 
 /** The sweep drops a rate window idle for this long: longer than any window the relay passes to `hit`. */
 const RATE_WINDOW_RETENTION_MS = 10 * 60_000;
@@ -28,8 +32,30 @@ export interface RateResult {
   retryAfterMs: number;
 }
 
+/**
+ * Which relay instance is a browser session's home (holds its room: the IDE
+ * sockets and the bridge), until when, and under which epoch. The epoch grows
+ * by one each time another instance takes the lease over, so a home that was
+ * paused past its lease can tell it is stale.
+ */
+export interface Lease {
+  /** The holder's instance id (its advertise URL). */
+  instance: string;
+  /** Grows by one on every change of holder. */
+  epoch: number;
+  /** When it lapses unless renewed (ms since the epoch, by the store's clock). */
+  expiresAt: number;
+}
+
+/** What one instance tells the others (Redis pub/sub; the memory store delivers in process). */
+export type RelayEvent =
+  /** A credential line was revoked: every instance closes that bridge's connections (4410). */
+  { kind: "revoked"; bridgeId: string; reason: RevokeReason };
+
 /** Everything the relay keeps between requests. All methods are atomic. */
 export interface RelayStore {
+  /** True when the state is shared with other instances (Redis); false for the embedded store. */
+  readonly shared: boolean;
   /** Stores a code unless it is live already; returns false on a collision. */
   putCode(code: string, entry: CodeEntry, now: number): Promise<boolean>;
   /** Takes a code out (get-and-delete): a code can be taken once, ever. */
@@ -52,6 +78,68 @@ export interface RelayStore {
   isRevoked(jti: string): Promise<boolean>;
   /** Drops expired codes, empty rate windows and revocations past their expiry. */
   sweep(now: number): Promise<void>;
+
+  /** The credential line of `bridgeId`, if known. */
+  getCredential(bridgeId: string): Promise<CredentialRecord | undefined>;
+  /**
+   * Stores a credential line. With `expectJti`, only if the stored line still
+   * holds that token id (or there is none): false means another login changed
+   * it first (two instances rotating one token at once).
+   */
+  putCredential(record: CredentialRecord, expectJti?: string): Promise<boolean>;
+  /** The lines of browser session `sid`, newest first (at most `MAX_LISTED_CREDENTIALS`). */
+  listCredentials(sid: string): Promise<CredentialRecord[]>;
+
+  /**
+   * Claims the lease of session `sid` for `instance`: granted (a new epoch)
+   * when nobody holds it or it lapsed, renewed when `instance` holds it
+   * already. Returns the lease as it stands: the caller's, or the live holder's.
+   */
+  claimLease(sid: string, instance: string, ttlMs: number, now: number): Promise<Lease>;
+  /** Extends `instance`'s lease at `epoch`; false when it is no longer held by it at that epoch (taken over). */
+  renewLease(sid: string, instance: string, epoch: number, ttlMs: number, now: number): Promise<boolean>;
+  /**
+   * Takes the lease over from a holder found dead (its instance refused the
+   * connection): only while the lease is still at `staleEpoch`. Returns the
+   * new lease (epoch + 1), or undefined when it changed meanwhile.
+   */
+  takeOverLease(
+    sid: string,
+    instance: string,
+    staleEpoch: number,
+    ttlMs: number,
+    now: number,
+  ): Promise<Lease | undefined>;
+  /** Gives the lease up (the room emptied) if `instance` still holds it at `epoch`. */
+  releaseLease(sid: string, instance: string, epoch: number): Promise<void>;
+  /** The lease of `sid` while it is live. */
+  lease(sid: string, now: number): Promise<Lease | undefined>;
+
+  /** Records that credential line `bridgeId` has an open connection on `instance` for `ttlMs` (renewed while open). */
+  setPresence(bridgeId: string, instance: string, ttlMs: number, now: number): Promise<void>;
+  /** The connection on `instance` closed. */
+  clearPresence(bridgeId: string, instance: string): Promise<void>;
+  /** Whether line `bridgeId` has an open connection on any instance. */
+  isPresent(bridgeId: string, now: number): Promise<boolean>;
+
+  /** Tells every instance (this one included) about `event`. */
+  publish(event: RelayEvent): Promise<void>;
+  /** Calls `listener` for every published event; returns the unsubscribe function. */
+  subscribe(listener: (event: RelayEvent) => void): () => void;
+  /** Whether the store answers (`/readyz`). Never throws. */
+  ping(): Promise<boolean>;
+  /** Lets go of connections and timers. */
+  close(): Promise<void>;
+}
+
+/** What {@linkcode MemoryStore} needs to keep credential lines and revocations on disk (relay/credential_ledger.ts). */
+export interface CredentialLog extends RevocationLog {
+  /** The line of `bridgeId`. */
+  get(bridgeId: string): CredentialRecord | undefined;
+  /** Inserts or replaces a line. */
+  put(record: CredentialRecord): void;
+  /** The lines of `sid`, newest first. */
+  list(sid: string): CredentialRecord[];
 }
 
 /** Where {@linkcode MemoryStore} keeps revocations durably (relay/credential_ledger.ts): one row per revoke. */
@@ -68,6 +156,8 @@ export interface RevocationLog {
 export interface MemoryStoreOptions {
   /** Keeps revocations across restarts; without it they live in memory only. */
   revocations?: RevocationLog;
+  /** Keeps credential lines and revocations across restarts (takes precedence over `revocations`). */
+  ledger?: CredentialLog;
 }
 
 /**
@@ -77,7 +167,13 @@ export interface MemoryStoreOptions {
  * of revocations already kept.
  */
 export class MemoryStore implements RelayStore {
+  readonly shared = false;
   #codes = new Map<string, CodeEntry>();
+  #credentials = new Map<string, CredentialRecord>();
+  #leases = new Map<string, Lease>();
+  #presence = new Map<string, { instance: string; until: number }>();
+  #listeners = new Set<(event: RelayEvent) => void>();
+  #ledger?: CredentialLog;
   #sessionCodes = new Map<string, { code: string; expiresAt: number }>();
   #windows = new Map<string, number[]>();
   #revoked = new Map<string, number>();
@@ -85,7 +181,8 @@ export class MemoryStore implements RelayStore {
 
   /** @param options Where revocations persist. */
   constructor(options: MemoryStoreOptions = {}) {
-    this.#log = options.revocations;
+    this.#ledger = options.ledger;
+    this.#log = options.ledger ?? options.revocations;
   }
 
   putCode(code: string, entry: CodeEntry, now: number): Promise<boolean> {
@@ -160,7 +257,111 @@ export class MemoryStore implements RelayStore {
       if (events.length === 0 || events[events.length - 1] < now - RATE_WINDOW_RETENTION_MS) this.#windows.delete(key);
     }
     for (const [jti, exp] of this.#revoked) if (exp <= now) this.#revoked.delete(jti);
+    for (const [id, record] of this.#credentials) if (record.expiresAt <= now) this.#credentials.delete(id);
+    for (const [sid, lease] of this.#leases) {
+      if (lease.expiresAt <= now - RATE_WINDOW_RETENTION_MS) this.#leases.delete(sid);
+    }
+    for (const [id, entry] of this.#presence) if (entry.until <= now) this.#presence.delete(id);
     this.#log?.sweep(now);
+    return Promise.resolve();
+  }
+
+  getCredential(bridgeId: string): Promise<CredentialRecord | undefined> {
+    const record = this.#ledger ? this.#ledger.get(bridgeId) : this.#credentials.get(bridgeId);
+    return Promise.resolve(record && structuredClone(record));
+  }
+
+  putCredential(record: CredentialRecord, expectJti?: string): Promise<boolean> {
+    if (expectJti !== undefined) {
+      const current = this.#ledger ? this.#ledger.get(record.bridgeId) : this.#credentials.get(record.bridgeId);
+      if (current && current.jti !== expectJti) return Promise.resolve(false);
+    }
+    if (this.#ledger) this.#ledger.put(record);
+    else this.#credentials.set(record.bridgeId, structuredClone(record));
+    return Promise.resolve(true);
+  }
+
+  listCredentials(sid: string): Promise<CredentialRecord[]> {
+    if (this.#ledger) return Promise.resolve(this.#ledger.list(sid));
+    const lines = [...this.#credentials.values()].filter((r) => r.sid === sid).reverse();
+    lines.sort((a, b) => b.issuedAt - a.issuedAt);
+    return Promise.resolve(lines.slice(0, MAX_LISTED_CREDENTIALS).map((r) => structuredClone(r)));
+  }
+
+  claimLease(sid: string, instance: string, ttlMs: number, now: number): Promise<Lease> {
+    const current = this.#leases.get(sid);
+    if (current && current.expiresAt > now && current.instance !== instance) return Promise.resolve({ ...current });
+    const lease = current && current.instance === instance && current.expiresAt > now
+      ? { ...current, expiresAt: now + ttlMs }
+      : { instance, epoch: (current?.epoch ?? 0) + 1, expiresAt: now + ttlMs };
+    this.#leases.set(sid, lease);
+    return Promise.resolve({ ...lease });
+  }
+
+  renewLease(sid: string, instance: string, epoch: number, ttlMs: number, now: number): Promise<boolean> {
+    const current = this.#leases.get(sid);
+    if (!current || current.instance !== instance || current.epoch !== epoch) return Promise.resolve(false);
+    current.expiresAt = now + ttlMs;
+    return Promise.resolve(true);
+  }
+
+  takeOverLease(
+    sid: string,
+    instance: string,
+    staleEpoch: number,
+    ttlMs: number,
+    now: number,
+  ): Promise<Lease | undefined> {
+    const current = this.#leases.get(sid);
+    if (current && current.epoch !== staleEpoch) return Promise.resolve(undefined);
+    const lease = { instance, epoch: staleEpoch + 1, expiresAt: now + ttlMs };
+    this.#leases.set(sid, lease);
+    return Promise.resolve({ ...lease });
+  }
+
+  releaseLease(sid: string, instance: string, epoch: number): Promise<void> {
+    const current = this.#leases.get(sid);
+    // Expired rather than deleted: the next holder's epoch keeps growing.
+    if (current?.instance === instance && current.epoch === epoch) current.expiresAt = 0;
+    return Promise.resolve();
+  }
+
+  lease(sid: string, now: number): Promise<Lease | undefined> {
+    const current = this.#leases.get(sid);
+    return Promise.resolve(current && current.expiresAt > now ? { ...current } : undefined);
+  }
+
+  setPresence(bridgeId: string, instance: string, ttlMs: number, now: number): Promise<void> {
+    this.#presence.set(bridgeId, { instance, until: now + ttlMs });
+    return Promise.resolve();
+  }
+
+  clearPresence(bridgeId: string, instance: string): Promise<void> {
+    if (this.#presence.get(bridgeId)?.instance === instance) this.#presence.delete(bridgeId);
+    return Promise.resolve();
+  }
+
+  isPresent(bridgeId: string, now: number): Promise<boolean> {
+    const entry = this.#presence.get(bridgeId);
+    return Promise.resolve(entry !== undefined && entry.until > now);
+  }
+
+  publish(event: RelayEvent): Promise<void> {
+    for (const listener of this.#listeners) listener(event);
+    return Promise.resolve();
+  }
+
+  subscribe(listener: (event: RelayEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  ping(): Promise<boolean> {
+    return Promise.resolve(true);
+  }
+
+  close(): Promise<void> {
+    this.#listeners.clear();
     return Promise.resolve();
   }
 
