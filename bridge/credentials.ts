@@ -21,6 +21,13 @@ export interface RelayCredential {
    * pairing; later connections accept only this IDE. Absent until approval.
    */
   pinnedIde?: string;
+  /**
+   * The session's routing key from `auth.ok`: sent as `?r=` on `/ws/bridge` so
+   * that a load balancer in front of several relay instances places this
+   * bridge with its IDE. Absent in files from before it, and for relays that
+   * send none: the bridge connects without it.
+   */
+  routingKey?: string;
 }
 
 /** A token to revoke at a relay that could not be reached when it was dropped (`--pair`, a refused pairing). */
@@ -96,14 +103,22 @@ export class CredentialStore {
    * Replaces the token of `relay`'s credential with its rotated successor
    * (atomically: the file is replaced in one rename), keeping the pin.
    *
+   * @param routingKey The routing key the same `auth.ok` brought (absent: the stored one stays).
    * @returns False when the stored credential is not `bridgeId`'s (nothing written).
    */
-  async rotate(relay: string, bridgeId: string, token: string, expiresAt: number): Promise<boolean> {
+  async rotate(
+    relay: string,
+    bridgeId: string,
+    token: string,
+    expiresAt: number,
+    routingKey?: string,
+  ): Promise<boolean> {
     const data = await this.#read();
     const credential = data.relays[relay];
     if (credential?.bridgeId !== bridgeId) return false;
     credential.token = token;
     credential.expiresAt = expiresAt;
+    if (routingKey !== undefined) credential.routingKey = routingKey;
     await this.#write(data);
     return true;
   }

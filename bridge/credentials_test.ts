@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { ManualClock } from "../shared/clock.ts";
 import { CredentialStore } from "./credentials.ts";
+import { FirstPairing } from "./first_pairing.ts";
 
 Deno.test("credentials are stored per relay, mode 0600 in a 0700 dir, and deleted cleanly", async () => {
   const home = await Deno.makeTempDir();
@@ -63,6 +65,57 @@ Deno.test("a rotated token replaces the stored one and keeps the pin; pending re
     assert.equal((await store.note("https://a.example"))?.reason, "possible theft");
     await store.put("https://a.example", { token: "t4", bridgeId: "b2", expiresAt: 1, pairedAt: 6 });
     assert.equal(await store.note("https://a.example"), undefined, "a new pairing clears the note");
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("the routing key from auth.ok is stored with the token and kept across rotations; old files work without it", async () => {
+  const home = await Deno.makeTempDir();
+  try {
+    const store = new CredentialStore(`${home}/coder1`);
+    // A file written before routing keys existed: read as is, no key.
+    await Deno.mkdir(store.dir, { recursive: true, mode: 0o700 });
+    const old = { token: "t0", bridgeId: "b0", expiresAt: 1, pairedAt: 0, pinnedIde: "ide" };
+    await Deno.writeTextFile(
+      store.file,
+      JSON.stringify({ version: 1, lastRelay: "https://a.example", relays: { "https://a.example": old } }),
+    );
+    assert.deepEqual(await store.get("https://a.example"), old);
+    assert.equal(await store.rotate("https://a.example", "b0", "t1", 2), true, "a relay that sends no key");
+    assert.equal((await store.get("https://a.example"))?.routingKey, undefined);
+    assert.equal(await store.rotate("https://a.example", "b0", "t2", 3, "644ab2d723dad42f"), true);
+    assert.deepEqual(await store.get("https://a.example"), {
+      ...old,
+      token: "t2",
+      expiresAt: 3,
+      routingKey: "644ab2d723dad42f",
+    });
+    assert.equal(await store.rotate("https://a.example", "b0", "t3", 4), true, "auth.ok without a key keeps it");
+    assert.equal((await store.get("https://a.example"))?.routingKey, "644ab2d723dad42f");
+
+    // A first pairing (a redeemed code) stores the key with the new credential.
+    const pairing = new FirstPairing({
+      store,
+      relay: "https://b.example",
+      end: () => {},
+      prompt: () => Promise.resolve(),
+      readLine: () => Promise.resolve(undefined),
+      say: () => {},
+      warn: () => {},
+      clock: new ManualClock(7),
+    });
+    await pairing.saveCredential({ bridgeId: "b1", token: "jwt", expiresAt: 9, routingKey: "00ff00ff00ff00ff" });
+    assert.deepEqual(await store.get("https://b.example"), {
+      token: "jwt",
+      bridgeId: "b1",
+      expiresAt: 9,
+      pairedAt: 7,
+      routingKey: "00ff00ff00ff00ff",
+    });
+    await pairing.saveCredential({ bridgeId: "b1", token: "jwt2", expiresAt: 10, routingKey: "1111222233334444" });
+    assert.equal((await store.get("https://b.example"))?.routingKey, "1111222233334444");
+    pairing.stop();
   } finally {
     await Deno.remove(home, { recursive: true });
   }

@@ -141,7 +141,7 @@ export class FirstPairing {
   }
 
   /**
-   * Saves the token an `auth.ok` brings: a rotated token of the stored
+   * Saves the token an `auth.ok` brings, with its routing key: a rotated token of the stored
    * credential replaces its token (the pin stays); a token for another bridge
    * id (a redeemed pairing code) becomes a new credential. An `auth.ok`
    * without a token changes nothing.
@@ -150,12 +150,14 @@ export class FirstPairing {
    */
   async saveCredential(ok: AuthOkBody): Promise<void> {
     if (!ok.token) return;
-    if (await this.#opts.store.rotate(this.#opts.relay, ok.bridgeId, ok.token, ok.expiresAt)) return;
-    await this.#opts.store.put(this.#opts.relay, {
+    const { relay } = this.#opts;
+    if (await this.#opts.store.rotate(relay, ok.bridgeId, ok.token, ok.expiresAt, ok.routingKey)) return;
+    await this.#opts.store.put(relay, {
       token: ok.token,
       bridgeId: ok.bridgeId,
       expiresAt: ok.expiresAt,
       pairedAt: this.#clock.now(),
+      ...(ok.routingKey ? { routingKey: ok.routingKey } : {}),
     });
   }
 

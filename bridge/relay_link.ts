@@ -17,7 +17,7 @@ import { type Clock, systemClock } from "../shared/clock.ts";
 import { useSyncAead } from "../shared/e2e_crypto.ts";
 import { nodeAead } from "../shared/node_aead.ts";
 import { E2eError } from "../shared/e2e_session.ts";
-import { decodeAuthOk, decodeFlow } from "../shared/frame_bodies.ts";
+import { decodeAuthOk, decodeFlow, isRoutingKey } from "../shared/frame_bodies.ts";
 import { bodyBytes, decodeFrame, encodeFrame } from "../shared/frame_codec.ts";
 import {
   type AuthBody,
@@ -89,6 +89,12 @@ export interface RelayLinkOptions {
   e2e: LinkE2eOptions;
   /** First credential: a pairing code, or a stored token. */
   auth: { code: string } | { token: string };
+  /**
+   * The routing key stored with the token (none on a first pairing): sent as
+   * `?r=` on `/ws/bridge`. Each `auth.ok` that carries one replaces it for
+   * the next connection.
+   */
+  routingKey?: string;
   /** Runs commands; built by the caller with {@linkcode RelayLink.send} as its sender. */
   commands: (send: FrameSender) => CommandManager;
   /**
@@ -183,6 +189,8 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
   const telemetry = options.telemetry === false ? { telemetry: false } : {};
   // rotate: this bridge stores the new token every login brings (auth.ok), before using it.
   let auth: AuthBody = { ...options.auth, version: options.identity.version, rotate: true, ...telemetry };
+  // A key from a hand-edited file that does not fit in a URL is left out, not sent.
+  let routingKey = isRoutingKey(options.routingKey) ? options.routingKey : undefined;
   let failures = 0;
   let connectedOnce = false;
   const stopped = new Promise<void>((resolve) =>
@@ -194,14 +202,24 @@ export async function runRelayLink(options: RelayLinkOptions): Promise<LinkExit>
       options.print(
         connectedOnce ? `Reconnecting to ${options.relay.ws} ...` : `Connecting to ${options.relay.ws} ...`,
       );
-      const attempt = await _connect(options, auth, manager, terminals, streams, stopCommands, async (ok) => {
-        // Stored first (onAuthenticated), used second: should storing fail, the
-        // connection ends and the next one presents the token still on disk.
-        await options.onAuthenticated(ok, !connectedOnce);
-        if (ok.token) auth = { token: ok.token, version: options.identity.version, rotate: true, ...telemetry };
-        connectedOnce = true;
-        failures = 0;
-      });
+      const attempt = await _connect(
+        options,
+        auth,
+        routingKey,
+        manager,
+        terminals,
+        streams,
+        stopCommands,
+        async (ok) => {
+          // Stored first (onAuthenticated), used second: should storing fail, the
+          // connection ends and the next one presents the token still on disk.
+          await options.onAuthenticated(ok, !connectedOnce);
+          if (ok.token) auth = { token: ok.token, version: options.identity.version, rotate: true, ...telemetry };
+          if (ok.routingKey) routingKey = ok.routingKey;
+          connectedOnce = true;
+          failures = 0;
+        },
+      );
       streams.detachAll();
       if (options.signal.aborted) break;
       const pairing = "code" in options.auth && !connectedOnce;
@@ -304,6 +322,7 @@ function _linkExit(reason: unknown): LinkExit | undefined {
 function _connect(
   options: RelayLinkOptions,
   auth: AuthBody,
+  routingKey: string | undefined,
   manager: CommandManager,
   terminals: TerminalManager,
   streams: StreamTable,
@@ -312,7 +331,9 @@ function _connect(
 ): Promise<Attempt> {
   const result: Attempt = { authed: false };
   const done = Promise.withResolvers<Attempt>();
-  const ws = new WebSocket(`${options.relay.ws}/ws/bridge`, [WS_SUBPROTOCOL], {
+  // `?r=`: behind several relay instances, the balancer places the socket by it (docs/OPERATIONS.md).
+  const url = `${options.relay.ws}/ws/bridge${routingKey ? `?r=${routingKey}` : ""}`;
+  const ws = new WebSocket(url, [WS_SUBPROTOCOL], {
     // The credential is checked before the upgrade; a refusal is an HTTP answer ("unexpected-response" below).
     headers: bridgeCredentialHeaders(auth),
     perMessageDeflate: false,

@@ -150,6 +150,7 @@ export async function bridgeStart(flags: FlagValues): Promise<number> {
       ca,
       identity: { name: (flags.name as string | undefined) ?? _hostname(), version: VERSION, os: Deno.build.os },
       auth,
+      routingKey: "token" in auth ? stored?.routingKey : undefined,
       storedToken: async () => (await store.get(relay.http))?.token,
       telemetry,
       crashReport: { take: () => crashes.take(), sent: () => crashes.discard() },

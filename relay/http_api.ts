@@ -23,6 +23,7 @@ import { type Hub, outdatedReason } from "./hub.ts";
 import type { Logger } from "./logger.ts";
 import { METRICS_CONTENT_TYPE, type RelayMetrics } from "./metrics.ts";
 import type { Pairing } from "./pairing.ts";
+import { routingKey } from "./routing_key.ts";
 import type { RelayStore } from "./store.ts";
 import type { TokenService } from "./token_service.ts";
 import { WEB_ASSETS } from "./web_assets.ts";
@@ -207,12 +208,12 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
       const cookie = `${cookieName}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}` +
         (deps.secureCookies ? "; Secure" : "");
       deps.log.info("session.create", {});
-      return json({ expiresAt }, 201, { "set-cookie": cookie, ...cors(request) });
+      return json({ expiresAt, routingKey: routingKey(sid) }, 201, { "set-cookie": cookie, ...cors(request) });
     },
 
     "GET /api/session": async (request) => {
-      await requireSession(request);
-      return json({ ok: true }, 200, cors(request));
+      const sid = await requireSession(request);
+      return json({ ok: true, routingKey: routingKey(sid) }, 200, cors(request));
     },
 
     "POST /api/pairing-codes": async (request, info) => {

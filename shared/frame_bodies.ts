@@ -52,6 +52,11 @@ const MAX_VERSION_CHARS = 32;
 const STREAM_ID = /^[A-Za-z0-9_-]{16,64}$/;
 /** Terminal ids are header ids: letters, digits, `-` and `_`, 1 to 64 characters. */
 const TERMINAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/**
+ * A routing key (`auth.ok` `routingKey`, `GET /api/session`): URL-safe, since
+ * clients put it in `?r=` as it is. Today's relays send 16 hex characters.
+ */
+const ROUTING_KEY = /^[A-Za-z0-9_-]{1,64}$/;
 /** The values of {@linkcode TerminalSupport}. */
 const TERMINAL_SUPPORT: readonly TerminalSupport[] = ["available", "disabled", "unsupported-os"];
 
@@ -95,7 +100,22 @@ export function decodeAuthOk(body: Uint8Array, fail: Fail = badFrame): AuthOkBod
   };
   if (o.token !== undefined) out.token = _text(o.token, 8192, "auth.ok token", fail);
   if (o.crashReports === true) out.crashReports = true;
+  if (o.routingKey !== undefined) {
+    if (!isRoutingKey(o.routingKey)) throw fail("auth.ok routingKey must be 1 to 64 letters, digits, - or _");
+    out.routingKey = o.routingKey;
+  }
   return out;
+}
+
+/**
+ * Whether `v` is a routing key a client may put in `?r=` (1 to 64 letters,
+ * digits, `-` or `_`).
+ *
+ * @param v A value from the relay (`auth.ok`, `GET /api/session`) or a credentials file.
+ * @returns True when it is a well-formed routing key.
+ */
+export function isRoutingKey(v: unknown): v is string {
+  return typeof v === "string" && ROUTING_KEY.test(v);
 }
 
 /** `bridge.status` (relay -> IDE). */

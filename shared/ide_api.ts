@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { isRoutingKey } from "./frame_bodies.ts";
 import { IdeClientError } from "./ide_client_error.ts";
 import { SESSION_COOKIE } from "./protocol.ts";
 
@@ -60,6 +61,7 @@ export class IdeApi {
   readonly base: string;
   #fetch: typeof fetch;
   #cookie?: string;
+  #routingKey?: string;
 
   /**
    * @param relayUrl The relay's base URL, e.g. `https://relay.example`.
@@ -77,6 +79,15 @@ export class IdeApi {
   }
 
   /**
+   * The session's routing key, once the relay gave one (`POST /api/sessions`,
+   * `GET /api/session`): the IDE socket carries it as `?r=` so that a load
+   * balancer in front of several relay instances places it with its bridge.
+   */
+  get routingKey(): string | undefined {
+    return this.#routingKey;
+  }
+
+  /**
    * Creates a browser session (`POST /api/sessions`) and keeps its cookie.
    *
    * @returns When the session expires (ms since the epoch).
@@ -89,7 +100,9 @@ export class IdeApi {
       const m = new RegExp(`^((?:__Host-)?${SESSION_COOKIE})=([^;]+)`).exec(line);
       if (m) this.#cookie = `${m[1]}=${m[2]}`;
     }
-    return await res.json();
+    const body = await res.json();
+    this.#keepRoutingKey(body);
+    return { expiresAt: body.expiresAt };
   }
 
   /**
@@ -99,7 +112,7 @@ export class IdeApi {
    */
   async ensureSession(): Promise<boolean> {
     try {
-      await this.#call("GET", "/api/session");
+      this.#keepRoutingKey(await (await this.#call("GET", "/api/session")).json().catch(() => ({})));
       return false;
     } catch (error) {
       if (!(error instanceof IdeClientError) || error.status !== 401) throw error;
@@ -151,6 +164,11 @@ export class IdeApi {
    */
   async listBridges(): Promise<BridgeCredentialInfo[]> {
     return (await (await this.#call("GET", "/api/bridges")).json()).bridges;
+  }
+
+  // A relay without clustering support sends none; a malformed one is not put in a URL.
+  #keepRoutingKey(body: { routingKey?: unknown } | null): void {
+    this.#routingKey = isRoutingKey(body?.routingKey) ? body.routingKey : undefined;
   }
 
   async #call(method: string, path: string, json?: Record<string, unknown>): Promise<Response> {

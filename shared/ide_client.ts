@@ -245,6 +245,14 @@ export class IdeClient {
     return this.#api.sessionCookie;
   }
 
+  /**
+   * The session's routing key from the relay (after `createSession` or
+   * `ensureSession`); {@linkcode connect} puts it in the socket URL as `?r=`.
+   */
+  get routingKey(): string | undefined {
+    return this.#api.routingKey;
+  }
+
   /** The IDE's identity key pair (made in memory on first use when none was given). */
   identity(): Promise<CryptoKeyPair> {
     return this.#e2e.identity();
@@ -313,7 +321,10 @@ export class IdeClient {
     const headers: Record<string, string> = { Origin: this.#origin };
     const cookie = this.#api.sessionCookie;
     if (cookie) headers.Cookie = cookie;
-    const socket = this.#openSocket(`${this.#api.base.replace(/^http/, "ws")}/ws/ide`, headers, [WS_SUBPROTOCOL]);
+    // `?r=`: behind several relay instances, the balancer places the socket by it (docs/OPERATIONS.md).
+    const key = this.#api.routingKey;
+    const url = `${this.#api.base.replace(/^http/, "ws")}/ws/ide${key ? `?r=${key}` : ""}`;
+    const socket = this.#openSocket(url, headers, [WS_SUBPROTOCOL]);
     // Bytes, not Blobs. npm:ws already delivers Buffers (Uint8Arrays): asking it
     // for ArrayBuffers would copy every message.
     if (socket.binaryType !== "nodebuffer") socket.binaryType = "arraybuffer";

@@ -647,6 +647,13 @@ export interface AuthOkBody {
    * that do not know `crash`, which would close the socket with 4400).
    */
   crashReports?: boolean;
+  /**
+   * The session's routing key (several relay instances behind a load
+   * balancer): the bridge stores it with its token and adds `?r=<key>` to
+   * `/ws/bridge` so that it lands on the instance of its IDE. Absent from
+   * relays that do not send it; docs/OPERATIONS.md, "Running several relays".
+   */
+  routingKey?: string;
 }
 
 /** At most this many `crash` frames per bridge connection are kept; more are ignored. */
