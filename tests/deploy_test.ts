@@ -205,6 +205,65 @@ Deno.test({
   },
 });
 
+/** One command to a Redis on loopback, its reply as raw RESP text (replies here are small: one read). */
+async function redisCommand(port: number, ...args: string[]): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const req = `*${args.length}\r\n` + args.map((a) => `$${new TextEncoder().encode(a).length}\r\n${a}\r\n`).join("");
+    await conn.write(new TextEncoder().encode(req));
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0));
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name: "Redis settings (deploy/redis/coder1.conf): accepted by redis-server; a write just before a SIGKILL survives",
+  ignore: !haveRedis("Redis settings file"),
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "coder1-redis-conf-" });
+    const port = freePort();
+    const shipped = await Deno.readTextFile(`${ROOT}/deploy/redis/coder1.conf`);
+    for (const line of ["port 6379", "dir /var/lib/redis"]) assert.match(shipped, new RegExp(`^${line}$`, "m"));
+    await Deno.writeTextFile(
+      `${dir}/coder1.conf`,
+      shipped.replace(/^port 6379$/m, `port ${port}`).replace(/^dir \/var\/lib\/redis$/m, `dir ${dir}`),
+    );
+    const start = () =>
+      new Deno.Command("redis-server", { args: [`${dir}/coder1.conf`], stdin: "null", stdout: "null", stderr: "null" })
+        .spawn();
+    const ready = async () => {
+      for (let i = 0; i < 200; i++) {
+        if (await redisCommand(port, "PING").then((r) => r.startsWith("+PONG"), () => false)) return;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error("redis-server did not answer");
+    };
+    let server = start();
+    try {
+      await ready();
+      const config = async (key: string) => (await redisCommand(port, "CONFIG", "GET", key)).split("\r\n")[4];
+      assert.equal(await config("appendonly"), "yes");
+      assert.equal(await config("appendfsync"), "everysec");
+      assert.equal(await config("maxmemory-policy"), "noeviction");
+      assert.equal(await config("bind"), "127.0.0.1 -::1");
+      // A revocation-like write, then a crash (no shutdown save): the append-only file keeps it.
+      assert.equal(await redisCommand(port, "SET", "coder1:test:revoked", "1"), "+OK\r\n");
+      server.kill("SIGKILL");
+      await server.status;
+      server = start();
+      await ready();
+      assert.equal(await redisCommand(port, "GET", "coder1:test:revoked"), "$1\r\n1\r\n");
+    } finally {
+      server.kill("SIGTERM");
+      await server.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 /** The Dockerfile's instructions (continuation lines joined). */
 function dockerInstructions(text: string): { op: string; arg: string }[] {
   return text.replace(/\\\n\s*/g, " ").split("\n")
