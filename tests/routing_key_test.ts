@@ -10,7 +10,18 @@
 import assert from "node:assert/strict";
 import { encodeFrame } from "../shared/frame_codec.ts";
 import { FrameType, WS_SUBPROTOCOL } from "../shared/protocol.ts";
-import { ideClient, makeTestDirs, startBridgeProcess, startRelayProcess, wsFactory } from "./helpers.ts";
+import type { IdeClient } from "../shared/ide_client.ts";
+import {
+  type Coder1Process,
+  ideClient,
+  makeTestDirs,
+  pairedSetup,
+  ROOT,
+  runCollect,
+  startBridgeProcess,
+  startRelayProcess,
+  wsFactory,
+} from "./helpers.ts";
 
 const KEY = /^[0-9a-f]{16}$/;
 
@@ -145,6 +156,40 @@ Deno.test({
       assert.equal(stored.routingKey, undefined);
       assert.match(stored.token, /^token-\d$/, "rotated as before");
     } finally {
+      await relay.stop();
+      await dirs.cleanup();
+    }
+  },
+});
+
+/** Whether relay/hub.ts puts the routing key in `auth.ok` yet (the line lands with the cluster hub). */
+const HUB_SENDS_ROUTING_KEY = /routingKey\(/.test(await Deno.readTextFile(`${ROOT}/relay/hub.ts`));
+if (!HUB_SENDS_ROUTING_KEY) console.log("SKIP routing key through a real relay's auth.ok: relay/hub.ts sends none yet");
+
+Deno.test({
+  name: "routing key: a real relay's auth.ok carries the session's key; the bridge stores it and reconnects with ?r=",
+  ignore: !HUB_SENDS_ROUTING_KEY,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dirs = await makeTestDirs();
+    const relay = await startRelayProcess(dirs);
+    let ide: IdeClient | undefined;
+    let bridge: Coder1Process | undefined;
+    try {
+      ({ ide, bridge } = await pairedSetup(dirs, relay.url));
+      const file = `${dirs.env.XDG_CONFIG_HOME}/coder1/credentials.json`;
+      const stored = JSON.parse(await Deno.readTextFile(file)).relays[relay.url];
+      assert.equal(stored.routingKey, ide.routingKey, "the bridge's key is the IDE's");
+      // A restart with the stored token opens /ws/bridge?r=<key>, which the relay serves as before.
+      await bridge.stop();
+      bridge = startBridgeProcess(dirs, relay.url);
+      await bridge.stdout.waitFor(/Bridge connected/);
+      await ide.waitForBridge(20_000);
+      assert.equal((await runCollect(ide, "echo placed")).stdout, "placed\n");
+    } finally {
+      ide?.close();
+      await bridge?.stop();
       await relay.stop();
       await dirs.cleanup();
     }
