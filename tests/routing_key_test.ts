@@ -5,7 +5,8 @@
  * browser session; the IDE client sends it on `/ws/ide`. The bridge gets it in
  * `auth.ok`, stores it with its token and sends it on later `/ws/bridge`
  * connections, tested here with a real bridge process against a stand-in
- * relay that records the URLs it is asked for.
+ * relay that records the URLs it is asked for; and the bundled page in
+ * Chromium.
  */
 import assert from "node:assert/strict";
 import { encodeFrame } from "../shared/frame_codec.ts";
@@ -13,6 +14,7 @@ import { FrameType, WS_SUBPROTOCOL } from "../shared/protocol.ts";
 import type { IdeClient } from "../shared/ide_client.ts";
 import {
   type Coder1Process,
+  haveProgram,
   ideClient,
   makeTestDirs,
   pairedSetup,
@@ -22,6 +24,7 @@ import {
   startRelayProcess,
   wsFactory,
 } from "./helpers.ts";
+import { indicator, launchChromium } from "./web_browser.ts";
 
 const KEY = /^[0-9a-f]{16}$/;
 
@@ -190,6 +193,32 @@ Deno.test({
     } finally {
       ide?.close();
       await bridge?.stop();
+      await relay.stop();
+      await dirs.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "routing key: the bundled web page opens /ws/ide?r=<its session's key> (Chromium)",
+  ignore: !haveProgram("chromium", "the web page's routing key in Chromium"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dirs = await makeTestDirs();
+    const relay = await startRelayProcess(dirs);
+    const browser = await launchChromium();
+    try {
+      const page = await (await browser.newContext()).newPage();
+      const sockets: string[] = [];
+      page.on("websocket", (ws) => sockets.push(ws.url()));
+      await page.goto(relay.url);
+      await indicator(page, "disconnected");
+      const key = await page.evaluate(async () => (await (await fetch("/api/session")).json()).routingKey);
+      assert.match(key, KEY);
+      assert.deepEqual(sockets, [`${relay.url.replace(/^http/, "ws")}/ws/ide?r=${key}`]);
+    } finally {
+      await browser.close();
       await relay.stop();
       await dirs.cleanup();
     }
