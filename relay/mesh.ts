@@ -380,7 +380,12 @@ export function clusterHandler(
         reason: "bad-request",
       });
     }
-    const lease = await deps.store.lease(claims.sid, deps.clock.now());
+    const lease = await deps.store.lease(claims.sid, deps.clock.now()).catch((error) => {
+      throw new Coder1Error(`Cannot open mesh link: the shared state store is unreachable (${String(error)})`, {
+        status: 503,
+        reason: "state-store-unavailable",
+      });
+    });
     if (lease?.instance !== deps.instance || lease.epoch !== claims.epoch) {
       throw new Coder1Error("Cannot open mesh link: this instance does not hold the session's lease at that epoch", {
         status: 409,
