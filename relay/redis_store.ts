@@ -224,6 +224,8 @@ export class RedisStore implements RelayStore {
       url: options.url,
       // Fail at once while disconnected instead of queueing until Redis returns.
       disableOfflineQueue: true,
+      // Redis Enterprise's maintenance notices (RESP3 only) read env vars the relay may not read.
+      maintNotifications: "disabled" as const,
       socket: {
         connectTimeout: CONNECT_TIMEOUT_MS,
         reconnectStrategy: (retries: number) => Math.min(RECONNECT_MIN_MS * 2 ** retries, RECONNECT_MAX_MS),
