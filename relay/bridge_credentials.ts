@@ -388,11 +388,12 @@ export class BridgeCredentials {
 
   /**
    * Whether line `bridgeId` has an open connection: here (the hub), or, with
-   * a store shared by several instances, on another one (its presence).
+   * a store shared by several instances, on another one (its presence; a
+   * single relay never sets presence, so there the answer is the hub's).
    */
   async #connected(bridgeId: string): Promise<boolean> {
     if (this.#isLive(bridgeId)) return true;
-    return this.#store.shared && await this.#store.isPresent(bridgeId, this.#clock.now());
+    return await this.#store.isPresent(bridgeId, this.#clock.now());
   }
 
   /** A valid token from before the relay kept records: its line starts now. */

@@ -232,7 +232,9 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
       return json({
         bridgeId: claims.sub,
         expiresAt: claims.expiresAt,
-        connected: deps.hub.bridgeConnected(claims.sid),
+        // Here, or (several instances) on the session's home: a connected line of the session.
+        connected: deps.hub.bridgeConnected(claims.sid) ||
+          (await deps.credentials.list(claims.sid)).some((line) => line.connected),
       });
     },
 
@@ -305,7 +307,9 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
           reason: "bad-request",
         });
       } else {
-        const connected = deps.hub.sessionBridge(sid);
+        // Here, or (several instances) the line connected on the session's home.
+        const connected = deps.hub.sessionBridge(sid) ??
+          (await deps.credentials.list(sid)).find((line) => line.connected);
         if (!connected) {
           throw new Coder1Error("Cannot revoke: no bridge is connected to this session; name one with bridgeId", {
             status: 404,

@@ -6,7 +6,7 @@
  * the other instance pipes its client there; the mesh endpoints refuse a bad
  * HMAC, a replayed header, an old time and a stale epoch; a dead or silent
  * home is taken over; a home that lost its lease closes its sockets with
- * 4412; a revoke event closes the bridge on the instance it is connected to;
+ * 4412; a revoke asked of another instance closes the bridge on its home;
  * `/readyz` reports the store; a single relay makes no lease calls at all;
  * the cluster flags are all or nothing and the mesh key file is checked.
  *
@@ -166,6 +166,12 @@ Deno.test(
       assert.ok(b.metrics.value("coder1_mesh_forwarded_frames_total", { direction: "from_home" }) > 10);
       assert.ok(b.metrics.value("coder1_mesh_forwarded_frames_total", { direction: "to_home" }) > 0);
 
+      // The API on B, which is not the home, sees the bridge connected on A (its presence in the store).
+      const onB = { cookie: ide.sessionCookie!, origin: c.urls[1] };
+      const listed = await (await fetch(`${c.urls[1]}/api/bridges`, { headers: onB })).json();
+      assert.equal(listed.bridges.length, 1);
+      assert.equal(listed.bridges[0].connected, true, "connected, seen from B");
+
       // The home goes away: the bridge's link closes with A's 1001, the bridge reconnects to B,
       // which is home now; the page reconnects through the balancer, to B too.
       const lost = bridge.stdout.waitFor(/Bridge reconnected/);
@@ -198,7 +204,7 @@ Deno.test(
 );
 
 Deno.test(
-  "mesh: the home's refusal is the client's answer (409 session-taken), and a revoke event closes a forwarded bridge with 4410",
+  "mesh: the home's refusal is the client's answer (409 session-taken), and a revoke asked of the other instance closes the forwarded bridge with 4410",
   SANITIZE,
   async () => {
     const c = await startCluster(2);
@@ -242,8 +248,15 @@ Deno.test(
       assert.match(refused.close!.reason, /approved bridge is connected/);
       assert.deepEqual(a.hub.stats, { bridges: 1, ides: 1 }, "the approved bridge stays");
 
-      // A revoke published by any instance: the home closes the bridge, B passes 4410 and the reason on.
-      await c.store.publish({ kind: "revoked", bridgeId, reason: "logout" });
+      // "Revoke the connected bridge" asked of B, which is not its home: B finds the line connected on A (presence),
+      // revokes it and publishes; the home closes the bridge, B passes 4410 and the reason on.
+      const revoke = await fetch(`${c.urls[1]}/api/bridge/revoke`, {
+        method: "POST",
+        headers: { cookie, origin: c.urls[1], "content-type": "application/json" },
+        body: "{}",
+      });
+      assert.equal(revoke.status, 200, await revoke.clone().text());
+      assert.deepEqual(await revoke.json(), { revoked: true, bridgeId });
       const closed = await first.socket.closed;
       assert.equal(closed.code, CloseCode.Revoked);
       assert.match(closed.reason, /token revoked/);
