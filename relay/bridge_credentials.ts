@@ -13,6 +13,14 @@
  * is open. Anything older, or that token while the line is connected or after
  * its successor was used, is reuse.
  *
+ * The lines live in the state store (relay/store.ts): the credentials file
+ * through MemoryStore, or Redis shared by several relay instances. A login
+ * writes its rotation with a compare-and-set on the token it read, so two
+ * instances logging in with one token at the same moment cannot both rotate
+ * it: the one that loses treats it as reuse. A revocation is published as an
+ * event, and every instance (this one included, from the same subscription)
+ * closes its connections of that line.
+ *
  * @module
  */
 import type { Clock } from "../shared/clock.ts";
@@ -23,10 +31,10 @@ import {
   LOGINS_PER_ADDRESS_PER_WINDOW,
   LOGINS_PER_CREDENTIAL_PER_WINDOW,
 } from "../shared/protocol.ts";
-import type { CredentialLedger, CredentialRecord, RevokeReason } from "./credential_ledger.ts";
+import type { CredentialRecord, RevokeReason } from "./credential_ledger.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import type { Pairing } from "./pairing.ts";
-import type { RelayStore } from "./store.ts";
+import type { RelayEvent, RelayStore } from "./store.ts";
 import type { BridgeClaims, TokenService } from "./token_service.ts";
 
 /** What a bridge says about itself at login. */
@@ -89,38 +97,47 @@ export type RevokeListener = (bridgeId: string, reason: RevokeReason) => void;
 export const REUSE_MESSAGE =
   "an old token of this bridge was presented again (possible theft), so the relay revoked all of its tokens; pair again";
 
+/** Attempts at a compare-and-set write that is not a login's (approval, revocation) before writing anyway. */
+const WRITE_ATTEMPTS = 3;
+
 /** Issues, rotates, checks and revokes bridge credentials. */
 export class BridgeCredentials {
-  #ledger: CredentialLedger;
   #tokens: TokenService;
   #store: RelayStore;
   #pairing: Pairing;
   #clock: Clock;
   #metrics?: RelayMetrics;
   #listeners: RevokeListener[] = [];
-  /** Which lines have an open connection (the hub answers). */
+  /** Which lines have an open connection on this instance (the hub answers). */
   #isLive: (bridgeId: string) => boolean = () => false;
+  #unsubscribe: () => void;
 
-  /** @param deps Ledger, token service, store (rate windows, revocations), pairing, clock, metrics. */
+  /** @param deps Token service, store (credential lines, rate windows, revocations, events), pairing, clock, metrics. */
   constructor(deps: {
-    ledger: CredentialLedger;
     tokens: TokenService;
     store: RelayStore;
     pairing: Pairing;
     clock: Clock;
     metrics?: RelayMetrics;
   }) {
-    this.#ledger = deps.ledger;
     this.#tokens = deps.tokens;
     this.#store = deps.store;
     this.#pairing = deps.pairing;
     this.#clock = deps.clock;
     this.#metrics = deps.metrics;
+    // Revocations made here come back through the store like those of other instances.
+    this.#unsubscribe = this.#store.subscribe((event) => this.#onEvent(event));
+  }
+
+  /** Stops listening to the store's events (the relay shuts down). */
+  close(): void {
+    this.#unsubscribe();
   }
 
   /**
-   * Connects the hub: `isLive` says whether a line has an open connection,
-   * `onRevoke` closes it when the line is revoked.
+   * Connects the hub: `isLive` says whether a line has an open connection on
+   * this instance (with a shared store, other instances' presence counts too),
+   * `onRevoke` closes it when the line is revoked on any instance.
    */
   attach(isLive: (bridgeId: string) => boolean, onRevoke: RevokeListener): void {
     this.#isLive = isLive;
@@ -139,7 +156,7 @@ export class BridgeCredentials {
     admit?.(sid, bridgeId, false);
     const issued = await this.#tokens.issueBridgeToken(bridgeId, sid);
     const now = this.#clock.now();
-    this.#ledger.put({
+    await this.#store.putCredential({
       bridgeId,
       sid,
       issuedAt: now,
@@ -182,11 +199,13 @@ export class BridgeCredentials {
     if (!byCredential.allowed) {
       throw this.#limited("too many logins with this bridge's token", byCredential.retryAfterMs);
     }
-    const record = this.#ledger.get(claims.sub) ?? this.#adopt(claims, address);
+    const record = await this.#store.getCredential(claims.sub) ?? await this.#adopt(claims, address);
+    // What the line held when read: the write below happens only if nobody changed it meanwhile.
+    const readJti = record.jti;
     if (record.revokedAt !== undefined) throw _refused(record);
     if (record.sid !== claims.sid) throw _authError("token does not match its bridge's record");
     if (claims.jti !== record.jti) {
-      const grace = claims.jti === record.prevJti && !record.jtiUsed && !this.#isLive(record.bridgeId);
+      const grace = claims.jti === record.prevJti && !record.jtiUsed && !(await this.#connected(record.bridgeId));
       if (!grace) {
         await this.#revokeLine(record, "reuse");
         throw _authError(REUSE_MESSAGE);
@@ -212,7 +231,13 @@ export class BridgeCredentials {
       record.rotating = true;
       issuedToken = issued.token;
     } else record.jtiUsed = true;
-    this.#ledger.put(record);
+    if (!(await this.#store.putCredential(record, readJti))) {
+      // Another login (on this instance or another) changed the line since it was read: two
+      // connections presented one token at the same moment. Only one can hold it: reuse.
+      const current = await this.#store.getCredential(record.bridgeId);
+      if (current && current.revokedAt === undefined) await this.#revokeLine(current, "reuse");
+      throw _authError(REUSE_MESSAGE);
+    }
     return {
       sid: record.sid,
       bridgeId: record.bridgeId,
@@ -237,11 +262,11 @@ export class BridgeCredentials {
     } catch (error) {
       // A revoked token (signature and claims were good) of a line revoked for reuse: say so.
       const sub = /token revoked/.test((error as Error).message) ? _unverifiedSub(token) : undefined;
-      const record = sub ? this.#ledger.get(sub) : undefined;
+      const record = sub ? await this.#store.getCredential(sub) : undefined;
       if (record?.revokedReason === "reuse") throw _refused(record);
       throw error;
     }
-    const record = this.#ledger.get(claims.sub) ?? this.#adopt(claims, "unknown");
+    const record = await this.#store.getCredential(claims.sub) ?? await this.#adopt(claims, "unknown");
     if (record.revokedAt !== undefined) throw _refused(record);
     const current = claims.jti === record.jti || (claims.jti === record.prevJti && !record.jtiUsed);
     if (!current) throw _authError("this token was replaced by a newer one (rotated)");
@@ -249,16 +274,29 @@ export class BridgeCredentials {
   }
 
   /** The line of `bridgeId`, if the relay knows it. */
-  get(bridgeId: string): CredentialRecord | undefined {
-    return this.#ledger.get(bridgeId);
+  get(bridgeId: string): Promise<CredentialRecord | undefined> {
+    return this.#store.getCredential(bridgeId);
   }
 
-  /** The user approved the bridge connected on line `bridgeId` (the IDE forwarded `e2e.approve` or `stream.resume`). */
-  markApproved(bridgeId: string): void {
-    const record = this.#ledger.get(bridgeId);
-    if (!record || record.approved || record.revokedAt !== undefined) return;
-    record.approved = true;
-    this.#ledger.put(record);
+  /**
+   * The user approved the bridge connected on line `bridgeId` (the IDE
+   * forwarded `e2e.approve` or `stream.resume`). The hub does not wait for
+   * it, so it never rejects: with the store unreachable the line stays
+   * unapproved in the store (the connection is approved in the hub), which
+   * only means the next takeover of its session asks again.
+   */
+  async markApproved(bridgeId: string): Promise<void> {
+    try {
+      for (let attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+        const record = await this.#store.getCredential(bridgeId);
+        if (!record || record.approved || record.revokedAt !== undefined) return;
+        record.approved = true;
+        // Not over a rotation that happened meanwhile: that would bring its old token back.
+        if (await this.#store.putCredential(record, record.jti)) return;
+      }
+    } catch {
+      // Store unreachable: see above.
+    }
   }
 
   /**
@@ -266,15 +304,19 @@ export class BridgeCredentials {
    *
    * @param sid The browser session.
    */
-  list(sid: string): CredentialView[] {
-    return this.#ledger.list(sid).map((r) => {
+  async list(sid: string): Promise<CredentialView[]> {
+    const lines = await this.#store.listCredentials(sid);
+    const connected = await Promise.all(
+      lines.map((r) => r.revokedAt === undefined ? this.#connected(r.bridgeId) : false),
+    );
+    return lines.map((r, i) => {
       const view: CredentialView = {
         bridgeId: r.bridgeId,
         issuedAt: r.issuedAt,
         issuedFrom: r.issuedFrom,
         expiresAt: r.expiresAt,
         approved: r.approved,
-        connected: r.revokedAt === undefined && this.#isLive(r.bridgeId),
+        connected: connected[i],
       };
       if (r.lastSeen !== undefined) view.lastSeen = r.lastSeen;
       if (r.lastAddress !== undefined) view.lastAddress = r.lastAddress;
@@ -292,8 +334,8 @@ export class BridgeCredentials {
    */
   async revokeForSession(sid: string, which: { bridgeId: string } | { all: true }): Promise<string[]> {
     const lines = "all" in which
-      ? this.#ledger.list(sid)
-      : [this.#ledger.get(which.bridgeId)].filter((r): r is CredentialRecord => r?.sid === sid);
+      ? await this.#store.listCredentials(sid)
+      : [await this.#store.getCredential(which.bridgeId)].filter((r): r is CredentialRecord => r?.sid === sid);
     const revoked: string[] = [];
     for (const record of lines) {
       if (record.revokedAt === undefined) await this.#revokeLine(record, "user");
@@ -308,22 +350,53 @@ export class BridgeCredentials {
    * @param reason `logout` or `replaced`.
    */
   async revoke(bridgeId: string, reason: RevokeReason): Promise<void> {
-    const record = this.#ledger.get(bridgeId);
+    const record = await this.#store.getCredential(bridgeId);
     if (record && record.revokedAt === undefined) await this.#revokeLine(record, reason);
   }
 
-  async #revokeLine(record: CredentialRecord, reason: RevokeReason): Promise<void> {
-    // Revoked first, closed second: a reconnect with any token of the line already fails.
-    await this.#store.revoke(record.jti, record.expiresAt);
-    if (record.prevJti) await this.#store.revoke(record.prevJti, record.expiresAt);
-    record.revokedAt = this.#clock.now();
-    record.revokedReason = reason;
-    this.#ledger.put(record);
-    for (const listener of this.#listeners) listener(record.bridgeId, reason);
+  async #revokeLine(line: CredentialRecord, reason: RevokeReason): Promise<void> {
+    let record = line;
+    for (let attempt = 1;; attempt++) {
+      // Revoked first, closed second: a reconnect with any token of the line already fails.
+      await this.#store.revoke(record.jti, record.expiresAt);
+      if (record.prevJti) await this.#store.revoke(record.prevJti, record.expiresAt);
+      const readJti = record.jti;
+      record.revokedAt = this.#clock.now();
+      record.revokedReason = reason;
+      // A login that rotated the line meanwhile issued a token not revoked above: read it and revoke that too.
+      if (await this.#store.putCredential(record, attempt < WRITE_ATTEMPTS ? readJti : undefined)) break;
+      const current = await this.#store.getCredential(record.bridgeId);
+      if (!current || current.revokedAt !== undefined) break;
+      record = current;
+    }
+    try {
+      await this.#store.publish({ kind: "revoked", bridgeId: record.bridgeId, reason });
+    } catch (error) {
+      // The line is revoked (no reconnect succeeds); this instance at least closes its connection now.
+      this.#kick(record.bridgeId, reason);
+      throw error;
+    }
+  }
+
+  #onEvent(event: RelayEvent): void {
+    if (event.kind === "revoked") this.#kick(event.bridgeId, event.reason);
+  }
+
+  #kick(bridgeId: string, reason: RevokeReason): void {
+    for (const listener of this.#listeners) listener(bridgeId, reason);
+  }
+
+  /**
+   * Whether line `bridgeId` has an open connection: here (the hub), or, with
+   * a store shared by several instances, on another one (its presence).
+   */
+  async #connected(bridgeId: string): Promise<boolean> {
+    if (this.#isLive(bridgeId)) return true;
+    return this.#store.shared && await this.#store.isPresent(bridgeId, this.#clock.now());
   }
 
   /** A valid token from before the relay kept records: its line starts now. */
-  #adopt(claims: BridgeClaims, address: string): CredentialRecord {
+  async #adopt(claims: BridgeClaims, address: string): Promise<CredentialRecord> {
     const now = this.#clock.now();
     const record: CredentialRecord = {
       bridgeId: claims.sub,
@@ -336,7 +409,7 @@ export class BridgeCredentials {
       expiresAt: claims.expiresAt,
       approved: false,
     };
-    this.#ledger.put(record);
+    await this.#store.putCredential(record);
     return record;
   }
 

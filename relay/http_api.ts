@@ -283,7 +283,7 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
     "GET /api/bridges": async (request) => {
       checkOrigin(request, false);
       const sid = await requireSession(request);
-      return json({ bridges: deps.credentials.list(sid) }, 200, cors(request));
+      return json({ bridges: await deps.credentials.list(sid) }, 200, cors(request));
     },
 
     "POST /api/bridge/revoke": async (request) => {

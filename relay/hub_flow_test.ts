@@ -14,7 +14,6 @@ import { Hub } from "./hub.ts";
 import { createLogger } from "./logger.ts";
 import { Pairing } from "./pairing.ts";
 import { BridgeCredentials } from "./bridge_credentials.ts";
-import { CredentialLedger } from "./credential_ledger.ts";
 import { MemoryStore } from "./store.ts";
 import { loadSigningKey, TokenService } from "./token_service.ts";
 
@@ -62,8 +61,7 @@ async function setup(timings: Record<string, number> = {}) {
   });
   const clock = new ManualClock(1_000_000);
   const pairing = new Pairing({ store, clock: systemClock, random: (b) => crypto.getRandomValues(b) });
-  const ledger = new CredentialLedger(":memory:");
-  const credentials = new BridgeCredentials({ ledger, tokens, store, pairing, clock: systemClock });
+  const credentials = new BridgeCredentials({ tokens, store, pairing, clock: systemClock });
   const hub = new Hub({
     credentials,
     log: createLogger({ level: "silent" }),

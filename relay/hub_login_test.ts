@@ -10,7 +10,6 @@ import { Coder1Error } from "../shared/errors.ts";
 import { decodeFrame } from "../shared/frame_codec.ts";
 import { FrameType } from "../shared/protocol.ts";
 import { BridgeCredentials } from "./bridge_credentials.ts";
-import { CredentialLedger } from "./credential_ledger.ts";
 import { Hub, UNCLAIMED_LOGIN_MS } from "./hub.ts";
 import { createLogger } from "./logger.ts";
 import { Pairing } from "./pairing.ts";
@@ -47,8 +46,7 @@ async function setup() {
   const store = new MemoryStore();
   const tokens = new TokenService(await loadSigningKey(`${dir}/key.jwk`, { create: true }), { clock, store });
   const pairing = new Pairing({ store, clock, random: (b) => crypto.getRandomValues(b) });
-  const ledger = new CredentialLedger(":memory:");
-  const credentials = new BridgeCredentials({ ledger, tokens, store, pairing, clock });
+  const credentials = new BridgeCredentials({ tokens, store, pairing, clock });
   const hub = new Hub({ credentials, log: createLogger({ level: "silent" }), clock });
   const { code } = await pairing.issue("session-1", "192.0.2.1");
   return { hub, clock, code, cleanup: () => Deno.remove(dir, { recursive: true }) };

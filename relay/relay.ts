@@ -39,8 +39,15 @@ export interface RelayOptions {
   clock?: Clock;
   /** Random source for pairing codes. */
   random?: RandomSource;
-  /** State store (default: in memory, revocations persisted in the data dir). */
+  /** State store (default: in memory, credential lines and revocations persisted in the data dir). */
   store?: RelayStore;
+  /**
+   * Keep the state in this Redis (`redis://...`, relay/redis_store.ts), shared
+   * with other relay instances, instead of in memory and the data dir. A
+   * Redis unreachable at start does not stop the relay: calls that need it
+   * fail with 503 until it answers. Ignored when `store` is given.
+   */
+  redisUrl?: string;
   /** Logger (default: info to stderr). */
   log?: Logger;
   /** Heartbeat and auth timings (tests shrink them). */
@@ -112,14 +119,25 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   // Checked before anything starts: a bad cap throws a RangeError here.
   const connections = new ConnectionLimits({ perAddress: options.maxConnectionsPerAddress });
   await Deno.mkdir(options.dataDir, { recursive: true, mode: 0o700 });
-  // Credential lines and revocations: one row per write (relay/credential_ledger.ts).
-  const ledger = new CredentialLedger(`${options.dataDir}/${CREDENTIALS_FILE}`);
-  const imported = ledger.importJson(`${options.dataDir}/revoked.json`);
-  if (imported > 0) log.info("revocations.import", { imported });
-  const store = options.store ?? new MemoryStore({ revocations: ledger });
   const key = await loadSigningKey(options.jwtKeyFile ?? `${options.dataDir}/jwt-ed25519.jwk`, {
     create: options.jwtKeyFile === undefined,
   });
+  let ledger: CredentialLedger | undefined;
+  let store: RelayStore;
+  if (options.store) store = options.store;
+  else if (options.redisUrl !== undefined) {
+    // Loaded only when asked for: a relay without Redis does not load the client at all.
+    const { RedisStore } = await import("./redis_store.ts");
+    store = await RedisStore.connect({ url: options.redisUrl, clock, log });
+  } else {
+    // Credential lines and revocations: one row per write (relay/credential_ledger.ts).
+    ledger = new CredentialLedger(`${options.dataDir}/${CREDENTIALS_FILE}`);
+    const imported = ledger.importJson(`${options.dataDir}/revoked.json`);
+    if (imported > 0) log.info("revocations.import", { imported });
+    store = new MemoryStore({ ledger });
+  }
+  // The store this relay made is this relay's to close (a given one is its caller's).
+  const ownStore = options.store ? undefined : store;
   const tokens = new TokenService(key, { clock, store });
   const metrics = new RelayMetrics();
   let telemetry: TelemetryStore | undefined;
@@ -141,7 +159,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   const random = options.random ?? ((b: Uint8Array) => crypto.getRandomValues(b));
   const pairing = new Pairing({ store, clock, random, metrics });
   metrics.onRender(() => pairing.countExpired());
-  const credentials = new BridgeCredentials({ ledger, tokens, store, pairing, clock, metrics });
+  // Revocations reach the hub through the store's events (from every instance sharing it).
+  const credentials = new BridgeCredentials({ tokens, store, pairing, clock, metrics });
   const hub = new Hub({ credentials, log, timings: options.timings, tap: options.tap, metrics, telemetry });
   metrics.setGaugeSource(() => hub.stats);
 
@@ -163,7 +182,9 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   } catch (error) {
     // Not listening (the port is taken, say): stop the telemetry timers too.
     telemetry?.close();
-    ledger.close();
+    credentials.close();
+    ledger?.close();
+    await ownStore?.close();
     throw error;
   }
   const addr = server.addr;
@@ -203,10 +224,12 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     store.sweep(clock.now()).catch(() => {});
   }, 60_000);
 
-  const finished = server.finished.then(() => {
+  const finished = server.finished.then(async () => {
     clearInterval(sweeper);
     telemetry?.close();
-    ledger.close();
+    credentials.close();
+    ledger?.close();
+    await ownStore?.close();
   });
   return {
     url,
