@@ -146,7 +146,9 @@ export function roleFor(args: string[], options: { env: EnvLookup; cwd: string }
   if (group === "relay" && command === "serve") {
     const f = tryParse(RELAY_SERVE);
     const dataDir = abs((f["data-dir"] as string | undefined) ?? defaultDataDir(options.env));
-    const files = ["tls-cert", "tls-key", "jwt-key-file", "metrics-token-file"].map((k) => f[k] as string | undefined)
+    const files = ["tls-cert", "tls-key", "jwt-key-file", "metrics-token-file", "mesh-key-file"].map((k) =>
+      f[k] as string | undefined
+    )
       .filter((v) => v !== undefined).map(abs);
     return { role: "relay", scope: { read: [dataDir, ...files], write: [dataDir] } };
   }

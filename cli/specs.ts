@@ -123,11 +123,38 @@ export const RELAY_SERVE: CommandSpec = {
       help: `Most WebSocket connections one client address may hold open (default ${MAX_CONNECTIONS_PER_ADDRESS})`,
       check: checkPositiveInt,
     },
+    {
+      name: "redis-url",
+      kind: "string",
+      value: "URL",
+      help: "Several instances: share state through this Redis (redis:// or rediss://); needs the next two",
+      check: (v) => /^rediss?:\/\/[^\s]+$/.test(v) ? undefined : `must be a redis:// or rediss:// URL, got "${v}"`,
+    },
+    {
+      name: "advertise-url",
+      kind: "string",
+      value: "URL",
+      help: "Several instances: how the other instances reach this one (http(s)://host:port)",
+      check: (v) => {
+        const bad = checkHttpUrl(v);
+        if (bad) return bad;
+        const url = new URL(v);
+        return `${url.origin}/` === url.href ? undefined : `must be http(s)://host:port without a path, got "${v}"`;
+      },
+    },
+    {
+      name: "mesh-key-file",
+      kind: "string",
+      value: "FILE",
+      help: "Several instances: the secret they authenticate each other with (>= 32 bytes, mode 600)",
+    },
   ],
   notes: "State (sessions, codes, rate windows) is kept in memory; the data dir holds the token\n" +
     "signing key, the revocation list and telemetry.sqlite (metadata only, 30 days; see it with\n" +
     "coder1 relay telemetry). Env: CODER1_TELEMETRY=false stores no telemetry at all.\n" +
-    "Operators: GET /healthz (alive), GET /readyz (accepting), GET /metrics (Prometheus).",
+    "Operators: GET /healthz (alive), GET /readyz (accepting), GET /metrics (Prometheus).\n" +
+    "Several instances behind a balancer: --redis-url, --advertise-url and --mesh-key-file on each,\n" +
+    "with the same --jwt-key-file (docs/OPERATIONS.md, Running several relays).",
 };
 
 /** `coder1 relay telemetry`. */

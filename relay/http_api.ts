@@ -339,7 +339,8 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
       // long enough to read the 4426 reason instead of failing the handshake.
       const offer = _subprotocolOffer(request);
       const { socket, response } = upgrade(request, info, offer.protocol);
-      if (offer.version === PROTOCOL_VERSION) deps.hub.acceptIde(socket, sid);
+      // One of several instances: the socket may go through a mesh link to its session's home (relay/mesh.ts).
+      if (offer.version === PROTOCOL_VERSION) await deps.hub.placeIde(socket, sid);
       else deps.hub.acceptOutdated(socket, "ide", offer.version);
       return response;
     },
@@ -362,7 +363,7 @@ export function createHttpHandler(deps: HttpApiDeps): RelayHandler {
       const { socket, response } = upgrade(request, info, offer.protocol);
       // A refusal here (401, 429) closes the unopened socket, which frees its slot.
       const login = await deps.hub.authenticateBridge(credential, address);
-      deps.hub.acceptBridge(socket, login);
+      await deps.hub.placeBridge(socket, login);
       return response;
     },
   };

@@ -32,6 +32,8 @@ import {
   HEARTBEAT_INTERVAL_MS,
   HEARTBEAT_TIMEOUT_MS,
   IDE_SENDS,
+  LEASE_RENEW_MS,
+  LEASE_TTL_MS,
   MAX_BUFFERED_BYTES,
   MAX_CRASH_REPORTS_PER_CONNECTION,
   PROTOCOL_VERSION,
@@ -43,6 +45,8 @@ import type { Logger } from "./logger.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import type { BridgeCredentials } from "./bridge_credentials.ts";
 import type { RevokeReason } from "./credential_ledger.ts";
+import { type MeshLinks, MeshUnreachable } from "./mesh.ts";
+import type { Lease, RelayStore } from "./store.ts";
 import { NO_TELEMETRY, type TelemetryRecorder } from "./telemetry.ts";
 
 /** The 4409 reason when a connection with the same credential replaced this one. */
@@ -77,6 +81,22 @@ export interface BridgeLogin {
   telemetry: boolean;
   /** The client address it came from. */
   address: string;
+}
+
+/**
+ * How many times a socket's placement is tried when the lease keeps changing
+ * under it (a home refuses with `stale-lease`, a takeover loses a race).
+ */
+const PLACE_ATTEMPTS = 3;
+
+/** What a hub on one of several relay instances needs (docs/OPERATIONS.md, "Running several relays"). */
+export interface HubCluster {
+  /** This instance's id: its advertise URL. */
+  instance: string;
+  /** The shared store: leases, presence, events. */
+  store: RelayStore;
+  /** Links to other instances for sockets whose session lives there (relay/mesh.ts). */
+  mesh: MeshLinks;
 }
 
 /** Timing knobs; tests shrink them. */
@@ -172,10 +192,21 @@ export class Hub {
   #tap?: FrameTap;
   #metrics?: RelayMetrics;
   #telemetry: TelemetryRecorder;
+  #cluster?: HubCluster;
+  /** Several instances: the lease epoch held for each session this instance is the home of. */
+  #leases = new Map<string, number>();
+  #renewer?: ReturnType<typeof setInterval>;
+  #renewing = false;
+  /** Leases claimed for a socket whose room never came (its upgrade failed), seen at the last renewal round. */
+  #roomless = new Set<string>();
+  #unsubscribe?: () => void;
   /** Frames forwarded from IDE sockets to bridges (tests read it). */
   readonly counters = { framesToBridge: 0 };
 
-  /** @param deps Credentials, logger, clock, timings, metrics, telemetry and (tests only) a frame tap. */
+  /**
+   * @param deps Credentials, logger, clock, timings, metrics, telemetry, (several instances) the
+   * cluster, and (tests only) a frame tap.
+   */
   constructor(
     deps: {
       credentials: BridgeCredentials;
@@ -185,8 +216,10 @@ export class Hub {
       tap?: FrameTap;
       metrics?: RelayMetrics;
       telemetry?: TelemetryRecorder;
+      cluster?: HubCluster;
     },
   ) {
+    this.#cluster = deps.cluster;
     this.#tap = deps.tap;
     this.#metrics = deps.metrics;
     this.#telemetry = deps.telemetry ?? NO_TELEMETRY;
@@ -204,16 +237,181 @@ export class Hub {
     });
   }
 
-  /** Starts the heartbeat timer. */
+  /** Starts the heartbeat timer (and, on one of several instances, lease renewals and the revocation events). */
   start(): void {
     this.#heartbeat = setInterval(() => this.beat(), this.#timings.heartbeatIntervalMs);
+    if (!this.#cluster) return;
+    this.#renewer = setInterval(() => void this.renewLeases(), LEASE_RENEW_MS);
+    // A revoke on any instance closes the line's connection wherever it is.
+    this.#unsubscribe = this.#cluster.store.subscribe((event) => {
+      if (event.kind === "revoked") this.#kickBridge(event.bridgeId, event.reason);
+    });
   }
 
-  /** Stops the heartbeat and closes every socket with `code`. */
+  /** Stops the heartbeat and closes every socket with `code` (several instances: gives the leases up). */
   stop(code: number = CloseCode.GoingAway, reason = "relay shutting down"): void {
     clearInterval(this.#heartbeat);
     this.#flow.clear();
     for (const peer of this.#allPeers()) _close(peer.socket, code, reason);
+    if (!this.#cluster) return;
+    clearInterval(this.#renewer);
+    this.#unsubscribe?.();
+    this.#cluster.mesh.stop(code, reason);
+    // The clients reconnect elsewhere at once: whoever they reach claims the session without waiting for the TTL.
+    for (const [sid, epoch] of this.#leases) this.#releaseLease(sid, epoch);
+    this.#leases.clear();
+  }
+
+  /**
+   * Adopts a freshly upgraded IDE socket of session `sid`, where its session
+   * lives: here ({@linkcode acceptIde}), or, on one of several instances
+   * whose session's home is another instance, through a mesh link to it.
+   * Resolves once the socket may open; rejects with the answer to give
+   * instead ({@linkcode Coder1Error}: the home's refusal, 503 when the store
+   * is unreachable).
+   */
+  placeIde(socket: WebSocket, sid: string): Promise<void> {
+    if (!this.#cluster) {
+      this.acceptIde(socket, sid);
+      return Promise.resolve();
+    }
+    const mesh = this.#cluster.mesh;
+    return this.#place(sid, (home) => mesh.open(socket, home, sid), () => this.acceptIde(socket, sid));
+  }
+
+  /** {@linkcode placeIde} for a bridge whose credential {@linkcode authenticateBridge} accepted. */
+  placeBridge(socket: WebSocket, login: BridgeLogin): Promise<void> {
+    if (!this.#cluster) {
+      this.acceptBridge(socket, login);
+      return Promise.resolve();
+    }
+    const mesh = this.#cluster.mesh;
+    const forward = async (home: Lease) => {
+      let opened = false;
+      const onOpen = () => {
+        opened = true;
+      };
+      const onClose = () => {
+        // As for a local socket: a redeemed code whose socket never opened stays usable a little longer.
+        if (!opened && login.code !== undefined) {
+          this.#unclaimed.set(login.code, { login, until: this.#clock.now() + UNCLAIMED_LOGIN_MS });
+        }
+      };
+      await mesh.open(socket, home, login.sid, login);
+      socket.addEventListener("open", onOpen);
+      socket.addEventListener("close", onClose);
+    };
+    return this.#place(login.sid, forward, () => this.acceptBridge(socket, login));
+  }
+
+  /**
+   * A mesh link from another instance for session `sid` at lease `epoch`,
+   * which this instance holds (relay/mesh.ts checked): records the lease, and
+   * for a bridge runs the admit rule here, where the session's bridge is.
+   *
+   * @throws {Coder1Error} 409 `session-taken` ({@linkcode authenticateBridge}'s rule).
+   */
+  checkForwarded(sid: string, epoch: number, login?: BridgeLogin): void {
+    this.#leases.set(sid, epoch);
+    if (login) this.#admit(sid, login.bridgeId, login.approved);
+  }
+
+  /**
+   * Where a socket of session `sid` goes: claims the lease; ours, the socket
+   * joins a room here (`local`); held by another instance, `forward` links
+   * it there; that instance unreachable, the lease is taken over and the
+   * socket stays here.
+   */
+  async #place(sid: string, forward: (home: Lease) => Promise<void>, local: () => void): Promise<void> {
+    const { store, instance } = this.#cluster!;
+    for (let attempt = 0; attempt < PLACE_ATTEMPTS; attempt++) {
+      const lease = await _storeCall(() => store.claimLease(sid, instance, LEASE_TTL_MS, this.#clock.now()));
+      if (lease.instance === instance) {
+        this.#leases.set(sid, lease.epoch);
+        return local();
+      }
+      try {
+        return await forward(lease);
+      } catch (error) {
+        if (error instanceof Coder1Error && error.reason === "stale-lease") continue;
+        if (!(error instanceof MeshUnreachable)) throw error;
+        const taken = await _storeCall(() =>
+          store.takeOverLease(sid, instance, lease.epoch, LEASE_TTL_MS, this.#clock.now())
+        );
+        if (!taken) continue;
+        this.#metrics?.leaseMoved("takeover");
+        this.#log.warn("lease.takeover", { home: lease.instance, epoch: taken.epoch, why: error.message });
+        this.#leases.set(sid, taken.epoch);
+        return local();
+      }
+    }
+    throw new Coder1Error("Cannot connect: this session's home relay instance keeps changing; retry", {
+      status: 503,
+      retryAfterSeconds: 1,
+      reason: "placement-failed",
+    });
+  }
+
+  /**
+   * One renewal round (every {@linkcode LEASE_RENEW_MS}; tests call it): each
+   * session with a room here renews its lease, and its bridge's presence. A
+   * lease taken over meanwhile (another instance holds it now) closes the
+   * room's sockets with 4412; a store that does not answer is no loss: the
+   * room goes on and the next round tries again.
+   */
+  async renewLeases(): Promise<void> {
+    const cluster = this.#cluster;
+    if (!cluster || this.#renewing) return;
+    this.#renewing = true;
+    const roomless = new Set<string>();
+    for (const [sid, epoch] of this.#leases) {
+      if (this.#rooms.has(sid)) continue;
+      if (!this.#roomless.has(sid)) roomless.add(sid);
+      else {
+        this.#leases.delete(sid);
+        this.#releaseLease(sid, epoch);
+      }
+    }
+    this.#roomless = roomless;
+    try {
+      await Promise.all([...this.#rooms].map(([sid, room]) => this.#renew(cluster, sid, room)));
+    } finally {
+      this.#renewing = false;
+    }
+  }
+
+  async #renew({ store, instance }: HubCluster, sid: string, room: SessionRoom): Promise<void> {
+    const now = this.#clock.now();
+    try {
+      const epoch = this.#leases.get(sid);
+      let ours = epoch !== undefined && await store.renewLease(sid, instance, epoch, LEASE_TTL_MS, now);
+      if (!ours) {
+        // Lapsed or released under a live room (a pause, a race with the room emptying): claim it again if free.
+        const lease = await store.claimLease(sid, instance, LEASE_TTL_MS, now);
+        ours = lease.instance === instance;
+        if (ours) this.#leases.set(sid, lease.epoch);
+        else {
+          this.#leases.delete(sid);
+          this.#metrics?.leaseMoved("lost");
+          this.#log.warn("lease.lost", { home: lease.instance, epoch: lease.epoch });
+          this.#closeRoom(room, CloseCode.SessionMoved, "session moved to another relay instance; reconnecting");
+          return;
+        }
+      }
+      const bridge = room.bridge;
+      if (bridge?.bridgeId) await store.setPresence(bridge.bridgeId, instance, 3 * LEASE_RENEW_MS, now);
+    } catch (error) {
+      this.#log.warn("lease.renew", { error: String(error) });
+    }
+  }
+
+  #closeRoom(room: SessionRoom, code: number, reason: string): void {
+    if (room.bridge) this.#closePeer(room.bridge, code, reason);
+    for (const ide of room.ides.values()) this.#closePeer(ide, code, reason);
+  }
+
+  #releaseLease(sid: string, epoch: number): void {
+    this.#cluster?.store.releaseLease(sid, this.#cluster.instance, epoch).catch(() => {});
   }
 
   /** Number of connected (authenticated) bridges and IDE sockets. */
@@ -392,6 +590,7 @@ export class Hub {
       if (!room || room.bridge !== peer) return;
       room.bridge = undefined;
       this.#log.info("bridge.disconnect", { bridgeId: peer.bridgeId });
+      if (this.#cluster) this.#cluster.store.clearPresence(peer.bridgeId!, this.#cluster.instance).catch(() => {});
       for (const ide of room.ides.values()) this.#sendStatus(room, ide, peer);
       this.#dropRoomIfEmpty(peer.sid, room);
     };
@@ -419,6 +618,10 @@ export class Hub {
     this.#send(peer, encodeFrame({ t: FrameType.AuthOk, body: ok }));
     if (telemetry) this.#telemetry.connection(bridgeId, version, "connect");
     this.#log.info("bridge.connect", { bridgeId, version });
+    if (this.#cluster) {
+      const { store, instance } = this.#cluster;
+      store.setPresence(bridgeId, instance, 3 * LEASE_RENEW_MS, this.#clock.now()).catch(() => {});
+    }
     for (const ide of room.ides.values()) this.#sendStatus(room, ide);
   }
 
@@ -578,6 +781,7 @@ export class Hub {
   beat(): void {
     const now = this.#clock.now();
     for (const [code, kept] of this.#unclaimed) if (now >= kept.until) this.#unclaimed.delete(code);
+    this.#cluster?.mesh.beat(this.#timings.heartbeatTimeoutMs);
     const ping = encodeFrame({ t: FrameType.Ping });
     for (const peer of this.#allPeers()) {
       const buffered = peer.socket.bufferedAmount;
@@ -620,7 +824,12 @@ export class Hub {
   }
 
   #dropRoomIfEmpty(sid: string, room: SessionRoom): void {
-    if (!room.bridge && room.ides.size === 0) this.#rooms.delete(sid);
+    if (room.bridge || room.ides.size > 0) return;
+    this.#rooms.delete(sid);
+    const epoch = this.#leases.get(sid);
+    if (epoch === undefined) return;
+    this.#leases.delete(sid);
+    this.#releaseLease(sid, epoch);
   }
 }
 
@@ -645,6 +854,18 @@ export function outdatedReason(role: "ide" | "bridge", offered?: number): string
 const IDE_FORWARDS: ReadonlySet<FrameTypeName> = new Set([...IDE_SENDS].filter((t) => END_TO_END.has(t)));
 /** End-to-end types a bridge sends that the relay forwards to an IDE socket. */
 const BRIDGE_FORWARDS: ReadonlySet<FrameTypeName> = new Set([...BRIDGE_SENDS].filter((t) => END_TO_END.has(t)));
+
+/** A store call on a socket's way in: a store that does not answer refuses the socket with 503, clearly. */
+async function _storeCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw new Coder1Error(
+      `Cannot connect: the relay's shared state store is unreachable (${String(error)}); retry shortly`,
+      { status: 503, retryAfterSeconds: 1, reason: "state-store-unavailable" },
+    );
+  }
+}
 
 function _flow(paused: boolean): Uint8Array {
   const body: FlowBody = { paused };

@@ -25,6 +25,10 @@ export type RateLimit =
   | "socket_open"
   | "bridge_verify"
   | "token_login";
+/** Which way a frame crossed a mesh link, seen from the instance that forwards a client's socket to the session's home. */
+export type MeshDirection = "to_home" | "from_home";
+/** Why a session's lease changed holder: this instance took it from a dead home, or lost it to another instance. */
+export type LeaseMove = "takeover" | "lost";
 /** Which kind of socket closed. */
 export type SocketRole = "ide" | "bridge";
 
@@ -42,6 +46,8 @@ const RATE_LIMITS: RateLimit[] = [
   "token_login",
 ];
 const ROLES: SocketRole[] = ["ide", "bridge"];
+const MESH_DIRECTIONS: MeshDirection[] = ["to_home", "from_home"];
+const LEASE_MOVES: LeaseMove[] = ["takeover", "lost"];
 /** HTTP statuses a refused WebSocket upgrade is counted under; any other counts as `other`. */
 const REFUSAL_STATUSES = ["400", "401", "403", "409", "426", "429"];
 
@@ -58,6 +64,7 @@ const CLOSE_REASONS: Record<number, string> = {
   [CloseCode.AuthTimeout]: "auth_timeout",
   [CloseCode.Replaced]: "replaced",
   [CloseCode.Revoked]: "revoked",
+  [CloseCode.SessionMoved]: "session_moved",
   [CloseCode.TooBig]: "too_big",
   [CloseCode.E2eFailure]: "e2e_failure",
   [CloseCode.UnsupportedVersion]: "unsupported_version",
@@ -83,6 +90,11 @@ const DIRECTION_KEYS: Record<Direction, string> = {
   ide_to_bridge: _labelText({ direction: "ide_to_bridge" }),
   bridge_to_ide: _labelText({ direction: "bridge_to_ide" }),
 };
+/** Label text of each mesh direction (meshForwarded() runs for every frame crossing a mesh link). */
+const MESH_DIRECTION_KEYS: Record<MeshDirection, string> = {
+  to_home: _labelText({ direction: "to_home" }),
+  from_home: _labelText({ direction: "from_home" }),
+};
 
 interface Family {
   help: string;
@@ -101,6 +113,8 @@ export interface GaugeSource {
 export class RelayMetrics {
   #families = new Map<string, Family>();
   #gauges: GaugeSource = () => ({ bridges: 0, ides: 0 });
+  #meshLinks: () => number = () => 0;
+  #meshFrames: Map<string, number>;
   #beforeRender: (() => void)[] = [];
   #frames: Map<string, number>;
   #bytes: Map<string, number>;
@@ -175,6 +189,34 @@ export class RelayMetrics {
       "crash frames from bridges: stored, or dropped (over the per-connection cap).",
       [{ outcome: "stored" }, { outcome: "dropped" }],
     );
+    this.#declare(
+      "coder1_mesh_forwarded_frames_total",
+      "counter",
+      "Frames this instance piped over mesh links between its clients and their sessions' home instances, by direction.",
+      MESH_DIRECTIONS.map((direction) => ({ direction })),
+    );
+    this.#meshFrames = this.#families.get("coder1_mesh_forwarded_frames_total")!.series;
+    this.#declare(
+      "coder1_lease_moves_total",
+      "counter",
+      "Session leases that changed holder: taken over from a home that did not answer, or lost to another instance.",
+      LEASE_MOVES.map((why) => ({ why })),
+    );
+  }
+
+  /** Sets where the mesh-link gauge comes from (relay/mesh.ts). */
+  setMeshLinkSource(source: () => number): void {
+    this.#meshLinks = source;
+  }
+
+  /** Counts one frame piped over a mesh link (on the hot path of forwarded sockets: no label text is built). */
+  meshForwarded(direction: MeshDirection): void {
+    this.#bump(this.#meshFrames, MESH_DIRECTION_KEYS[direction], 1);
+  }
+
+  /** Counts a session lease that changed holder. */
+  leaseMoved(why: LeaseMove): void {
+    this.#add("coder1_lease_moves_total", { why });
   }
 
   /** Sets where the connected-socket gauges come from (the hub). */
@@ -274,6 +316,11 @@ export class RelayMetrics {
     );
     gauge("coder1_bridges_connected", "Authenticated bridge connections now.", bridges);
     gauge("coder1_ide_sockets_connected", "Open IDE sockets now.", ides);
+    gauge(
+      "coder1_mesh_links",
+      "Mesh links open now: client sockets this instance forwards to their session's home instance.",
+      this.#meshLinks(),
+    );
     for (const [name, family] of this.#families) {
       lines.push(`# HELP ${name} ${family.help}`, `# TYPE ${name} ${family.type}`);
       for (const [labels, value] of family.series) lines.push(`${name}${labels} ${value}`);

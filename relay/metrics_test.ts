@@ -72,6 +72,7 @@ Deno.test("labels come from fixed lists only: no per-user label names, bounded s
     "role",
     "status",
     "version",
+    "why",
   ]);
   assert.equal(closeReason(4401), "auth_failed");
   assert.equal(closeReason(3000), "other");

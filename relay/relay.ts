@@ -11,8 +11,9 @@ import { CredentialLedger, CREDENTIALS_FILE } from "./credential_ledger.ts";
 import { ConnectionLimits } from "./conn_limits.ts";
 import { createHttpHandler } from "./http_api.ts";
 import { type RelayHandler, type RelayHttpServer, serveRelayHttp } from "./http_server.ts";
-import { type FrameTap, Hub, type HubTimings } from "./hub.ts";
+import { type FrameTap, Hub, type HubCluster, type HubTimings } from "./hub.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { clusterHandler, MeshAuth, MeshLinks } from "./mesh.ts";
 import { RelayMetrics } from "./metrics.ts";
 import { Pairing, type RandomSource } from "./pairing.ts";
 import { TelemetryStore } from "./telemetry.ts";
@@ -73,6 +74,15 @@ export interface RelayOptions {
    * (default `MAX_CONNECTIONS_PER_ADDRESS`, 64); more upgrades get HTTP 429.
    */
   maxConnectionsPerAddress?: number;
+  /**
+   * Several instances: how the other instances reach this one
+   * (`--advertise-url`, `http(s)://host:port`), also this instance's id.
+   * Turns leases and the mesh on; needs `meshKey` and a shared store
+   * (`redisUrl`, or tests: one `store` object passed to several relays).
+   */
+  advertiseUrl?: string;
+  /** Several instances: the key mesh links are authenticated with (`--mesh-key-file`, at least 32 bytes). */
+  meshKey?: Uint8Array;
 }
 
 /** A running relay. */
@@ -161,7 +171,8 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
   metrics.onRender(() => pairing.countExpired());
   // Revocations reach the hub through the store's events (from every instance sharing it).
   const credentials = new BridgeCredentials({ tokens, store, pairing, clock, metrics });
-  const hub = new Hub({ credentials, log, timings: options.timings, tap: options.tap, metrics, telemetry });
+  const cluster = _cluster(options, store, clock, log, metrics);
+  const hub = new Hub({ credentials, log, timings: options.timings, tap: options.tap, metrics, telemetry, cluster });
   metrics.setGaugeSource(() => hub.stats);
 
   const hostname = options.hostname ?? "127.0.0.1";
@@ -200,7 +211,7 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     }
   }
 
-  handler = createHttpHandler({
+  const api = createHttpHandler({
     hub,
     pairing,
     tokens,
@@ -217,6 +228,17 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
     ready: () => ready,
     connections,
   });
+  handler = cluster
+    ? clusterHandler(api, {
+      hub,
+      store,
+      instance: cluster.instance,
+      auth: cluster.auth,
+      clock,
+      log,
+      ready: () => ready,
+    })
+    : api;
   hub.start();
   ready = true;
   const sweeper = setInterval(() => {
@@ -248,6 +270,38 @@ export async function startRelay(options: RelayOptions): Promise<RelayHandle> {
       await finished;
     },
   };
+}
+
+/** Several instances (`advertiseUrl`): this instance's id, mesh key and links; undefined for a single relay. */
+function _cluster(
+  options: RelayOptions,
+  store: RelayStore,
+  clock: Clock,
+  log: Logger,
+  metrics: RelayMetrics,
+): (HubCluster & { auth: MeshAuth }) | undefined {
+  if (options.advertiseUrl === undefined) {
+    if (options.meshKey !== undefined) {
+      throw new TypeError("Cannot use a mesh key: no advertise URL (several instances)");
+    }
+    return undefined;
+  }
+  const url = new URL(options.advertiseUrl);
+  const instance = url.origin;
+  if (!/^https?:$/.test(url.protocol) || `${instance}/` !== url.href) {
+    throw new TypeError(
+      `Cannot advertise ${options.advertiseUrl}: an http(s)://host:port URL without a path is needed`,
+    );
+  }
+  if (!options.meshKey) throw new TypeError("Cannot join other instances: no mesh key");
+  // Per-process memory would make every instance the home of every session.
+  if (!store.shared && options.store === undefined) {
+    throw new TypeError("Cannot join other instances: they need a shared store (--redis-url)");
+  }
+  const auth = new MeshAuth(options.meshKey, clock);
+  const mesh = new MeshLinks({ auth, instance, clock, log, metrics });
+  metrics.setMeshLinkSource(() => mesh.size);
+  return { instance, store, mesh, auth };
 }
 
 /** The names the relay answers to besides IP addresses (for the `/metrics` Host check). */

@@ -9,6 +9,7 @@ import { defaultDataDir } from "../cli/paths.ts";
 import { dropUnusedPermissions } from "../cli/permissions.ts";
 import { RELAY_SERVE } from "../cli/specs.ts";
 import { bridgeStartCommands } from "../shared/bridge_command.ts";
+import { MIN_MESH_KEY_BYTES } from "../shared/protocol.ts";
 import { isLoopbackHost } from "../shared/relay_url.ts";
 import { TELEMETRY_ENV, telemetryEnabled } from "../shared/telemetry_setting.ts";
 import { VERSION } from "../shared/version.ts";
@@ -44,6 +45,7 @@ export async function relayServe(flags: FlagValues): Promise<number> {
     throw new UsageError((error as Error).message, RELAY_SERVE);
   }
   const metricsToken = await _metricsToken(flags);
+  const cluster = await _clusterFlags(flags);
 
   let relay;
   try {
@@ -60,6 +62,7 @@ export async function relayServe(flags: FlagValues): Promise<number> {
       metricsToken,
       trustProxy: flags["trust-proxy"] === true,
       maxConnectionsPerAddress: _optionalInt(flags["max-connections-per-address"]),
+      ...cluster,
     });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -99,6 +102,14 @@ export async function relayServe(flags: FlagValues): Promise<number> {
     console.log("  Note: browsers reach a wildcard address by a name; set --public-url (or --allowed-origin)");
     console.log("  to that URL, or the IDE socket will refuse their Origin.");
   }
+  if (cluster.advertiseUrl) {
+    console.log(`  Several instances: state in Redis, this instance is ${cluster.advertiseUrl} to the others (mesh)`);
+    if (!flags["jwt-key-file"]) {
+      console.log(
+        "  Warning: no --jwt-key-file: every instance must share one signing key, or tokens issued here fail there.",
+      );
+    }
+  }
   const jwtKeyFile = flags["jwt-key-file"] as string | undefined;
   if (jwtKeyFile && Deno.build.os !== "windows" && ((await Deno.stat(jwtKeyFile)).mode ?? 0) & 0o077) {
     console.log(
@@ -134,6 +145,58 @@ async function _metricsToken(flags: FlagValues): Promise<string | undefined> {
     throw new UsageError(`${file} must hold one token of at least 16 printable characters`, RELAY_SERVE);
   }
   return fromFile;
+}
+
+/**
+ * `--redis-url`, `--advertise-url` and `--mesh-key-file`: all three or none.
+ * The mesh key file must hold at least {@linkcode MIN_MESH_KEY_BYTES} bytes
+ * (a trailing newline is not part of the key) and be readable by its owner
+ * only: anyone who reads it can open mesh links as an instance.
+ */
+async function _clusterFlags(
+  flags: FlagValues,
+): Promise<{ redisUrl?: string; advertiseUrl?: string; meshKey?: Uint8Array }> {
+  const redisUrl = flags["redis-url"] as string | undefined;
+  const advertiseUrl = flags["advertise-url"] as string | undefined;
+  const keyFile = flags["mesh-key-file"] as string | undefined;
+  if (redisUrl === undefined) {
+    if (advertiseUrl !== undefined || keyFile !== undefined) {
+      throw new UsageError(
+        "--advertise-url and --mesh-key-file are for several instances and need --redis-url",
+        RELAY_SERVE,
+      );
+    }
+    return {};
+  }
+  if (advertiseUrl === undefined || keyFile === undefined) {
+    throw new UsageError("--redis-url needs --advertise-url and --mesh-key-file too", RELAY_SERVE);
+  }
+  let bytes: Uint8Array;
+  let mode: number | null;
+  try {
+    bytes = await Deno.readFile(keyFile);
+    mode = (await Deno.stat(keyFile)).mode;
+  } catch (error) {
+    throw new UsageError(`cannot read mesh key file ${keyFile}: ${(error as Error).message}`, RELAY_SERVE);
+  }
+  if (Deno.build.os !== "windows" && mode !== null && (mode & 0o077) !== 0) {
+    throw new UsageError(
+      `${keyFile} is readable by other users (mode ${(mode & 0o777).toString(8)}): anyone who reads it can ` +
+        "pose as a relay instance; chmod 600 it",
+      RELAY_SERVE,
+    );
+  }
+  let end = bytes.byteLength;
+  while (end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) end--;
+  const meshKey = bytes.subarray(0, end);
+  if (meshKey.byteLength < MIN_MESH_KEY_BYTES) {
+    throw new UsageError(
+      `${keyFile} holds ${meshKey.byteLength} bytes; a mesh key needs at least ${MIN_MESH_KEY_BYTES} ` +
+        "(e.g. openssl rand -hex 32 > FILE)",
+      RELAY_SERVE,
+    );
+  }
+  return { redisUrl, advertiseUrl: new URL(advertiseUrl).origin, meshKey };
 }
 
 function _optionalInt(value: unknown): number | undefined {

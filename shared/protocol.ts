@@ -251,6 +251,22 @@ export const SEND_HIGH_WATER = 1024 * 1024;
  */
 export const STOP_FLUSH_MS = 1_000;
 
+/**
+ * Several relay instances (docs/OPERATIONS.md, "Running several relays"): a
+ * browser session's home instance holds its lease this long unless renewed.
+ */
+export const LEASE_TTL_MS = 15_000;
+/** The home renews the lease of each session it has a room for this often (and bridge presence, kept 3 times as long). */
+export const LEASE_RENEW_MS = 5_000;
+/** An instance whose mesh link does not answer within this long is taken for dead: its sessions' leases are taken over. */
+export const MESH_CONNECT_TIMEOUT_MS = 2_000;
+/** A mesh link's `Coder1-Mesh-Auth` time may differ from the receiver's clock by at most this much. */
+export const MESH_AUTH_WINDOW_MS = 30_000;
+/** A mesh link's nonce is remembered this long: the same header is refused a second time (replay). */
+export const MESH_NONCE_TTL_MS = 60_000;
+/** Shortest mesh key (`--mesh-key-file`), in bytes. */
+export const MIN_MESH_KEY_BYTES = 32;
+
 /** Default relay port. */
 export const DEFAULT_PORT = 8787;
 /** Default relay URL for bridges that know no other. */
@@ -288,6 +304,13 @@ export const CloseCode = {
    * credential, not approved by the user) may not take its place.
    */
   SessionTaken: 4411,
+  /**
+   * Several relay instances: this socket's session moved to another instance
+   * (this one lost the session's lease, say after a pause past
+   * {@linkcode LEASE_TTL_MS}, and another took it over). Reconnect: the
+   * balancer sends the client where the session lives now.
+   */
+  SessionMoved: 4412,
   /** Frame larger than {@linkcode MAX_FRAME_BYTES}. */
   TooBig: 4413,
   /**

@@ -129,6 +129,7 @@ Deno.test("/healthz, /readyz and /metrics count a real pairing and command flow,
       "role",
       "status",
       "version",
+      "why",
     ]);
   } finally {
     ide.close();
