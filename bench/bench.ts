@@ -7,6 +7,7 @@
  * deno task bench                          # full run (< 10 minutes on 2 cores)
  * deno task bench --quick --out /tmp/b     # smoke run: few repetitions, results in /tmp/b
  * deno task bench --only link,scale        # some sections: startup, pairing, link, scale
+ * deno task bench --only cluster           # across two relay instances (not in the default run)
  * ```
  *
  * Items (issue 7): 1 round trip, 2 command latency, 3 throughput (all in
@@ -16,10 +17,13 @@
  * echo with and without keystroke timing obfuscation, `cat` in a terminal;
  * bench/measure_terminal.ts, in the link section). OpenSSH
  * rows need Debian's openssh-server and openssh-client; without them they are
- * reported as skipped, with the reason.
+ * reported as skipped, with the reason. Item 8 of issue 15, a session whose
+ * IDE and bridge are on two relay instances sharing Redis against one relay
+ * (bench/measure_cluster.ts), runs only when asked for (`--only cluster`).
  *
  * @module
  */
+import { type ClusterConfig, measureCluster } from "./measure_cluster.ts";
 import { type LinkConfig, measureLink } from "./measure_link.ts";
 import { measurePairing, type PairingConfig } from "./measure_pairing.ts";
 import { measureScale, type ScaleConfig } from "./measure_scale.ts";
@@ -35,6 +39,7 @@ export interface BenchConfig {
   scale: ScaleConfig;
   pairing: PairingConfig;
   startup: StartupConfig;
+  cluster: ClusterConfig;
 }
 
 /** The full run. */
@@ -54,6 +59,7 @@ export const FULL: BenchConfig = {
   scale: { levels: [1_000, 5_000, 10_000], settleMs: 3_000, heartbeatRounds: 2 },
   pairing: { sequential: 40, concurrent: 60, concurrency: 8 },
   startup: { runs: 10, relayRuns: 3 },
+  cluster: { roundTrips: 2_000, frameSizes: [64, 16_384], streamBytes: 256 * 2 ** 20, streamRuns: 5, rounds: 10 },
 };
 
 /** The smoke run (`--quick`): every path once, few repetitions (about 30 s). */
@@ -73,16 +79,19 @@ export const QUICK: BenchConfig = {
   scale: { levels: [100, 300], settleMs: 1_000, heartbeatRounds: 0 },
   pairing: { sequential: 4, concurrent: 4, concurrency: 2 },
   startup: { runs: 2, relayRuns: 1 },
+  cluster: { roundTrips: 60, frameSizes: [64], streamBytes: 16 * 2 ** 20, streamRuns: 1, rounds: 2 },
 };
 
 /** The sections, in the order they run. */
 export const SECTIONS = ["startup", "pairing", "link", "scale"] as const;
+/** Sections that run only when named in `--only` (they need more than the default run has, e.g. redis-server). */
+export const OPTIONAL_SECTIONS = ["cluster"] as const;
 
 /** Options for {@linkcode runBench}. */
 export interface BenchOptions {
   /** Use {@linkcode QUICK}. */
   quick?: boolean;
-  /** Sections to run (default all). */
+  /** Sections to run (default all of {@linkcode SECTIONS}; {@linkcode OPTIONAL_SECTIONS} only when named). */
   only?: readonly string[];
   /** Progress lines (default: stderr). */
   log?: (line: string) => void;
@@ -125,7 +134,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResults
   const sshMissing = ssh instanceof OpenSsh ? undefined : ssh.missing;
   if (sshMissing) sections.openssh = { skipped: sshMissing };
   try {
-    for (const name of SECTIONS) {
+    for (const name of [...SECTIONS, ...OPTIONAL_SECTIONS]) {
       if (!only.has(name)) continue;
       const s0 = performance.now();
       const part = name === "startup"
@@ -134,6 +143,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResults
         ? await measurePairing(config.pairing, log)
         : name === "link"
         ? await measureLink(config.link, ssh, log)
+        : name === "cluster"
+        ? await measureCluster(config.cluster, log)
         : await measureScale(config.scale, log);
       rows.push(...part.rows);
       Object.assign(sections, part.sections);
@@ -187,10 +198,11 @@ if (import.meta.main) {
   if (quick) args.splice(args.indexOf("--quick"), 1);
   const out = take("--out");
   const only = take("--only")?.split(",");
-  const unknown = [...args, ...(only ?? []).filter((s) => !(SECTIONS as readonly string[]).includes(s))];
+  const known: readonly string[] = [...SECTIONS, ...OPTIONAL_SECTIONS];
+  const unknown = [...args, ...(only ?? []).filter((s) => !known.includes(s))];
   if (unknown.length) {
     console.error(`bench: unknown argument or section: ${unknown.join(" ")}`);
-    console.error(`usage: deno task bench [--quick] [--out DIR] [--only ${SECTIONS.join(",")}]`);
+    console.error(`usage: deno task bench [--quick] [--out DIR] [--only ${known.join(",")}]`);
     Deno.exit(2);
   }
   const root = new URL("..", import.meta.url).pathname;

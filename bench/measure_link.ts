@@ -122,11 +122,11 @@ export async function measureLink(
     await _runTrue(ide); // Warm-up: the first spawn pays for caches.
     if (sshOk) await sshOk.run("true");
     for (let round = 0; round < config.rounds; round++) {
-      const n = _share(config.commands, config.rounds, round);
+      const n = share(config.commands, config.rounds, round);
       for (let i = 0; i < n; i++) latency.coder1.push(await _runTrue(ide));
       if (sshOk) { for (let i = 0; i < n; i++) latency.ssh.push((await sshOk.run("true")).ms); }
       if (sshOk) {
-        for (let i = 0; i < _share(config.freshSsh, config.rounds, round); i++) {
+        for (let i = 0; i < share(config.freshSsh, config.rounds, round); i++) {
           latency.fresh.push((await sshOk.run("true", { mux: false })).ms);
         }
       }
@@ -186,7 +186,7 @@ export async function measureLink(
       const pids = { relay: relay.child.pid, bridge: bridge.child.pid, ide: Deno.pid };
       const relayed0 = await _relayedToIde(relay.url);
       const before = { relay: cpuMs(pids.relay), bridge: cpuMs(pids.bridge), ide: cpuMs(pids.ide) };
-      tp.coder1.push(await _streamCoder1(ide, command, config.streamBytes));
+      tp.coder1.push(await streamCoder1(ide, command, config.streamBytes));
       for (const k of ["relay", "bridge", "ide"] as const) cpu[k].push((cpuMs(pids[k]) - before[k]) / mib);
       const relayed1 = await _relayedToIde(relay.url);
       hop.frames.push(relayed1.frames - relayed0.frames);
@@ -325,7 +325,7 @@ export async function measureLink(
     await bridge.stop();
     bridge = undefined;
     await _until(() => ide.state !== "ready", 10_000, "the IDE to see the bridge leave");
-    echo = _startEchoBridge(dirs.env, relay.url);
+    echo = startEchoBridge(dirs.env, relay.url);
     await Promise.race([
       ide.waitForBridge(20_000),
       echo.status.then((s) => {
@@ -337,7 +337,7 @@ export async function measureLink(
     for (const size of config.frameSizes) {
       const payload = crypto.getRandomValues(new Uint8Array(size));
       const samples = { coder1: [] as number[], sealed: [] as number[], plain: [] as number[] };
-      const echoCmd = _echoCommand(ide);
+      const echoCmd = echoCommand(ide);
       const sealedClient = await DirectClient.connect(`ws://127.0.0.1:${direct.port}/echo?sealed=1`, true);
       const plainClient = await DirectClient.connect(`ws://127.0.0.1:${direct.port}/echo?sealed=0`, false);
       const warm = Math.min(50, config.roundTrips);
@@ -347,7 +347,7 @@ export async function measureLink(
         await plainClient.roundTrip(payload);
       }
       for (let round = 0; round < config.rounds; round++) {
-        const n = _share(config.roundTrips, config.rounds, round);
+        const n = share(config.roundTrips, config.rounds, round);
         for (let i = 0; i < n; i++) samples.coder1.push(await echoCmd.roundTrip(payload));
         for (let i = 0; i < n; i++) samples.sealed.push(await sealedClient.roundTrip(payload));
         for (let i = 0; i < n; i++) samples.plain.push(await plainClient.roundTrip(payload));
@@ -422,7 +422,7 @@ async function _runTrue(ide: IdeClient): Promise<number> {
 }
 
 /** Streams `command`'s output to the IDE; returns MB/s. */
-async function _streamCoder1(ide: IdeClient, command: string, bytes: number): Promise<number> {
+export async function streamCoder1(ide: IdeClient, command: string, bytes: number): Promise<number> {
   let got = 0;
   const t0 = performance.now();
   const result = await ide.run(command, { onStdout: (b) => void (got += b.byteLength) }).exited;
@@ -467,7 +467,9 @@ async function _streamDirect(port: number, bytes: number, sealed: boolean): Prom
 }
 
 /** A long-running echo command on the echo bridge, timed one frame at a time. */
-function _echoCommand(ide: IdeClient): { roundTrip(payload: Uint8Array): Promise<number>; close(): Promise<void> } {
+export function echoCommand(
+  ide: IdeClient,
+): { roundTrip(payload: Uint8Array): Promise<number>; close(): Promise<void> } {
   let waiting: ((b: Uint8Array) => void) | undefined;
   const cmd = ide.run("echo", { onStdout: (b) => waiting?.(b) });
   return {
@@ -487,7 +489,11 @@ function _echoCommand(ide: IdeClient): { roundTrip(payload: Uint8Array): Promise
   };
 }
 
-function _startEchoBridge(env: Record<string, string>, relayUrl: string): Coder1Process {
+/**
+ * Starts bench/echo_bridge.ts with the bridge role's permission flags: it reuses the pairing a real bridge stored in
+ * `env`'s config dir for `relayUrl`.
+ */
+export function startEchoBridge(env: Record<string, string>, relayUrl: string): Coder1Process {
   const args = ["bridge", "start", "--relay", relayUrl];
   const { role, scope } = roleFor(args, { env: (n) => env[n] ?? Deno.env.get(n), cwd: ROOT });
   const child = new Deno.Command(Deno.execPath(), {
@@ -561,7 +567,7 @@ async function _until(pred: () => boolean, timeoutMs: number, what: string): Pro
 }
 
 /** This round's share of `total` samples spread over `rounds`. */
-function _share(total: number, rounds: number, round: number): number {
+export function share(total: number, rounds: number, round: number): number {
   return Math.floor((total * (round + 1)) / rounds) - Math.floor((total * round) / rounds);
 }
 

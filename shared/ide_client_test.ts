@@ -423,3 +423,36 @@ Deno.test("IDE client: keystrokes are paced in sealed term.keys frames only with
   assert.equal(off.ide.keystrokesObscured, false);
   off.ide.close();
 });
+
+Deno.test("IDE client: the socket URL carries the session's routing key as ?r=, only a well-formed one", async () => {
+  const clock = new ManualClock(1_000_000);
+  const urls: string[] = [];
+  const answers = [
+    { expiresAt: 5, routingKey: "../../x?y" }, // POST /api/sessions from a broken relay
+    { ok: true, routingKey: "644ab2d723dad42f" }, // GET /api/session
+    { ok: true }, // GET /api/session from a relay without routing keys
+  ];
+  const fakeFetch: typeof fetch = () => Promise.resolve(Response.json(answers.shift(), { status: 200 }));
+  const ide = new IdeClient({
+    relayUrl: RELAY,
+    fetch: fakeFetch,
+    clock,
+    webSocket: (url) => (urls.push(url), new FakeSocket(clock)),
+  });
+  await ide.createSession();
+  assert.equal(ide.routingKey, undefined);
+  // Each connect() replaces the socket before (its promise rejects: that socket is gone).
+  const connect = () => void ide.connect().catch(() => {});
+  connect();
+  await ide.ensureSession();
+  assert.equal(ide.routingKey, "644ab2d723dad42f");
+  connect();
+  await ide.ensureSession();
+  connect();
+  assert.deepEqual(urls, [
+    "ws://relay.test/ws/ide",
+    "ws://relay.test/ws/ide?r=644ab2d723dad42f",
+    "ws://relay.test/ws/ide",
+  ]);
+  ide.close();
+});

@@ -26,7 +26,6 @@ import {
   ideClient,
   makeTestCertificates,
   makeTestDirs,
-  OutputWatcher,
   type RelayProcess,
   ROOT,
   runCollect,
@@ -36,6 +35,7 @@ import {
   type TestDirs,
   wsFactory,
 } from "./helpers.ts";
+import { type Nginx as NginxProcess, renderSiteFile, startNginx as startNginxProcess } from "./nginx_server.ts";
 
 const HAVE_TOOLS = haveProgram("nginx", "nginx reverse-proxy tests") &&
   haveProgram("openssl", "nginx reverse-proxy tests");
@@ -52,7 +52,7 @@ export function renderSite(
   ports: { relay: number; http: number; https: number },
   certDir: string,
 ): string {
-  const substitutions: [string, string, number][] = [
+  return renderSiteFile("deploy/nginx/coder1.conf", site, [
     ["server 127.0.0.1:8787;", `server 127.0.0.1:${ports.relay};`, 1],
     ["listen 80;", `listen 127.0.0.1:${ports.http};`, 1],
     ["listen [::]:80;", "# (no IPv6 in the test)", 1],
@@ -60,81 +60,19 @@ export function renderSite(
     ["listen [::]:443 ssl;", "# (no IPv6 in the test)", 1],
     ["/etc/letsencrypt/live/relay.example.com/fullchain.pem", `${certDir}/server.pem`, 1],
     ["/etc/letsencrypt/live/relay.example.com/privkey.pem", `${certDir}/server.key`, 1],
-  ];
-  let out = site;
-  for (const [from, to, count] of substitutions) {
-    assert.equal(out.split(from).length - 1, count, `deploy/nginx/coder1.conf: expected ${count}× "${from}"`);
-    out = out.replaceAll(from, to);
-  }
-  assert.ok(!/\blisten\s+(?!127\.0\.0\.1:)/.test(out.replace(/^\s*#.*$/gm, "")), "every listen is on loopback");
-  return out;
+  ]);
 }
 
-interface Nginx {
+interface Nginx extends NginxProcess {
   https: string;
   http: string;
-  stop(): Promise<void>;
-  log(): Promise<string>;
-  accessLog(): Promise<string>;
 }
 
 async function startNginx(dir: string, relayPort: number, certDir: string): Promise<Nginx> {
   const ports = { relay: relayPort, http: freePort(), https: freePort() };
-  await Deno.writeTextFile(`${dir}/coder1.conf`, renderSite(await Deno.readTextFile(SITE), ports, certDir));
-  // The main config is the test's own: nothing outside `dir`, no daemon, one worker.
-  const asRoot = Deno.build.os !== "windows" && Deno.uid() === 0;
-  await Deno.writeTextFile(
-    `${dir}/nginx.conf`,
-    [
-      "daemon off;",
-      "worker_processes 1;",
-      // As root nginx would switch its worker to "nobody"; stay the current user.
-      asRoot ? "user root root;" : "",
-      `pid ${dir}/nginx.pid;`,
-      `error_log ${dir}/error.log info;`,
-      "events { worker_connections 256; }",
-      "http {",
-      `  access_log ${dir}/access.log;`,
-      ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${dir}/${t}_temp;`),
-      `  include ${dir}/coder1.conf;`,
-      "}",
-    ].join("\n"),
-  );
-  const args = ["-p", `${dir}/`, "-c", `${dir}/nginx.conf`, "-e", `${dir}/error.log`];
-  const check = await runProgram("nginx", [...args, "-t"], dir);
-  assert.equal(check.code, 0, `nginx -t:\n${check.out}`);
-  const child = new Deno.Command("nginx", { args, cwd: dir, stdin: "null", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const stdout = new OutputWatcher(child.stdout);
-  const stderr = new OutputWatcher(child.stderr);
-  let exited = false;
-  child.status.then(() => exited = true);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    assert.ok(!exited, `nginx exited:\n${stderr.text}${await Deno.readTextFile(`${dir}/error.log`).catch(() => "")}`);
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port: ports.https })).close();
-      break;
-    } catch {
-      assert.ok(Date.now() < deadline, "nginx did not listen in time");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  return {
-    https: `https://127.0.0.1:${ports.https}`,
-    http: `http://127.0.0.1:${ports.http}`,
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Gone already.
-      }
-      await child.status;
-      await Promise.all([stdout.done, stderr.done]);
-    },
-    log: () => Deno.readTextFile(`${dir}/error.log`).catch(() => ""),
-    accessLog: () => Deno.readTextFile(`${dir}/access.log`).catch(() => ""),
-  };
+  const site = renderSite(await Deno.readTextFile(SITE), ports, certDir);
+  const nginx = await startNginxProcess(dir, site, ports.https);
+  return { ...nginx, https: `https://127.0.0.1:${ports.https}`, http: `http://127.0.0.1:${ports.http}` };
 }
 
 /**
