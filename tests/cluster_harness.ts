@@ -4,8 +4,9 @@
  * sharing it (`--redis-url`, each with `--advertise-url` its own address, a
  * shared `--mesh-key-file` and `--jwt-key-file` made with openssl in a temp
  * dir, mode 0600, and a data dir each), and Debian's nginx in front of them
- * with deploy/nginx/cluster.conf rendered with the test's ports (every
- * substitution checked, as tests/nginx_test.ts does with coder1.conf).
+ * with deploy/nginx/cluster.conf rendered with the test's ports and a
+ * throwaway CA's certificate (every substitution checked, as
+ * tests/nginx_cluster_test.ts does).
  *
  * Instances can be killed (SIGKILL), paused (SIGSTOP/SIGCONT) and restarted on
  * their port; a switchable TCP proxy plays a load balancer whose choice the
@@ -24,14 +25,15 @@ import { type RedisServer, startRedisServer } from "./redis_server.ts";
 import {
   freePort,
   haveProgram,
+  makeTestCertificates,
   makeTestDirs,
-  OutputWatcher,
   type RelayProcess,
   ROOT,
   runProgram,
   startRelayProcess,
   type TestDirs,
 } from "./helpers.ts";
+import { type Nginx, renderSiteFile, startNginx } from "./nginx_server.ts";
 
 /** The shipped cluster site config. */
 export const CLUSTER_SITE = `${ROOT}/deploy/nginx/cluster.conf`;
@@ -50,141 +52,36 @@ export function haveClusterTools(why: string): boolean {
 }
 
 /**
- * deploy/nginx/cluster.conf with the test's loopback ports: the three
- * upstream servers and the listen address. Each substitution must match
- * exactly as often as expected, so a change to the shipped file that this
- * harness no longer covers fails here.
+ * deploy/nginx/cluster.conf with the test's loopback ports and certificates:
+ * the three upstream servers, the listen addresses and the certificate paths,
+ * each substitution matching exactly as often as expected (so a change to
+ * the shipped file that this harness no longer covers fails here).
  *
  * @param site The file's text.
  * @param relayPorts The instances' ports, in the order of {@linkcode SHIPPED_PORTS}.
- * @param listenPort Where nginx listens (plain HTTP on 127.0.0.1).
+ * @param ports Where nginx listens (on 127.0.0.1).
+ * @param certDir Where tests/helpers.ts makeTestCertificates put the server's certificate.
  * @returns The rendered config.
  */
-export function renderClusterSite(site: string, relayPorts: number[], listenPort: number): string {
+export function renderClusterSite(
+  site: string,
+  relayPorts: number[],
+  ports: { http: number; https: number },
+  certDir: string,
+): string {
   assert.equal(relayPorts.length, SHIPPED_PORTS.length);
-  const substitutions: [RegExp, string, number][] = [
-    ...SHIPPED_PORTS.map((p, i): [RegExp, string, number] => [
-      new RegExp(`server 127\\.0\\.0\\.1:${p}\\b`, "g"),
-      `server 127.0.0.1:${relayPorts[i]}`,
-      1,
-    ]),
-    [/listen 80;/g, `listen 127.0.0.1:${listenPort};`, 1],
-    [/listen \[::\]:80;/g, "# (no IPv6 in the test)", 1],
-  ];
-  let out = site;
-  for (const [from, to, count] of substitutions) {
-    assert.equal(out.match(from)?.length ?? 0, count, `deploy/nginx/cluster.conf: expected ${count}× ${from}`);
-    out = out.replace(from, to);
-  }
-  assert.match(out, /hash \$arg_r consistent;/, "the upstream hashes the routing key");
-  assert.ok(!/\blisten\s+(?!127\.0\.0\.1:)/.test(out.replace(/^\s*#.*$/gm, "")), "every listen is on loopback");
-  return out;
-}
-
-/**
- * What the test expects of deploy/nginx/cluster.conf until that file is in
- * this tree (helper C's branch): TODO remove once merged.
- */
-const PROVISIONAL_SITE = `
-map $http_upgrade $coder1_connection {
-    default upgrade;
-    ""      "";
-}
-upstream coder1 {
-    hash $arg_r consistent;
-    server 127.0.0.1:8801;
-    server 127.0.0.1:8802;
-    server 127.0.0.1:8803;
-    keepalive 16;
-}
-server {
-    listen 80;
-    listen [::]:80;
-    location / {
-        proxy_pass http://coder1;
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $coder1_connection;
-        proxy_read_timeout 120s;
-        proxy_send_timeout 120s;
-        proxy_buffering off;
-        proxy_request_buffering off;
-    }
-}
-`;
-
-/** nginx running the cluster config. */
-export interface ClusterNginx {
-  /** `http://127.0.0.1:PORT` */
-  url: string;
-  /** Stops it. */
-  stop(): Promise<void>;
-  /** Its error log so far. */
-  log(): Promise<string>;
-  /** Its access log so far. */
-  accessLog(): Promise<string>;
-}
-
-/** Starts nginx as the current user with everything in `dir`, the cluster site included. */
-export async function startClusterNginx(dir: string, relayPorts: number[]): Promise<ClusterNginx> {
-  const port = freePort();
-  await Deno.writeTextFile(
-    `${dir}/cluster.conf`,
-    renderClusterSite(await Deno.readTextFile(CLUSTER_SITE).catch(() => PROVISIONAL_SITE), relayPorts, port),
-  );
-  const asRoot = Deno.uid() === 0;
-  await Deno.writeTextFile(
-    `${dir}/nginx.conf`,
-    [
-      "daemon off;",
-      "worker_processes 1;",
-      asRoot ? "user root root;" : "",
-      `pid ${dir}/nginx.pid;`,
-      `error_log ${dir}/error.log info;`,
-      "events { worker_connections 1024; }",
-      "http {",
-      `  access_log ${dir}/access.log;`,
-      ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${dir}/${t}_temp;`),
-      `  include ${dir}/cluster.conf;`,
-      "}",
-    ].join("\n"),
-  );
-  const args = ["-p", `${dir}/`, "-c", `${dir}/nginx.conf`, "-e", `${dir}/error.log`];
-  const check = await runProgram("nginx", [...args, "-t"], dir);
-  assert.equal(check.code, 0, `nginx -t:\n${check.out}`);
-  const child = new Deno.Command("nginx", { args, cwd: dir, stdin: "null", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const stdout = new OutputWatcher(child.stdout);
-  const stderr = new OutputWatcher(child.stderr);
-  let exited = false;
-  child.status.then(() => exited = true);
-  const log = () => Deno.readTextFile(`${dir}/error.log`).catch(() => "");
-  for (const deadline = Date.now() + 10_000;;) {
-    assert.ok(!exited, `nginx exited:\n${stderr.text}${await log()}`);
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      assert.ok(Date.now() < deadline, "nginx did not listen in time");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Gone already.
-      }
-      await child.status;
-      await Promise.all([stdout.done, stderr.done]);
-    },
-    log,
-    accessLog: () => Deno.readTextFile(`${dir}/access.log`).catch(() => ""),
-  };
+  assert.match(site, /^\s*hash \$coder1_route consistent;$/m, "the upstream hashes the routing key");
+  return renderSiteFile("deploy/nginx/cluster.conf", site, [
+    ...SHIPPED_PORTS.map((p, i) =>
+      [`server 127.0.0.1:${p} `, `server 127.0.0.1:${relayPorts[i]} `, 1] as [string, string, number]
+    ),
+    ["listen 80;", `listen 127.0.0.1:${ports.http};`, 1],
+    ["listen [::]:80;", "# (no IPv6 in the test)", 1],
+    ["listen 443 ssl;", `listen 127.0.0.1:${ports.https} ssl;`, 1],
+    ["listen [::]:443 ssl;", "# (no IPv6 in the test)", 1],
+    ["/etc/letsencrypt/live/relay.example.com/fullchain.pem", `${certDir}/server.pem`, 1],
+    ["/etc/letsencrypt/live/relay.example.com/privkey.pem", `${certDir}/server.key`, 1],
+  ]);
 }
 
 /** One relay instance of the cluster. */
@@ -215,10 +112,16 @@ export interface Cluster {
   redis: RedisServer;
   /** The instances, A, B, C. */
   instances: Instance[];
-  /** nginx in front of them. */
-  nginx: ClusterNginx;
-  /** The URL every instance calls its public one (nginx's): the IDE's Origin. */
+  /** nginx in front of them (TLS 1.3 with a throwaway CA). */
+  nginx: Nginx;
+  /** nginx's https URL, which every instance calls its public one: the IDE's Origin. */
   publicUrl: string;
+  /** The throwaway CA's certificate (PEM) and its file, for clients of {@linkcode Cluster.publicUrl}. */
+  ca: string;
+  /** The CA file (a bridge's `--ca-file`). */
+  caFile: string;
+  /** fetch that trusts the CA. */
+  fetch: typeof fetch;
   /** Stops everything and removes the tree. */
   stop(): Promise<void>;
 }
@@ -239,8 +142,13 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const dirs = await makeTestDirs();
   const keys = `${dirs.root}/keys`;
   const nginxDir = `${dirs.root}/nginx`;
+  const certDir = `${dirs.root}/certs`;
   await Deno.mkdir(keys, { mode: 0o700 });
   await Deno.mkdir(nginxDir);
+  await Deno.mkdir(certDir);
+  await makeTestCertificates(certDir);
+  const ca = await Deno.readTextFile(`${certDir}/ca.pem`);
+  const client = Deno.createHttpClient({ caCerts: [ca] });
   // The shared secrets, as an operator makes them (docs/OPERATIONS.md): openssl, mode 0600.
   const jwtKey = `${keys}/jwt-ed25519.pem`;
   const meshKey = `${keys}/mesh.key`;
@@ -251,11 +159,13 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   assert.equal(made.code, 0, made.out);
   const redis = await startRedisServer();
   const ports = SHIPPED_PORTS.map(() => freePort());
-  let nginx: ClusterNginx | undefined;
+  let nginx: Nginx | undefined;
   const instances: Instance[] = [];
   try {
-    nginx = await startClusterNginx(nginxDir, ports);
-    const publicUrl = nginx.url;
+    const listen = { http: freePort(), https: freePort() };
+    const site = renderClusterSite(await Deno.readTextFile(CLUSTER_SITE), ports, listen, certDir);
+    nginx = await startNginx(nginxDir, site, listen.https);
+    const publicUrl = `https://127.0.0.1:${listen.https}`;
     const start = (name: string, port: number) =>
       startRelayProcess(dirs, [
         "--data-dir",
@@ -310,6 +220,9 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       instances,
       nginx,
       publicUrl,
+      ca,
+      caFile: `${certDir}/ca.pem`,
+      fetch: (input, init) => fetch(input, { ...init, client }),
       async stop() {
         for (const i of instances) {
           try {
@@ -321,6 +234,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         await Promise.all(instances.map((i) => i.proc.stop()));
         await nginx?.stop();
         await redis.stop();
+        client.close();
         await dirs.cleanup();
       },
     };
@@ -329,6 +243,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     await Promise.all(instances.map((i) => i.proc.stop()));
     await nginx?.stop();
     await redis.stop();
+    client.close();
     await dirs.cleanup();
     throw error;
   }
