@@ -33,6 +33,7 @@ import {
 } from "../shared/protocol.ts";
 import {
   type Cluster,
+  CLUSTER_SITE,
   haveClusterTools,
   type Instance,
   switchableProxy,
@@ -53,6 +54,9 @@ import {
 const HAVE_TOOLS = haveClusterTools("relay cluster tests");
 const SANITIZE = { sanitizeOps: false, sanitizeResources: false, ignore: !HAVE_TOOLS };
 const MiB = 1024 * 1024;
+/** How long nginx keeps an upstream it saw fail out of rotation (deploy/nginx/cluster.conf, `fail_timeout`). */
+const NGINX_FAIL_TIMEOUT_MS = 1000 *
+  Number(/fail_timeout=(\d+)s/.exec(await Deno.readTextFile(CLUSTER_SITE).catch(() => ""))?.[1] ?? 10);
 const STREAM_BYTES = 64 * MiB;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -108,9 +112,11 @@ function catThrough(ide: IdeClient, path: string, onProgress: (received: number)
  * does: one retry loop at a time (a refused attempt reports a close too),
  * 100 ms apart. Records the close codes.
  */
-function keepConnected(ide: IdeClient): { stop(): void; closes: number[]; lastCloseAt: number } {
+function keepConnected(
+  ide: IdeClient,
+): { stop(): void; closes: number[]; lastCloseAt: number; lastOpenAt: number } {
   let stopped = false;
-  let lastCloseAt = 0;
+  let lastCloseAt = 0, lastOpenAt = 0;
   let retrying = false;
   const closes: number[] = [];
   const retry = async () => {
@@ -122,6 +128,7 @@ function keepConnected(ide: IdeClient): { stop(): void; closes: number[]; lastCl
         if (stopped) return;
         try {
           await ide.connect();
+          lastOpenAt = performance.now();
           return;
         } catch {
           // No instance took it yet: try again.
@@ -140,6 +147,9 @@ function keepConnected(ide: IdeClient): { stop(): void; closes: number[]; lastCl
     closes,
     get lastCloseAt() {
       return lastCloseAt;
+    },
+    get lastOpenAt() {
+      return lastOpenAt;
     },
     stop() {
       stopped = true;
@@ -398,6 +408,13 @@ Deno.test({
           let killedAt = 0;
           let resumedAt = 0;
           let killing: Promise<void> | undefined;
+          // When the bridge says it is back (its output, polled).
+          const reconnects = () => bridge.stdout.text.split("Bridge reconnected").length;
+          const before = reconnects();
+          let bridgeBackAt = 0;
+          const poll = setInterval(() => {
+            if (!bridgeBackAt && reconnects() > before) bridgeBackAt = performance.now();
+          }, 10);
           const stream = catThrough(ide, `${cluster.dirs.root}/big`, (received) => {
             if (!killing && received >= killAt) {
               killedAt = performance.now();
@@ -414,11 +431,21 @@ Deno.test({
           assert.equal(result.code, 0, what);
           assert.equal(stream.received, STREAM_BYTES, `every byte exactly once (${what})`);
           assert.equal(stream.digest(), expected, `in order, SHA-256 equal (${what})`);
+          clearInterval(poll);
           const recovery = resumedAt ? resumedAt - killedAt : NaN;
-          recoveries.push(`${victim.name}@${(killAt / MiB).toFixed(0)}MiB: ${recovery.toFixed(0)} ms`);
+          const ms = (at: number) => (at ? `${(at - killedAt).toFixed(0)} ms` : "-");
+          recoveries.push(
+            `${victim.name}@${(killAt / MiB).toFixed(0)}MiB: ${recovery.toFixed(0)} ms ` +
+              `(IDE back ${ms(keeper.lastOpenAt)}, bridge back ${ms(bridgeBackAt)})`,
+          );
           assert.ok(resumedAt > 0, `${what}: bytes came after the IDE reconnected`);
-          // Back to three instances for the next run.
+          // Back to three instances for the next run, and in nginx's rotation again: it keeps an
+          // upstream it saw fail out for fail_timeout (three failures in one window leave none live).
           await victim.restart();
+          if (run < 2) {
+            const wait = NGINX_FAIL_TIMEOUT_MS - (performance.now() - killedAt);
+            if (wait > 0) await new Promise((r) => setTimeout(r, wait + 200));
+          }
         }
         console.log(
           `home killed, recovery (kill -> first byte after the IDE's reconnection) (seed ${seed}): ${
