@@ -40,6 +40,16 @@
  * One Redis server (or a primary with replicas), not Redis Cluster: the
  * credential script touches two keys that a cluster may place apart.
  *
+ * If Redis loses its data (a restart with persistence off): live pairing
+ * codes, rate windows, leases (sessions re-home on their next connection,
+ * epochs start again at 1) and presence are gone, which costs a new code or
+ * a reconnect at worst. Revocations and credential lines are gone too: a
+ * revoked token that has not expired (bridge tokens live 30 days) is accepted
+ * again and starts a new line, and the page's bridge list starts empty. Run
+ * Redis with persistence (`appendonly yes`) where that matters. Events are
+ * not stored: an instance whose subscriber connection is down when a line is
+ * revoked does not close that line's connection (reconnects are refused).
+ *
  * @module
  */
 import { createHash } from "node:crypto";
@@ -224,6 +234,8 @@ export class RedisStore implements RelayStore {
       url: options.url,
       // Fail at once while disconnected instead of queueing until Redis returns.
       disableOfflineQueue: true,
+      // Redis Enterprise's maintenance notices (RESP3 only) read env vars the relay may not read.
+      maintNotifications: "disabled" as const,
       socket: {
         connectTimeout: CONNECT_TIMEOUT_MS,
         reconnectStrategy: (retries: number) => Math.min(RECONNECT_MIN_MS * 2 ** retries, RECONNECT_MAX_MS),
