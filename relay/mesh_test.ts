@@ -11,7 +11,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import WebSocket, { WebSocketServer } from "ws";
-import { systemClock } from "../shared/clock.ts";
+import { type Clock, ManualClock, systemClock } from "../shared/clock.ts";
+import { CloseCode, HEARTBEAT_TIMEOUT_MS } from "../shared/protocol.ts";
 import { type RelayHttpServer, serveRelayHttp } from "./http_server.ts";
 import type { BridgeLogin } from "./hub.ts";
 import { createLogger } from "./logger.ts";
@@ -21,12 +22,12 @@ const SANITIZE = { sanitizeOps: false, sanitizeResources: false };
 const KiB = 1024, MiB = 1024 * KiB;
 
 /** A forwarding instance whose every upgrade is piped to `home`; its client-side sockets are kept for the test. */
-async function forwarder(home: string) {
+async function forwarder(home: string, clock: Clock = systemClock) {
   const auth = new MeshAuth(new Uint8Array(32).fill(9), systemClock);
   const links = new MeshLinks({
     auth,
     instance: "http://127.0.0.1:1",
-    clock: systemClock,
+    clock,
     log: createLogger({ level: "silent" }),
   });
   const clients: WebSocket[] = [];
@@ -148,6 +149,36 @@ Deno.test("mesh pipe: close codes and reasons pass through both ways", SANITIZE,
     home.wss.close();
   }
 });
+
+Deno.test(
+  "mesh pipe: a home silent for the heartbeat timeout gets its link closed, the client with 4000",
+  SANITIZE,
+  async () => {
+    const clock = new ManualClock();
+    const home = await standInHome(() => {});
+    const x = await forwarder(home.url, clock);
+    const client = new WebSocket(x.url, { perMessageDeflate: false });
+    try {
+      await opened(client);
+      const closed = new Promise<[number, string]>((resolve) =>
+        client.once("close", (code: number, reason: Buffer) => resolve([code, reason.toString()]))
+      );
+      clock.advance(HEARTBEAT_TIMEOUT_MS);
+      x.links.beat(HEARTBEAT_TIMEOUT_MS);
+      assert.equal(x.links.size, 1, "not before the timeout");
+      clock.advance(1);
+      x.links.beat(HEARTBEAT_TIMEOUT_MS);
+      const [code, reason] = await closed;
+      assert.equal(code, CloseCode.HeartbeatTimeout);
+      assert.match(reason, /went silent/);
+      assert.equal(x.links.size, 0);
+    } finally {
+      client.terminate();
+      await x.server.shutdown();
+      home.wss.close();
+    }
+  },
+);
 
 Deno.test("mesh auth: the HMAC covers the login; a login for another session is refused", () => {
   const auth = new MeshAuth(new Uint8Array(32).fill(3), systemClock);

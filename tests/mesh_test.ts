@@ -21,7 +21,7 @@ import { MeshAuth } from "../relay/mesh.ts";
 import { type RelayHandle, type RelayOptions, startRelay } from "../relay/relay.ts";
 import { MemoryStore, type RelayStore } from "../relay/store.ts";
 import { systemClock } from "../shared/clock.ts";
-import { encodeFrame } from "../shared/frame_codec.ts";
+import { decodeFrame, encodeFrame, parseJsonObject } from "../shared/frame_codec.ts";
 import type { IdeClient, IdeClientError, WebSocketLike } from "../shared/ide_client.ts";
 import { CloseCode, FrameType, LEASE_TTL_MS } from "../shared/protocol.ts";
 import {
@@ -218,6 +218,17 @@ Deno.test(
       const bridgeId = first.ok.bridgeId as string;
       assert.deepEqual(a.hub.stats, { bridges: 1, ides: 1 });
       assert.equal(await c.store.isPresent(bridgeId, Date.now()), true, "presence set by the home");
+
+      // A second page of the session reaches B: B pipes it to A, whose hub stamps its route and tells it the bridge.
+      const tab = new RawSocket(`${c.urls[1].replace(/^http/, "ws")}/ws/ide`, { Cookie: cookie, Origin: c.urls[1] });
+      await tab.opened;
+      const status = decodeFrame(await tab.next());
+      assert.equal(status.t, FrameType.BridgeStatus);
+      assert.equal(parseJsonObject(status.body, status.t).state, "connected");
+      assert.deepEqual(a.hub.stats, { bridges: 1, ides: 2 });
+      assert.ok(rendered(c.relays[1], "coder1_mesh_links 2"), "B links the bridge and the tab");
+      tab.close();
+      await until("the tab gone from A", () => a.hub.stats.ides === 1);
 
       // The page approves it (the relay sees the frame type only), so it holds its place.
       page.send(encodeFrame({ t: FrameType.E2eApprove, body: new Uint8Array(32) }));
