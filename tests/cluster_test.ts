@@ -287,9 +287,18 @@ Deno.test({
         const ide = ideAt(cluster, A.url);
         await ide.createSession();
         const { code } = await ide.requestPairingCode();
-        const bridge = await bridgeLogin(B.url, { code });
-        assert.ok(bridge.ok, JSON.stringify(bridge.close));
-        const token = bridge.ok.token as string;
+        const paired = await bridgeLogin(B.url, { code });
+        assert.ok(paired.ok, JSON.stringify(paired.close));
+        // Before the revoke the token is good on C too (that login takes the line over from B: 4409)...
+        const onC = await bridgeLogin(C.url, { token: paired.ok.token as string });
+        assert.ok(onC.ok, `the token works on C: ${JSON.stringify(onC.close)}`);
+        assert.equal((await paired.socket.closed).code, CloseCode.Replaced);
+        onC.socket.close();
+        await onC.socket.closed;
+        // ...and the bridge comes back on B with the newest token (a login may rotate it).
+        const bridge = await bridgeLogin(B.url, { token: (onC.ok.token ?? paired.ok.token) as string });
+        assert.ok(bridge.ok, `back on B: ${JSON.stringify(bridge.close)}`);
+        const token = (bridge.ok.token ?? onC.ok.token ?? paired.ok.token) as string;
         const started = performance.now();
         await ide.revokeBridge(bridge.ok.bridgeId as string);
         const closed = await Promise.race([
