@@ -200,7 +200,6 @@ export class Hub {
   #renewing = false;
   /** Leases claimed for a socket whose room never came (its upgrade failed), seen at the last renewal round. */
   #roomless = new Set<string>();
-  #unsubscribe?: () => void;
   /** Frames forwarded from IDE sockets to bridges (tests read it). */
   readonly counters = { framesToBridge: 0 };
 
@@ -238,15 +237,15 @@ export class Hub {
     });
   }
 
-  /** Starts the heartbeat timer (and, on one of several instances, lease renewals and the revocation events). */
+  /**
+   * Starts the heartbeat timer (and, on one of several instances, lease
+   * renewals). A revoke on any instance reaches {@linkcode #kickBridge}
+   * through the credential service, which subscribes to the store's events.
+   */
   start(): void {
     this.#heartbeat = setInterval(() => this.beat(), this.#timings.heartbeatIntervalMs);
     if (!this.#cluster) return;
     this.#renewer = setInterval(() => void this.renewLeases(), LEASE_RENEW_MS);
-    // A revoke on any instance closes the line's connection wherever it is.
-    this.#unsubscribe = this.#cluster.store.subscribe((event) => {
-      if (event.kind === "revoked") this.#kickBridge(event.bridgeId, event.reason);
-    });
   }
 
   /** Stops the heartbeat and closes every socket with `code` (several instances: gives the leases up). */
@@ -256,7 +255,6 @@ export class Hub {
     for (const peer of this.#allPeers()) _close(peer.socket, code, reason);
     if (!this.#cluster) return;
     clearInterval(this.#renewer);
-    this.#unsubscribe?.();
     this.#cluster.mesh.stop(code, reason);
     // The clients reconnect elsewhere at once: whoever they reach claims the session without waiting for the TTL.
     for (const [sid, epoch] of this.#leases) this.#releaseLease(sid, epoch);
