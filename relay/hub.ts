@@ -398,7 +398,12 @@ export class Hub {
         }
       }
       const bridge = room.bridge;
-      if (bridge?.bridgeId) await store.setPresence(bridge.bridgeId, instance, 3 * LEASE_RENEW_MS, now);
+      if (bridge?.bridgeId) {
+        await store.setPresence(bridge.bridgeId, instance, 3 * LEASE_RENEW_MS, now);
+        // A revocation event this instance missed (its Redis subscription was down): the line says so.
+        const line = await this.#credentials.get(bridge.bridgeId);
+        if (line?.revokedAt !== undefined) this.#kickBridge(bridge.bridgeId, line.revokedReason ?? "user");
+      }
     } catch (error) {
       this.#log.warn("lease.renew", { error: String(error) });
     }

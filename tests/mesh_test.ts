@@ -413,6 +413,34 @@ Deno.test(
 );
 
 Deno.test(
+  "mesh: a revocation whose event this instance missed still closes the bridge at the next lease renewal (4410)",
+  SANITIZE,
+  async () => {
+    const c = await startCluster(1);
+    const [a] = c.relays;
+    const ide = ideVia({ url: c.urls[0] });
+    try {
+      await ide.createSession();
+      const { code } = await ide.requestPairingCode();
+      await ide.connect();
+      const bridge = await bridgeLogin(c.urls[0], { code });
+      assert.ok(bridge.ok);
+      const bridgeId = bridge.ok.bridgeId as string;
+      // Another instance revoked the line while this one's subscription was down: the record changed, no event came.
+      const line = (await c.store.getCredential(bridgeId))!;
+      assert.ok(await c.store.putCredential({ ...line, revokedAt: Date.now(), revokedReason: "user" }, line.jti));
+      await a.hub.renewLeases();
+      const closed = await bridge.socket.closed;
+      assert.equal(closed.code, CloseCode.Revoked);
+      assert.match(closed.reason, /token revoked/);
+    } finally {
+      ide.close();
+      await c.stop();
+    }
+  },
+);
+
+Deno.test(
   "mesh: /readyz answers 503 with redis unreachable while the shared store does not answer",
   SANITIZE,
   async () => {
