@@ -50,6 +50,25 @@ export async function mintBridgeTokens(dataDir: string, count: number): Promise<
   return out;
 }
 
+/**
+ * Signs `count` bridge tokens with an existing key file, the one several
+ * relay instances share through `--jwt-key-file` (Ed25519 JWK or PKCS#8
+ * PEM), so that every instance started with that file accepts them.
+ *
+ * @param keyFile The shared signing key.
+ * @param count How many tokens.
+ * @returns The tokens, each with its own bridge id and browser session.
+ */
+export async function mintBridgeTokensWithKey(keyFile: string, count: number): Promise<string[]> {
+  const key = await loadSigningKey(keyFile, { create: false });
+  const tokens = new TokenService(key, { clock: systemClock, store: new MemoryStore() });
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    out.push((await tokens.issueBridgeToken(crypto.randomUUID(), crypto.randomUUID())).token);
+  }
+  return out;
+}
+
 /** The sum of the helper processes' reports. */
 export interface FleetReport extends Omit<IdleClientReport, "rss"> {
   /** Bridges asked for so far. */
