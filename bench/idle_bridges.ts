@@ -87,6 +87,13 @@ export interface FleetOptions {
   concurrency?: number;
   /** Per-socket authentication limit (default 60 s). */
   authTimeoutMs?: number;
+  /**
+   * The fleet-wide number of this fleet's first socket (default 0), which
+   * picks its source addresses: fleets on relays that share rate windows
+   * (several instances over one Redis) give each fleet its own range, or
+   * their logins add up per address.
+   */
+  firstIndex?: number;
 }
 
 interface Helper {
@@ -141,7 +148,7 @@ export class IdleBridgeFleet {
           concurrency: this.#options.concurrency ?? 64,
           authTimeoutMs: this.#options.authTimeoutMs ?? 60_000,
           perAddress: SOCKETS_PER_ADDRESS,
-          firstIndex: this.#total + at,
+          firstIndex: (this.#options.firstIndex ?? 0) + this.#total + at,
           mute: at === 0 ? options.mute ?? 0 : 0,
         }),
       );

@@ -105,9 +105,14 @@ export interface ClusterScaleFigures {
     bytesPerBridge: number;
     cpuMs: number;
     usPerBridgePerInterval: number;
-    /** Commands redis-server ran in the window (INFO commandstats), by command, and per bridge per lease round. */
+    /**
+     * Commands redis-server ran in the window (INFO commandstats, which also
+     * counts the commands a Lua script runs), by command; their sum and each
+     * of them per bridge per lease round.
+     */
     commands: Record<string, number>;
     commandsPerBridgePerRound: number;
+    perBridgePerRound: Record<string, number>;
   };
   /** Bridges that never authenticated, and authenticated ones the relay dropped, by the end. */
   failed: number;
@@ -196,7 +201,12 @@ async function _measureVariant(
       relays.push(relay);
       await Deno.mkdir(`${dirs.root}/fleet-${i}`);
       fleets.push(
-        new IdleBridgeFleet({ relayWs: relay.url.replace(/^http/, "ws"), tmpDir: `${dirs.root}/fleet-${i}` }),
+        new IdleBridgeFleet({
+          relayWs: relay.url.replace(/^http/, "ws"),
+          tmpDir: `${dirs.root}/fleet-${i}`,
+          // Source addresses of their own: the instances share their rate windows (logins per address) in Redis.
+          firstIndex: i * top,
+        }),
       );
     }
     const pids = relays.map((r) => r.child.pid);
@@ -258,6 +268,7 @@ async function _measureVariant(
     const bridges = last.reduce((s, r) => s + r.authed, 0);
     const intervals = wallMs / HEARTBEAT_INTERVAL_MS;
     const perBridgeInterval = (ms: number) => bridges ? round((ms * 1000) / intervals / bridges, 2) : NaN;
+    const perBridgeRound = (k: number) => bridges ? round(k / (wallMs / LEASE_RENEW_MS) / bridges, 2) : NaN;
     const closeReasons: Record<string, number> = {};
     for (const r of last) {
       for (const [why, k] of Object.entries(r.closeReasons)) closeReasons[why] = (closeReasons[why] ?? 0) + k;
@@ -295,9 +306,8 @@ async function _measureVariant(
         cpuMs: redisCpuMs,
         usPerBridgePerInterval: perBridgeInterval(redisCpuMs),
         commands,
-        commandsPerBridgePerRound: bridges
-          ? round(Object.values(commands).reduce((a, b) => a + b, 0) / (wallMs / LEASE_RENEW_MS) / bridges, 2)
-          : NaN,
+        commandsPerBridgePerRound: perBridgeRound(Object.values(commands).reduce((a, b) => a + b, 0)),
+        perBridgePerRound: Object.fromEntries(Object.entries(commands).map(([c, k]) => [c, perBridgeRound(k)])),
       };
     }
     log(
@@ -341,7 +351,9 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
       _mib(f.redisServer!.rss)
     }), ${f.redisServer!.usPerBridgePerInterval} µs CPU per bridge per ${HEARTBEAT_INTERVAL_MS / 1000} s (${
       f.redisServer!.cpuMs
-    } ms); ${f.redisServer!.commandsPerBridgePerRound} commands per bridge per ${LEASE_RENEW_MS / 1000} s`;
+    } ms); commands per bridge per ${LEASE_RENEW_MS / 1000} s (with those run inside Lua scripts): ${
+      Object.entries(f.redisServer!.perBridgePerRound).map(([c, k]) => `${c.toUpperCase()} ${k}`).join(", ") || "none"
+    }`;
   const what = `${n} instances × ${fmt(per)} idle bridges`;
   const target = "reported (no target); every bridge stays up";
   const rows: Row[] = [
