@@ -66,7 +66,13 @@ export const FULL: BenchConfig = {
   pairing: { sequential: 40, concurrent: 60, concurrency: 8 },
   startup: { runs: 10, relayRuns: 3 },
   cluster: { roundTrips: 2_000, frameSizes: [64, 16_384], streamBytes: 256 * 2 ** 20, streamRuns: 5, rounds: 10 },
-  clusterScale: { instances: 3, perInstance: [200, 1_000], settleMs: 3_000, windowMs: 2 * HEARTBEAT_INTERVAL_MS },
+  clusterScale: {
+    instances: 3,
+    perInstance: [200, 1_000],
+    settleMs: 3_000,
+    windowMs: 2 * HEARTBEAT_INTERVAL_MS,
+    idleWindowMs: 2 * HEARTBEAT_INTERVAL_MS,
+  },
 };
 
 /** The smoke run (`--quick`): every path once, few repetitions (about 30 s). */
@@ -87,7 +93,7 @@ export const QUICK: BenchConfig = {
   pairing: { sequential: 4, concurrent: 4, concurrency: 2 },
   startup: { runs: 2, relayRuns: 1 },
   cluster: { roundTrips: 60, frameSizes: [64], streamBytes: 16 * 2 ** 20, streamRuns: 1, rounds: 2 },
-  clusterScale: { instances: 3, perInstance: [10, 20], settleMs: 1_000, windowMs: LEASE_RENEW_MS },
+  clusterScale: { instances: 3, perInstance: [10, 20], settleMs: 1_000, windowMs: LEASE_RENEW_MS, idleWindowMs: 2_000 },
 };
 
 /** The sections, in the order they run. */

@@ -44,6 +44,12 @@ export interface ClusterScaleConfig {
   settleMs: number;
   /** The CPU window, ms: whole heartbeat intervals in the full run (each holds three lease rounds). */
   windowMs: number;
+  /**
+   * A window before any bridge connects, ms: the CPU the same processes
+   * spend idle (timers, the Redis connection, GC), which the per-bridge CPU
+   * is taken net of, scaled to {@linkcode windowMs}.
+   */
+  idleWindowMs: number;
 }
 
 /** The three configurations. */
@@ -92,6 +98,10 @@ export interface ClusterScaleFigures {
     relayCpuMs: number;
     /** Relay CPU per bridge per heartbeat interval (one ping, three lease and presence renewals), µs. */
     relayUsPerBridgePerInterval: number;
+    /** Relay CPU of the same processes with no bridges, scaled to this window, ms. */
+    idleRelayCpuMs: number;
+    /** {@linkcode relayUsPerBridgePerInterval} net of the idle processes' CPU, µs. */
+    relayUsPerBridgePerIntervalAboveIdle: number;
     /** Relay CPU as a share of one core, summed over the instances, %. */
     relayPercentOfOneCore: number;
     /** Pings one bridge received in the window, fewest and most. */
@@ -105,6 +115,8 @@ export interface ClusterScaleFigures {
     bytesPerBridge: number;
     cpuMs: number;
     usPerBridgePerInterval: number;
+    /** Its CPU with no bridges, scaled to the window, ms. */
+    idleCpuMs: number;
     /**
      * Commands redis-server ran in the window (INFO commandstats, which also
      * counts the commands a Lua script runs), by command; their sum and each
@@ -216,12 +228,20 @@ async function _measureVariant(
     await _sleep(config.settleMs);
     const idleRss = sum(rssBytes), idleRssAnon = sum(rssAnonBytes);
     const redisIdleRss = redis ? rssBytes(redis.pid) : 0;
+    const i0 = sum(cpuMs), ir0 = redis ? cpuMs(redis.pid) : 0, iw0 = performance.now();
+    await _sleep(config.idleWindowMs);
+    const idleMs = performance.now() - iw0;
+    const idleRelayCpuMs = sum(cpuMs) - i0, idleRedisCpuMs = redis ? cpuMs(redis.pid) - ir0 : 0;
     const label = variant === "cluster"
       ? `${n} instances`
       : variant === "solo"
       ? "one relay with Redis"
       : "one relay, no Redis";
-    log(`cluster-scale: ${label}: idle RSS ${_mib(idleRss)}${redis ? `, redis-server ${_mib(redisIdleRss)}` : ""}`);
+    log(
+      `cluster-scale: ${label}: idle RSS ${_mib(idleRss)}, CPU ${idleRelayCpuMs} ms over ${
+        (idleMs / 1000).toFixed(1)
+      } s${redis ? `; redis-server ${_mib(redisIdleRss)}, ${idleRedisCpuMs} ms` : ""}`,
+    );
 
     const levels: ClusterScaleLevel[] = [];
     let have = 0, last: FleetReport[] = [];
@@ -290,6 +310,8 @@ async function _measureVariant(
         bridges,
         relayCpuMs,
         relayUsPerBridgePerInterval: perBridgeInterval(relayCpuMs),
+        idleRelayCpuMs: Math.round(idleRelayCpuMs * wallMs / idleMs),
+        relayUsPerBridgePerIntervalAboveIdle: perBridgeInterval(relayCpuMs - idleRelayCpuMs * wallMs / idleMs),
         relayPercentOfOneCore: round((relayCpuMs / wallMs) * 100, 2),
         minPings: last.reduce((m, r) => Math.min(m, r.minPings), Infinity),
         maxPings: last.reduce((m, r) => Math.max(m, r.maxPings), 0),
@@ -305,6 +327,7 @@ async function _measureVariant(
         bytesPerBridge: bridges ? Math.round((redisRss - redisIdleRss) / bridges) : NaN,
         cpuMs: redisCpuMs,
         usPerBridgePerInterval: perBridgeInterval(redisCpuMs),
+        idleCpuMs: Math.round(idleRedisCpuMs * wallMs / idleMs),
         commands,
         commandsPerBridgePerRound: perBridgeRound(Object.values(commands).reduce((a, b) => a + b, 0)),
         perBridgePerRound: Object.fromEntries(Object.entries(commands).map(([c, k]) => [c, perBridgeRound(k)])),
@@ -343,15 +366,17 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
   const cpu = (f: ClusterScaleFigures) =>
     `${f.window.relayUsPerBridgePerInterval} µs per bridge per ${
       HEARTBEAT_INTERVAL_MS / 1000
-    } s (${f.window.relayCpuMs} ms over ${
+    } s, ${f.window.relayUsPerBridgePerIntervalAboveIdle} above idle (${f.window.relayCpuMs} ms over ${
       round(f.window.ms / 1000, 1)
-    } s, ${f.window.relayPercentOfOneCore}% of one core)${up(f)}`;
+    } s, idle ${f.window.idleRelayCpuMs} ms; ${f.window.relayPercentOfOneCore}% of one core)${up(f)}`;
   const redisText = (f: ClusterScaleFigures) =>
     `${_kib(f.redisServer!.bytesPerBridge)} RSS per bridge (${_mib(f.redisServer!.idleRss)} → ${
       _mib(f.redisServer!.rss)
     }), ${f.redisServer!.usPerBridgePerInterval} µs CPU per bridge per ${HEARTBEAT_INTERVAL_MS / 1000} s (${
       f.redisServer!.cpuMs
-    } ms); commands per bridge per ${LEASE_RENEW_MS / 1000} s (with those run inside Lua scripts): ${
+    } ms, idle ${f.redisServer!.idleCpuMs} ms); commands per bridge per ${
+      LEASE_RENEW_MS / 1000
+    } s (with those run inside Lua scripts): ${
       Object.entries(f.redisServer!.perBridgePerRound).map(([c, k]) => `${c.toUpperCase()} ${k}`).join(", ") || "none"
     }`;
   const what = `${n} instances × ${fmt(per)} idle bridges`;
@@ -400,7 +425,7 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
       coder1: cpu(solo),
       baseline: `one relay, no Redis: ${single.window.relayUsPerBridgePerInterval} µs per bridge per ${
         HEARTBEAT_INTERVAL_MS / 1000
-      } s`,
+      } s, ${single.window.relayUsPerBridgePerIntervalAboveIdle} above idle`,
       ratio: ratio(solo.window.relayUsPerBridgePerInterval, single.window.relayUsPerBridgePerInterval),
       target,
       met: allUp,
@@ -427,7 +452,9 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
     `taken between ${fmt(n * config.perInstance[0])} and ${fmt(total)} bridges in all. CPU is user+system time ` +
     `summed over the relay processes (and redis-server's apart) over a window of ${
       round(config.windowMs / 1000, 1)
-    } s, given per bridge per heartbeat interval.`,
+    } s, given per bridge per heartbeat interval, all-in and net of the CPU the same processes spent idle (measured ` +
+    `over ${round(config.idleWindowMs / 1000, 1)} s before any bridge connected, scaled to the window). Ratios are ` +
+    `of the all-in figures.`,
   ];
   return { rows, sections: { clusterScale: { config, figures } }, notes };
 }

@@ -75,7 +75,8 @@ Deno.test({
         assert.equal(f.window.bridges, 60, what);
         assert.ok(f.idleRss > 0 && f.levels[1].relayRss > f.idleRss, what);
         assert.ok(f.bytesPerBridge > 0 && f.bytesPerBridge < 2 ** 20, what);
-        assert.ok(f.window.relayCpuMs >= 0 && f.window.ms >= 4_900, what);
+        assert.ok(f.window.relayCpuMs >= 0 && f.window.ms >= 4_900 && f.window.idleRelayCpuMs >= 0, what);
+        assert.ok(Number.isFinite(f.window.relayUsPerBridgePerIntervalAboveIdle), what);
         if (!f.redis) {
           assert.equal(f.redisServer, undefined, what);
           continue;
