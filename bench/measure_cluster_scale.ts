@@ -96,6 +96,8 @@ export interface ClusterScaleFigures {
     bridges: number;
     /** Relay CPU over the window, ms, summed over the instances. */
     relayCpuMs: number;
+    /** The same, instance by instance. */
+    relayCpuMsByInstance: number[];
     /** Relay CPU per bridge per heartbeat interval (one ping, three lease and presence renewals), µs. */
     relayUsPerBridgePerInterval: number;
     /** Relay CPU of the same processes with no bridges, scaled to this window, ms. */
@@ -226,12 +228,13 @@ async function _measureVariant(
     // Each relay's bridges: its own slice of the tokens.
     const slices = relays.map((_, i) => shared.tokens.slice(i * top, (i + 1) * top));
     await _sleep(config.settleMs);
-    const idleRss = sum(rssBytes), idleRssAnon = sum(rssAnonBytes);
-    const redisIdleRss = redis ? rssBytes(redis.pid) : 0;
     const i0 = sum(cpuMs), ir0 = redis ? cpuMs(redis.pid) : 0, iw0 = performance.now();
     await _sleep(config.idleWindowMs);
     const idleMs = performance.now() - iw0;
     const idleRelayCpuMs = sum(cpuMs) - i0, idleRedisCpuMs = redis ? cpuMs(redis.pid) - ir0 : 0;
+    // Idle RSS after the idle window: a relay just started still gives back start-up memory for some seconds.
+    const idleRss = sum(rssBytes), idleRssAnon = sum(rssAnonBytes);
+    const redisIdleRss = redis ? rssBytes(redis.pid) : 0;
     const label = variant === "cluster"
       ? `${n} instances`
       : variant === "solo"
@@ -272,7 +275,9 @@ async function _measureVariant(
     await Promise.all(fleets.map((f) => f.mark()));
     const calls0 = redis ? await redisCommandCalls(redis.url) : {};
     const c0 = sum(cpuMs), r0 = redis ? cpuMs(redis.pid) : 0, w0 = performance.now();
+    const byInstance0 = pids.map(cpuMs);
     await _sleep(config.windowMs);
+    const relayCpuMsByInstance = pids.map((pid, i) => cpuMs(pid) - byInstance0[i]);
     const relayCpuMs = sum(cpuMs) - c0, redisCpuMs = redis ? cpuMs(redis.pid) - r0 : 0;
     const wallMs = performance.now() - w0;
     const commands: Record<string, number> = {};
@@ -309,6 +314,7 @@ async function _measureVariant(
         ms: Math.round(wallMs),
         bridges,
         relayCpuMs,
+        relayCpuMsByInstance,
         relayUsPerBridgePerInterval: perBridgeInterval(relayCpuMs),
         idleRelayCpuMs: Math.round(idleRelayCpuMs * wallMs / idleMs),
         relayUsPerBridgePerIntervalAboveIdle: perBridgeInterval(relayCpuMs - idleRelayCpuMs * wallMs / idleMs),
@@ -448,7 +454,7 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
     `instance so that each is its bridges' sessions' home: it renews their leases and presence every ` +
     `${LEASE_RENEW_MS / 1000} s and pings them every ${HEARTBEAT_INTERVAL_MS / 1000} s. The configurations run one ` +
     `after the other on fresh processes. RSS is summed over the relay processes after ${config.settleMs / 1000} s of ` +
-    `settling; per bridge above idle = (RSS − RSS of the same processes with no bridges) / bridges; the slope is ` +
+    `settling (idle RSS: after the idle window too); per bridge above idle = (RSS − RSS of the same processes with no bridges) / bridges; the slope is ` +
     `taken between ${fmt(n * config.perInstance[0])} and ${fmt(total)} bridges in all. CPU is user+system time ` +
     `summed over the relay processes (and redis-server's apart) over a window of ${
       round(config.windowMs / 1000, 1)
