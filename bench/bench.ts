@@ -72,6 +72,7 @@ export const FULL: BenchConfig = {
     settleMs: 3_000,
     windowMs: 2 * HEARTBEAT_INTERVAL_MS,
     idleWindowMs: 2 * HEARTBEAT_INTERVAL_MS,
+    spread: true,
   },
 };
 
@@ -93,7 +94,14 @@ export const QUICK: BenchConfig = {
   pairing: { sequential: 4, concurrent: 4, concurrency: 2 },
   startup: { runs: 2, relayRuns: 1 },
   cluster: { roundTrips: 60, frameSizes: [64], streamBytes: 16 * 2 ** 20, streamRuns: 1, rounds: 2 },
-  clusterScale: { instances: 3, perInstance: [10, 20], settleMs: 1_000, windowMs: LEASE_RENEW_MS, idleWindowMs: 2_000 },
+  clusterScale: {
+    instances: 3,
+    perInstance: [10, 20],
+    settleMs: 1_000,
+    windowMs: LEASE_RENEW_MS,
+    idleWindowMs: 2_000,
+    spread: false,
+  },
 };
 
 /** The sections, in the order they run. */

@@ -8,7 +8,9 @@
  * - `solo`: one relay with `--redis-url`, alone in its cluster, all bridges:
  *   what leases, presence and credential lines in Redis cost, without spreading;
  * - `cluster`: `instances` relays sharing one redis-server, each holding its
- *   share of the bridges.
+ *   share of the bridges;
+ * - `spread` (full run only): `instances` independent relays without Redis,
+ *   each holding its share: what more processes cost, without Redis.
  *
  * Every bridge is an idle socket (bench/idle_bridges.ts) that authenticated
  * with a token minted from the key the relays share (`--jwt-key-file`) and
@@ -50,10 +52,12 @@ export interface ClusterScaleConfig {
    * is taken net of, scaled to {@linkcode windowMs}.
    */
   idleWindowMs: number;
+  /** Whether to measure the `spread` control too (independent relays without Redis). */
+  spread: boolean;
 }
 
 /** The three configurations. */
-export type ClusterScaleVariant = "single" | "solo" | "cluster";
+export type ClusterScaleVariant = "single" | "solo" | "cluster" | "spread";
 
 /** One level of one configuration; RSS summed over its relay processes. */
 export interface ClusterScaleLevel {
@@ -174,7 +178,13 @@ export async function measureClusterScale(
     const t0 = performance.now();
     const tokens = await mintBridgeTokensWithKey(jwtKey, total);
     log(`cluster-scale: minted ${total} bridge tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    for (const variant of ["single", "solo", "cluster"] as const) {
+    const variants: ClusterScaleVariant[] = [
+      "single",
+      "solo",
+      "cluster",
+      ...(config.spread ? ["spread" as const] : []),
+    ];
+    for (const variant of variants) {
       figures.push(await _measureVariant(variant, config, { tokens, jwtKey, meshKey }, log));
     }
   } finally {
@@ -190,7 +200,7 @@ async function _measureVariant(
   shared: { tokens: string[]; jwtKey: string; meshKey: string },
   log: (line: string) => void,
 ): Promise<ClusterScaleFigures> {
-  const n = variant === "cluster" ? config.instances : 1;
+  const n = variant === "cluster" || variant === "spread" ? config.instances : 1;
   // Bridges per relay process at each level: the single relays hold every instance's share.
   const perRelay = config.perInstance.map((c) => (c * config.instances) / n);
   const top = perRelay.at(-1)!;
@@ -199,7 +209,7 @@ async function _measureVariant(
   const relays: RelayProcess[] = [];
   const fleets: IdleBridgeFleet[] = [];
   try {
-    if (variant !== "single") {
+    if (variant === "solo" || variant === "cluster") {
       await Deno.mkdir(`${dirs.root}/redis`);
       redis = await startRedis(`${dirs.root}/redis`);
     }
@@ -237,6 +247,8 @@ async function _measureVariant(
     const redisIdleRss = redis ? rssBytes(redis.pid) : 0;
     const label = variant === "cluster"
       ? `${n} instances`
+      : variant === "spread"
+      ? `${n} relays, no Redis`
       : variant === "solo"
       ? "one relay with Redis"
       : "one relay, no Redis";
@@ -357,7 +369,7 @@ async function _measureVariant(
 
 /** Rows and notes from the three configurations. */
 function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): ClusterScaleResults {
-  const [single, solo, cluster] = figures;
+  const [single, solo, cluster, spread] = figures;
   const n = config.instances, per = config.perInstance.at(-1)!, total = n * per;
   const fmt = (v: number) => v.toLocaleString("en-US");
   const up = (f: ClusterScaleFigures) =>
@@ -447,6 +459,22 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
       met: null,
     },
   ];
+  if (spread) {
+    rows.push({
+      id: "cluster-scale-spread",
+      item: 9,
+      measure: `Control: ${n} independent relays without Redis, ${fmt(per)} idle bridges each, vs one relay with ${
+        fmt(total)
+      } (what more processes cost, without Redis)`,
+      coder1: `${cpu(spread)}; RSS ${rss(spread)}`,
+      baseline: `one relay, no Redis: ${single.window.relayUsPerBridgePerInterval} µs per bridge per ${
+        HEARTBEAT_INTERVAL_MS / 1000
+      } s; ${_kib(single.bytesPerBridge)} per bridge above idle`,
+      ratio: ratio(spread.window.relayUsPerBridgePerInterval, single.window.relayUsPerBridgePerInterval),
+      target,
+      met: allUp,
+    });
+  }
   const notes = [
     `Several instances at scale (item 9): ${fmt(total)} idle bridges (minted tokens, answering pings, as in item 4) ` +
     `held by one \`coder1 relay serve\` without Redis, by one with \`--redis-url\` alone in its cluster, and by ` +
@@ -460,7 +488,10 @@ function _report(config: ClusterScaleConfig, figures: ClusterScaleFigures[]): Cl
       round(config.windowMs / 1000, 1)
     } s, given per bridge per heartbeat interval, all-in and net of the CPU the same processes spent idle (measured ` +
     `over ${round(config.idleWindowMs / 1000, 1)} s before any bridge connected, scaled to the window). Ratios are ` +
-    `of the all-in figures.`,
+    `of the all-in figures.` +
+    (spread
+      ? ` The control: ${n} independent relays without Redis, ${fmt(per)} bridges each, measured the same way.`
+      : ""),
   ];
   return { rows, sections: { clusterScale: { config, figures } }, notes };
 }
