@@ -8,6 +8,7 @@
  * deno task bench --quick --out /tmp/b     # smoke run: few repetitions, results in /tmp/b
  * deno task bench --only link,scale        # some sections: startup, pairing, link, scale
  * deno task bench --only cluster           # across two relay instances (not in the default run)
+ * deno task bench --only cluster-scale     # 3 instances × 1,000 idle bridges vs one relay (not in the default run)
  * ```
  *
  * Items (issue 7): 1 round trip, 2 command latency, 3 throughput (all in
@@ -19,16 +20,20 @@
  * rows need Debian's openssh-server and openssh-client; without them they are
  * reported as skipped, with the reason. Item 8 of issue 15, a session whose
  * IDE and bridge are on two relay instances sharing Redis against one relay
- * (bench/measure_cluster.ts), runs only when asked for (`--only cluster`).
+ * (bench/measure_cluster.ts), runs only when asked for (`--only cluster`); so does
+ * item 9, idle bridges spread over three instances against one relay holding
+ * them all (bench/measure_cluster_scale.ts, `--only cluster-scale`).
  *
  * @module
  */
 import { type ClusterConfig, measureCluster } from "./measure_cluster.ts";
+import { type ClusterScaleConfig, measureClusterScale } from "./measure_cluster_scale.ts";
 import { type LinkConfig, measureLink } from "./measure_link.ts";
 import { measurePairing, type PairingConfig } from "./measure_pairing.ts";
 import { measureScale, type ScaleConfig } from "./measure_scale.ts";
 import { measureStartup, type StartupConfig } from "./measure_startup.ts";
 import { OpenSsh, opensshMissing } from "./openssh.ts";
+import { HEARTBEAT_INTERVAL_MS, LEASE_RENEW_MS } from "../shared/protocol.ts";
 import { machineInfo } from "./proc_stats.ts";
 import { type BenchResults, formatFiles, renderMarkdown, RESULTS_SCHEMA, type Row, spliceMarkdown } from "./report.ts";
 import { round } from "./stats.ts";
@@ -40,6 +45,7 @@ export interface BenchConfig {
   pairing: PairingConfig;
   startup: StartupConfig;
   cluster: ClusterConfig;
+  clusterScale: ClusterScaleConfig;
 }
 
 /** The full run. */
@@ -60,6 +66,14 @@ export const FULL: BenchConfig = {
   pairing: { sequential: 40, concurrent: 60, concurrency: 8 },
   startup: { runs: 10, relayRuns: 3 },
   cluster: { roundTrips: 2_000, frameSizes: [64, 16_384], streamBytes: 256 * 2 ** 20, streamRuns: 5, rounds: 10 },
+  clusterScale: {
+    instances: 3,
+    perInstance: [200, 1_000],
+    settleMs: 3_000,
+    windowMs: 2 * HEARTBEAT_INTERVAL_MS,
+    idleWindowMs: 2 * HEARTBEAT_INTERVAL_MS,
+    spread: true,
+  },
 };
 
 /** The smoke run (`--quick`): every path once, few repetitions (about 30 s). */
@@ -80,12 +94,20 @@ export const QUICK: BenchConfig = {
   pairing: { sequential: 4, concurrent: 4, concurrency: 2 },
   startup: { runs: 2, relayRuns: 1 },
   cluster: { roundTrips: 60, frameSizes: [64], streamBytes: 16 * 2 ** 20, streamRuns: 1, rounds: 2 },
+  clusterScale: {
+    instances: 3,
+    perInstance: [10, 20],
+    settleMs: 1_000,
+    windowMs: LEASE_RENEW_MS,
+    idleWindowMs: 2_000,
+    spread: false,
+  },
 };
 
 /** The sections, in the order they run. */
 export const SECTIONS = ["startup", "pairing", "link", "scale"] as const;
 /** Sections that run only when named in `--only` (they need more than the default run has, e.g. redis-server). */
-export const OPTIONAL_SECTIONS = ["cluster"] as const;
+export const OPTIONAL_SECTIONS = ["cluster", "cluster-scale"] as const;
 
 /** Options for {@linkcode runBench}. */
 export interface BenchOptions {
@@ -118,12 +140,11 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResults
     "approval, and seal every frame with AES-256-GCM.",
   ];
   const sshDir = await Deno.makeTempDir({ prefix: "coder1-bench-ssh-" });
-  let ssh: OpenSsh | { missing: string };
-  const missing = opensshMissing();
-  if (missing) {
-    ssh = { missing };
-    log(`bench: OpenSSH rows skipped: ${missing}`);
-  } else {
+  // Only the link section talks to sshd: the others start none (startup only asks whether ssh is installed).
+  let ssh: OpenSsh | { missing: string } = { missing: opensshMissing() ?? "" };
+  if (ssh.missing) {
+    log(`bench: OpenSSH rows skipped: ${ssh.missing}`);
+  } else if (only.has("link")) {
     try {
       ssh = await OpenSsh.start(sshDir);
     } catch (error) {
@@ -131,7 +152,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResults
       log(`bench: OpenSSH rows skipped: ${ssh.missing}`);
     }
   }
-  const sshMissing = ssh instanceof OpenSsh ? undefined : ssh.missing;
+  const sshMissing = ssh instanceof OpenSsh ? undefined : ssh.missing || undefined;
   if (sshMissing) sections.openssh = { skipped: sshMissing };
   try {
     for (const name of [...SECTIONS, ...OPTIONAL_SECTIONS]) {
@@ -145,6 +166,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResults
         ? await measureLink(config.link, ssh, log)
         : name === "cluster"
         ? await measureCluster(config.cluster, log)
+        : name === "cluster-scale"
+        ? await measureClusterScale(config.clusterScale, log)
         : await measureScale(config.scale, log);
       rows.push(...part.rows);
       Object.assign(sections, part.sections);

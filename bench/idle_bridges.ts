@@ -50,6 +50,25 @@ export async function mintBridgeTokens(dataDir: string, count: number): Promise<
   return out;
 }
 
+/**
+ * Signs `count` bridge tokens with an existing key file, the one several
+ * relay instances share through `--jwt-key-file` (Ed25519 JWK or PKCS#8
+ * PEM), so that every instance started with that file accepts them.
+ *
+ * @param keyFile The shared signing key.
+ * @param count How many tokens.
+ * @returns The tokens, each with its own bridge id and browser session.
+ */
+export async function mintBridgeTokensWithKey(keyFile: string, count: number): Promise<string[]> {
+  const key = await loadSigningKey(keyFile, { create: false });
+  const tokens = new TokenService(key, { clock: systemClock, store: new MemoryStore() });
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    out.push((await tokens.issueBridgeToken(crypto.randomUUID(), crypto.randomUUID())).token);
+  }
+  return out;
+}
+
 /** The sum of the helper processes' reports. */
 export interface FleetReport extends Omit<IdleClientReport, "rss"> {
   /** Bridges asked for so far. */
@@ -68,6 +87,13 @@ export interface FleetOptions {
   concurrency?: number;
   /** Per-socket authentication limit (default 60 s). */
   authTimeoutMs?: number;
+  /**
+   * The fleet-wide number of this fleet's first socket (default 0), which
+   * picks its source addresses: fleets on relays that share rate windows
+   * (several instances over one Redis) give each fleet its own range, or
+   * their logins add up per address.
+   */
+  firstIndex?: number;
 }
 
 interface Helper {
@@ -122,7 +148,7 @@ export class IdleBridgeFleet {
           concurrency: this.#options.concurrency ?? 64,
           authTimeoutMs: this.#options.authTimeoutMs ?? 60_000,
           perAddress: SOCKETS_PER_ADDRESS,
-          firstIndex: this.#total + at,
+          firstIndex: (this.#options.firstIndex ?? 0) + this.#total + at,
           mute: at === 0 ? options.mute ?? 0 : 0,
         }),
       );

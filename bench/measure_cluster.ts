@@ -271,8 +271,23 @@ export function redisMissing(): string | undefined {
   }
 }
 
-/** A throwaway redis-server on a loopback port of its own, persistence off, its files in `dir`. */
-async function startRedis(dir: string): Promise<{ url: string; stop(): Promise<void> }> {
+/** A redis-server started by {@linkcode startRedis}. */
+export interface RedisProcess {
+  /** `redis://127.0.0.1:PORT`. */
+  url: string;
+  /** Its process id (for RSS and CPU). */
+  pid: number;
+  /** Stops it (SIGTERM) and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A throwaway redis-server on a loopback port of its own, persistence off, its files in `dir`.
+ *
+ * @param dir Its working directory.
+ * @returns The running server, once it answers PING.
+ */
+export async function startRedis(dir: string): Promise<RedisProcess> {
   const port = freePort();
   const child = new Deno.Command("redis-server", {
     args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
@@ -292,11 +307,20 @@ async function startRedis(dir: string): Promise<{ url: string; stop(): Promise<v
     } catch {
       // Not listening yet.
     }
-    if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${port}`);
+    if (Date.now() > deadline) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+      await child.status;
+      throw new Error(`redis-server did not answer on port ${port}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
     url: `redis://127.0.0.1:${port}`,
+    pid: child.pid,
     async stop() {
       try {
         child.kill("SIGTERM");
@@ -312,8 +336,11 @@ async function startRedis(dir: string): Promise<{ url: string; stop(): Promise<v
  * The keys every instance shares, made as deploy/systemd/coder1-relay@.service
  * says: an Ed25519 signing key as PKCS#8 PEM and 48 random bytes in base64
  * for the mesh, both mode 0600.
+ *
+ * @param jwtKey Where the signing key goes (`--jwt-key-file`).
+ * @param meshKey Where the mesh key goes (`--mesh-key-file`).
  */
-async function writeSharedKeys(jwtKey: string, meshKey: string): Promise<void> {
+export async function writeSharedKeys(jwtKey: string, meshKey: string): Promise<void> {
   const { privateKey } = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
   const der = new Uint8Array(await crypto.subtle.exportKey("pkcs8", privateKey));
   const pem = `-----BEGIN PRIVATE KEY-----\n${btoa(String.fromCharCode(...der))}\n-----END PRIVATE KEY-----\n`;
