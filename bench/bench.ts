@@ -105,9 +105,9 @@ export const QUICK: BenchConfig = {
 };
 
 /** The sections, in the order they run. */
-export const SECTIONS = ["startup", "pairing", "link", "scale"] as const;
+export const SECTIONS = ["startup", "pairing", "link", "scale", "cluster"] as const;
 /** Sections that run only when named in `--only` (they need more than the default run has, e.g. redis-server). */
-export const OPTIONAL_SECTIONS = ["cluster", "cluster-scale"] as const;
+export const OPTIONAL_SECTIONS = ["cluster-scale"] as const;
 
 /** Options for {@linkcode runBench}. */
 export interface BenchOptions {

@@ -49,7 +49,7 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
 
     // Every row is complete, and every claimed item is there.
     for (const row of results.rows) {
-      assert.ok(row.item >= 1 && row.item <= 7, row.id);
+      assert.ok(row.item >= 1 && row.item <= 8, row.id);
       for (const key of ["id", "measure", "coder1", "baseline", "target"] as const) {
         assert.equal(typeof row[key], "string", `${row.id}.${key}`);
       }
@@ -77,6 +77,8 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
         "keystroke-echo",
         "keystroke-echo-obscured",
         "terminal-cat",
+        "cluster-round-trip-64",
+        "cluster-throughput",
       ]
     ) assert.ok(ids.has(id), `row ${id} missing`);
 
