@@ -260,6 +260,7 @@ export class MeshLinks {
       perMessageDeflate: false,
       maxPayload: MAX_FRAME_BYTES,
       followRedirects: false,
+      ...(unmaskedLink(home.instance) ? { generateMask: _zeroMask } : {}),
     });
     ws.on("error", () => {});
     return new Promise<void>((resolve, reject) => {
@@ -419,6 +420,24 @@ export function clusterHandler(
     }
     return api(request, info);
   };
+}
+
+/**
+ * Whether mesh frames to `instance` may go unmasked (an all-zero masking key,
+ * which npm:ws skips on both ends): over TLS or loopback, where no
+ * intermediary that does not speak WebSocket sees them (RFC 6455 section
+ * 10.3), as the bridge does (bridge/relay_link.ts). Masking and unmasking in
+ * JavaScript, byte by byte, cost both instances CPU on every forwarded byte.
+ */
+export function unmaskedLink(instance: string): boolean {
+  const url = new URL(instance);
+  if (url.protocol === "https:") return true;
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function _zeroMask(mask: Uint8Array): void {
+  mask.fill(0);
 }
 
 /** Sends one message on, and stops reading its source while the destination has too much unsent. */

@@ -16,7 +16,7 @@ import { CloseCode, HEARTBEAT_TIMEOUT_MS } from "../shared/protocol.ts";
 import { type RelayHttpServer, serveRelayHttp } from "./http_server.ts";
 import type { BridgeLogin } from "./hub.ts";
 import { createLogger } from "./logger.ts";
-import { MESH_HIGH_BYTES, MeshAuth, MeshLinks } from "./mesh.ts";
+import { MESH_HIGH_BYTES, MeshAuth, MeshLinks, unmaskedLink } from "./mesh.ts";
 
 const SANITIZE = { sanitizeOps: false, sanitizeResources: false };
 const KiB = 1024, MiB = 1024 * KiB;
@@ -202,4 +202,14 @@ Deno.test("mesh auth: the HMAC covers the login; a login for another session is 
   const elsewhere = auth.sign("http://10.0.0.1:8801", "/mesh/bridge", "s2", 1, login);
   assert.throws(() => auth.verify(new Headers(elsewhere), "/mesh/bridge"), /login does not match/);
   assert.throws(() => new MeshAuth(new Uint8Array(31), systemClock), /at least 32/);
+});
+
+Deno.test("mesh links skip WebSocket masking only over TLS or loopback", () => {
+  for (const url of ["http://127.0.0.1:8801", "http://127.1.2.3:1", "http://[::1]:8801", "http://localhost:8801"]) {
+    assert.equal(unmaskedLink(url), true, url);
+  }
+  assert.equal(unmaskedLink("https://relay-2.internal:8443"), true, "TLS");
+  for (const url of ["http://10.0.0.2:8801", "http://relay-2.internal:8801", "http://127.example.com:1"]) {
+    assert.equal(unmaskedLink(url), false, url);
+  }
 });
