@@ -23,7 +23,7 @@
  */
 import { permissionFlags, roleFor } from "../cli/permissions.ts";
 import type { IdeClient } from "../shared/ide_client.ts";
-import { OUTPUT_CHUNK_BYTES } from "../shared/protocol.ts";
+import { KEYSTROKE_INTERVAL_MS, OUTPUT_CHUNK_BYTES } from "../shared/protocol.ts";
 import {
   approveBridge,
   type Coder1Process,
@@ -376,6 +376,45 @@ export async function measureLink(
       log(`link: round trip ${_bytes(size)} coder1 ${fmtMs(s.coder1)}, direct sealed ${fmtMs(s.directSealed)}`);
     }
     sections.roundTrip = rtt;
+
+    // Item 7's floor: one byte after a pause like a typed key's (a random wait below one keystroke interval), so
+    // that every process on the path has gone idle, through the relay and the echo bridge (no PTY, no terminal),
+    // beside the same byte over a direct WebSocket with no relay, sealed and not.
+    {
+      const key = new Uint8Array([0x78]);
+      const paused = { coder1: [] as number[], sealed: [] as number[], plain: [] as number[] };
+      const echoCmd = echoCommand(ide);
+      const sealedClient = await DirectClient.connect(`ws://127.0.0.1:${direct.port}/echo?sealed=1`, true);
+      const plainClient = await DirectClient.connect(`ws://127.0.0.1:${direct.port}/echo?sealed=0`, false);
+      const pause = () => new Promise((r) => setTimeout(r, Math.random() * KEYSTROKE_INTERVAL_MS));
+      for (let round = 0; round < config.rounds; round++) {
+        const n = share(config.keystrokes, config.rounds, round);
+        for (let i = 0; i < n; i++) paused.coder1.push(await pause().then(() => echoCmd.roundTrip(key)));
+        for (let i = 0; i < n; i++) paused.sealed.push(await pause().then(() => sealedClient.roundTrip(key)));
+        for (let i = 0; i < n; i++) paused.plain.push(await pause().then(() => plainClient.roundTrip(key)));
+      }
+      await echoCmd.close();
+      sealedClient.close();
+      plainClient.close();
+      const s = {
+        coder1: summarize(paused.coder1),
+        directSealed: summarize(paused.sealed),
+        directPlain: summarize(paused.plain),
+      };
+      sections.roundTripPaused = s;
+      rows.push({
+        id: "round-trip-paused",
+        item: 7,
+        measure:
+          "Keystroke echo's floor: 1 B after a typing pause (random wait below 20 ms), IDE → relay → echo bridge → relay → IDE (no PTY, no terminal) vs a direct WebSocket (no relay)",
+        coder1: fmtMs(s.coder1),
+        baseline: `direct, sealed: ${fmtMs(s.directSealed)}; unsealed: ${fmtMs(s.directPlain)}`,
+        ratio: ratio(s.coder1.median, s.directSealed.median),
+        target: "none (context for the keystroke echo)",
+        met: null,
+      });
+      log(`link: 1 B after a pause coder1 ${fmtMs(s.coder1)}, direct sealed ${fmtMs(s.directSealed)}`);
+    }
     notes.push(
       "Round trip: the bridge is bench/echo_bridge.ts, the real bridge link and command manager with an in-memory " +
         "process that echoes stdin to stdout (no child process). The baseline is an npm:ws client talking to a " +

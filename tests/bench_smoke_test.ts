@@ -77,6 +77,7 @@ Deno.test("bench smoke: every section runs and writes sane results.json and BENC
         "keystroke-echo",
         "keystroke-echo-obscured",
         "terminal-cat",
+        "round-trip-paused",
         "cluster-round-trip-64",
         "cluster-throughput",
       ]
